@@ -1,0 +1,28 @@
+"""nborch: run Jupyter notebooks as an orchestrated pipeline.
+
+Inside a task notebook only ``publish``, ``artifact_path`` and ``secret`` are needed, so
+the heavier parts (papermill, the engine) load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .inside import artifact_path, publish, secret
+
+__version__ = "0.1.0"
+__all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "ValidationError",
+           "publish", "artifact_path", "secret", "__version__"]
+
+_LAZY = {
+    "Pipeline": "model", "Task": "model", "Run": "run", "TaskRun": "run", "Store": "store",
+    "NborchError": "errors", "SpecError": "errors", "ValidationError": "errors",
+    "ExecutionError": "errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'nborch' has no attribute {name!r}")

@@ -1,0 +1,266 @@
+"""One task attempt: a fresh kernel, the notebook run through papermill, the result saved.
+
+This is the only place that executes a notebook. It emits progress and output events,
+enforces the attempt's timeout, stops its kernel on cancel, reads published values, and
+masks secret values in everything it writes (executed notebook, log, error, values).
+An ``AttemptJob`` holds plain data only, so an attempt can run in another process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import nbformat
+
+from .events import AttemptOutput, AttemptProgress
+from .inside import PUBLISH_MIME
+from .store import utcnow
+
+log = logging.getLogger("nborch")
+TIMEOUT_GRACE = 5.0  # seconds between interrupting a timed-out cell and killing its kernel
+
+
+@dataclass
+class AttemptJob:
+    run_id: str
+    task: str
+    attempt: int
+    notebook: str
+    parameters: dict
+    kernel: str
+    cwd: str
+    output_path: str
+    log_path: str
+    env: dict = field(default_factory=dict, repr=False)  # secrets included: never persisted
+    timeout: float | None = None
+    secret_values: list = field(default_factory=list, repr=False)
+
+
+@dataclass
+class AttemptResult:
+    status: str  # success | failed | cancelled
+    started_at: str
+    ended_at: str
+    output_path: str | None
+    values: dict = field(default_factory=dict)
+    error: dict | None = None
+
+
+class Masker:
+    """Replaces secret values with ``***`` in text and JSON-able data."""
+
+    def __init__(self, secrets: list[str]):
+        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+
+    def text(self, value: str) -> str:
+        for secret in self.secrets:
+            value = value.replace(secret, "***")
+        return value
+
+    def data(self, value: Any) -> Any:
+        if not self.secrets or value is None:
+            return value
+        encoded = json.dumps(value)
+        for secret in self.secrets:
+            encoded = encoded.replace(json.dumps(secret)[1:-1], "***")
+        return json.loads(encoded)
+
+
+class _LogSink:
+    """The attempt's log file, also streamed as events. papermill writes stream outputs here."""
+
+    def __init__(self, attempt: "AttemptRunner", handle, stream: str):
+        self.attempt, self.handle, self.stream = attempt, handle, stream
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        text = self.attempt.masker.text(text)
+        with self.attempt.log_lock:
+            self.handle.write(text)
+            self.handle.flush()
+        job = self.attempt.job
+        self.attempt.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
+
+    def flush(self) -> None:
+        pass
+
+
+class AttemptRunner:
+    def __init__(self, job: AttemptJob, emit: Callable[[Any], None] = lambda event: None):
+        self.job = job
+        self.emit = emit
+        self.masker = Masker(job.secret_values)
+        self.log_lock = threading.Lock()
+        self.nb = None
+        self._pgid: int | None = None
+        self._process = None
+        self._stop_reason: str | None = None  # "cancel" | "timeout"
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._running_cell: tuple[int, str] | None = None
+
+    # -- control, from any thread -----------------------------------------------------
+
+    def cancel(self) -> None:
+        self._stop("cancel", signal.SIGKILL)
+
+    def _on_timeout(self) -> None:
+        # Interrupt first so the saved notebook shows where the cell hung, then kill.
+        if self._stop("timeout", signal.SIGINT):
+            threading.Timer(TIMEOUT_GRACE, self._kill_if_running).start()
+
+    def _kill_if_running(self) -> None:
+        if not self._done.is_set():
+            self._signal(signal.SIGKILL)
+
+    def _stop(self, reason: str, signum: int) -> bool:
+        with self._lock:
+            if self._done.is_set() or self._stop_reason:
+                return False
+            self._stop_reason = reason
+        self._signal(signum)
+        return True
+
+    def _signal(self, signum: int) -> None:
+        with self._lock:
+            pgid = self._pgid
+        if pgid:
+            try:
+                os.killpg(pgid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def kernel_started(self, km) -> None:
+        provisioner = getattr(km, "provisioner", None)
+        with self._lock:
+            self._pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
+            self._process = getattr(provisioner, "process", None)
+            stopping = self._stop_reason
+        if stopping:  # cancelled while the kernel was starting
+            self._signal(signal.SIGKILL)
+
+    def cell_started(self, done: int, total: int, source: str) -> None:
+        line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+        self._running_cell = (done, line)
+        job = self.job
+        self.emit(AttemptProgress(job.run_id, job.task, job.attempt, done, total, line[:120]))
+
+    # -- the attempt ------------------------------------------------------------------
+
+    def run(self) -> AttemptResult:
+        import papermill
+        from papermill.exceptions import PapermillExecutionError
+
+        from .papermill_engine import ENGINE_NAME
+
+        job = self.job
+        started = utcnow()
+        Path(job.output_path).parent.mkdir(parents=True, exist_ok=True)
+        timer = threading.Timer(job.timeout, self._on_timeout) if job.timeout else None
+        error = None
+        with open(job.log_path, "a", encoding="utf-8") as log_file:
+            log_file.write(f"--- attempt {job.attempt} started {started} ---\n")
+            log_file.flush()
+            sinks = {s: _LogSink(self, log_file, s) for s in ("stdout", "stderr")}
+            if timer:
+                timer.daemon = True
+                timer.start()
+            try:
+                papermill.execute_notebook(
+                    job.notebook, None, parameters=job.parameters, engine_name=ENGINE_NAME,
+                    kernel_name=job.kernel, progress_bar=False, request_save_on_cell_execute=False,
+                    stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
+                    nborch_attempt=self)
+            except PapermillExecutionError as exc:
+                error = {"type": exc.ename, "message": exc.evalue, "cell": exc.cell_index,
+                         "cell_source": exc.source, "traceback": _plain_traceback(exc.traceback)}
+            except Exception as exc:  # kernel died or would not start; cancel and timeout land here
+                error = self._failure(exc)
+            finally:
+                if timer:
+                    timer.cancel()
+                with self._lock:
+                    self._done.set()
+            if error is not None and self._stop_reason == "timeout":
+                error = self._timeout_error(error)
+            ended = utcnow()
+            log_file.write(f"--- attempt {job.attempt} ended {ended}: "
+                           f"{'ok' if error is None else error['type']} ---\n")
+        status = "success" if error is None else (
+            "cancelled" if self._stop_reason == "cancel" else "failed")
+        output_path = self._save()
+        values = self.masker.data(_published_values(self.nb)) if self.nb is not None else {}
+        return AttemptResult(status, started, ended, output_path, values,
+                             self.masker.data(error))
+
+    def _failure(self, exc: Exception) -> dict:
+        from nbclient.exceptions import DeadKernelError
+        if isinstance(exc, DeadKernelError) or (self._process and self._process.poll() is not None):
+            return {"type": "DeadKernelError", "message": self._death_reason(),
+                    "cell": self._running_cell[0] if self._running_cell else None,
+                    "cell_source": None, "traceback": None}
+        kind = type(exc).__name__
+        if "kernel" in kind.lower() or isinstance(exc, RuntimeError):
+            kind = "KernelStartError" if self._running_cell is None else kind
+        return {"type": kind, "message": str(exc) or kind, "cell": None, "cell_source": None,
+                "traceback": None}
+
+    def _death_reason(self) -> str:
+        code = None
+        if self._process is not None:
+            try:
+                code = self._process.wait(timeout=5)
+            except Exception:
+                code = self._process.poll()
+        if self._stop_reason == "cancel":
+            return "kernel stopped: the run was cancelled"
+        if code is None:
+            return "kernel died"
+        if code < 0:
+            name = signal.Signals(-code).name
+            hint = " (out of memory?)" if -code == signal.SIGKILL else ""
+            return f"kernel died: killed by {name}{hint}"
+        return f"kernel died (exit code {code})"
+
+    def _timeout_error(self, error: dict) -> dict:
+        limit = self.job.timeout
+        where = ""
+        if self._running_cell:
+            where = f"; it was running cell {self._running_cell[0] + 1}: {self._running_cell[1]}"
+        return {**error, "type": "TimeoutError",
+                "message": f"attempt stopped after its timeout of {limit:g}s{where}"}
+
+    def _save(self) -> str | None:
+        if self.nb is None:
+            return None
+        path = Path(self.job.output_path)
+        text = self.masker.text(nbformat.writes(self.nb))
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        return str(path)
+
+
+def _published_values(nb) -> dict:
+    values = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            payload = output.get("data", {}).get(PUBLISH_MIME)
+            if isinstance(payload, dict) and "name" in payload:
+                values[payload["name"]] = payload.get("value")
+    return values
+
+
+def _plain_traceback(lines: list[str] | None) -> str | None:
+    if not lines:
+        return None
+    import re
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(lines))

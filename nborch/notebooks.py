@@ -1,0 +1,143 @@
+"""Reading task notebooks: parameters cell, kernel, declared upstream. Cached by mtime."""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import nbformat
+
+from .errors import ValidationError
+
+_NO_LITERAL = object()
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    default_source: str
+    default: Any  # the default's value when it is a literal, else _NO_LITERAL
+
+    @property
+    def has_literal_default(self) -> bool:
+        return self.default is not _NO_LITERAL
+
+
+@dataclass(frozen=True)
+class NotebookInfo:
+    path: Path
+    has_parameters_cell: bool
+    parameters: dict  # name -> Parameter (empty when the language cannot be inspected)
+    kernel_name: str | None
+    language: str | None
+
+    @property
+    def declared_upstream(self) -> list[str] | None:
+        """``upstream = ["a", "b"]`` in the parameters cell, as Ploomber users write it."""
+        param = self.parameters.get("upstream")
+        if param and isinstance(param.default, (list, tuple)) and \
+                all(isinstance(u, str) for u in param.default):
+            return list(param.default)
+        return None
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    """Read and validate a notebook, raising ValidationError naming the file."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            nb = nbformat.read(fh, as_version=4)
+    except FileNotFoundError:
+        raise ValidationError(f"notebook not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read notebook {path}: {exc}") from None
+    except (json.JSONDecodeError, nbformat.reader.NotJSONError) as exc:
+        raise ValidationError(f"{path} is not a valid notebook (not JSON: {exc})") from None
+    except Exception as exc:  # nbformat raises assorted errors for malformed documents
+        raise ValidationError(f"{path} is not a valid notebook: {exc}") from None
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as exc:
+        raise ValidationError(f"{path} is not a valid notebook (nbformat: {exc.message})") from None
+    return nb
+
+
+def parameters_cell_index(nb: nbformat.NotebookNode) -> int:
+    for index, cell in enumerate(nb.cells):
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return index
+    return -1
+
+
+def inspect_notebook(path: Path) -> NotebookInfo:
+    path = Path(path)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except FileNotFoundError:
+        raise ValidationError(f"notebook not found: {path}") from None
+    except OSError as exc:
+        raise ValidationError(f"cannot read notebook {path}: {exc}") from None
+    return _inspect(path, mtime)
+
+
+@lru_cache(maxsize=4096)
+def _inspect(path: Path, mtime: int) -> NotebookInfo:
+    nb = read_notebook(path)
+    spec = nb.metadata.get("kernelspec", {}) or {}
+    language = (nb.metadata.get("language_info", {}) or {}).get("name") or spec.get("language")
+    index = parameters_cell_index(nb)
+    params: dict[str, Parameter] = {}
+    if index >= 0 and (language in (None, "python")):
+        params = _python_parameters(nb.cells[index].source)
+    return NotebookInfo(path=path, has_parameters_cell=index >= 0, parameters=params,
+                        kernel_name=spec.get("name"), language=language)
+
+
+def _python_parameters(source: str) -> dict[str, Parameter]:
+    """Names assigned at the top level of a Python parameters cell, with literal defaults."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    params = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            continue
+        src = ast.get_source_segment(source, value) or ""
+        try:
+            default = ast.literal_eval(value)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            default = _NO_LITERAL
+        for target in targets:
+            if isinstance(target, ast.Name):
+                params[target.id] = Parameter(target.id, src, default)
+    return params
+
+
+def type_mismatch(default: Any, value: Any) -> bool:
+    """True when ``value`` clearly has another type than the parameter's default."""
+    if default is None or value is None:
+        return False
+    if isinstance(default, bool) or isinstance(value, bool):
+        return type(default) is not type(value)
+    numbers = (int, float)
+    if isinstance(default, numbers):
+        return not isinstance(value, numbers)
+    for kind in (str, dict):
+        if isinstance(default, kind):
+            return not isinstance(value, kind)
+    if isinstance(default, (list, tuple)):
+        return not isinstance(value, (list, tuple))
+    return False
+
+
+def type_name(value: Any) -> str:
+    return {list: "list", tuple: "list", dict: "mapping", str: "string", bool: "boolean",
+            int: "integer", float: "number"}.get(type(value), type(value).__name__)

@@ -1,0 +1,131 @@
+"""The task state machine: what may run next, retries, trigger rules. No I/O, no clocks
+of its own; the engine feeds it outcomes and the current time and applies its decisions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from .dag import downstream_map, path_lengths
+from .events import (CANCELLED, FAILED, FINAL_TASK_STATES, PENDING, QUEUED, RETRYING, RUNNING,
+                     SKIPPED, SUCCESS, UPSTREAM_FAILED)
+from .model import Task
+
+_OK = (SUCCESS, SKIPPED)
+_BAD = (FAILED, UPSTREAM_FAILED)
+
+
+@dataclass(frozen=True)
+class Transition:
+    task: str
+    state: str
+    attempt: int
+    reason: str | None = None
+
+
+class Planner:
+    def __init__(self, tasks: Mapping[str, Task], fail_fast: bool = False):
+        self.tasks = dict(tasks)
+        self.fail_fast = fail_fast
+        self.state = {name: PENDING for name in tasks}
+        self.attempt = {name: 0 for name in tasks}
+        self.retry_at: dict[str, float] = {}
+        edges = {n: t.upstream for n, t in tasks.items()}
+        self._down = downstream_map(edges)
+        self._priority = path_lengths(edges)
+
+    # -- questions ----------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        return all(s in FINAL_TASK_STATES for s in self.state.values())
+
+    def queued(self) -> list[str]:
+        """Queued tasks, the one with the longest path ahead of it first."""
+        names = [n for n, s in self.state.items() if s == QUEUED]
+        return sorted(names, key=lambda n: -self._priority[n])
+
+    def next_wakeup(self) -> float | None:
+        return min(self.retry_at.values(), default=None)
+
+    def run_status(self) -> str:
+        states = set(self.state.values())
+        if states & set(_BAD):
+            return "failed"
+        if CANCELLED in states:
+            return "cancelled"
+        return "success"
+
+    # -- moves --------------------------------------------------------------------
+
+    def advance(self, now: float) -> list[Transition]:
+        """Queue what became runnable, end what can no longer run, wake due retries."""
+        moves = []
+        for name, due in list(self.retry_at.items()):
+            if due <= now:
+                del self.retry_at[name]
+                moves.append(self._set(name, QUEUED))
+        changed = True
+        while changed:
+            changed = False
+            for name, state in self.state.items():
+                if state != PENDING:
+                    continue
+                decision = self._trigger(name)
+                if decision is not None:
+                    moves.append(self._set(name, *decision))
+                    changed = True
+        return moves
+
+    def start(self, name: str) -> Transition:
+        self.attempt[name] += 1
+        return self._set(name, RUNNING)
+
+    def finish(self, name: str, ok: bool, now: float) -> list[Transition]:
+        """Record an attempt's outcome; a failure retries while retries remain."""
+        if ok:
+            return [self._set(name, SUCCESS)]
+        task = self.tasks[name]
+        if self.attempt[name] <= task.retries:
+            self.retry_at[name] = now + task.delay_before(self.attempt[name] + 1)
+            return [self._set(name, RETRYING)]
+        moves = [self._set(name, FAILED)]
+        if self.fail_fast:
+            moves += self.cancel_pending(f"--fail-fast after {name!r} failed")
+        return moves
+
+    def cancelled(self, name: str) -> Transition:
+        return self._set(name, CANCELLED, "cancelled while running")
+
+    def cancel_pending(self, reason: str) -> list[Transition]:
+        """Cancel every task not yet running; running ones are the engine's to stop."""
+        self.retry_at.clear()
+        return [self._set(n, CANCELLED, reason) for n, s in self.state.items()
+                if s in (PENDING, QUEUED, RETRYING)]
+
+    # -- internals ----------------------------------------------------------------
+
+    def _set(self, name: str, state: str, reason: str | None = None) -> Transition:
+        self.state[name] = state
+        return Transition(name, state, self.attempt[name], reason)
+
+    def _trigger(self, name: str) -> tuple[str, str | None] | None:
+        """(state, reason) once the trigger rule can decide, else None."""
+        ups = [self.state[u] for u in self.tasks[name].upstream]
+        rule = self.tasks[name].trigger
+        if rule == "one_failed":
+            if any(s in _BAD for s in ups):
+                return QUEUED, None
+            if all(s in FINAL_TASK_STATES for s in ups):
+                if CANCELLED in ups:
+                    return CANCELLED, "an upstream task was cancelled"
+                return SKIPPED, "trigger one_failed: no upstream task failed"
+            return None
+        if not all(s in FINAL_TASK_STATES for s in ups):
+            return None
+        if rule == "all_done" or all(s in _OK for s in ups):
+            return QUEUED, None
+        bad = [u for u in self.tasks[name].upstream if self.state[u] in _BAD]
+        if bad:
+            return UPSTREAM_FAILED, f"upstream failed: {', '.join(bad)}"
+        return CANCELLED, "an upstream task was cancelled"

@@ -1,0 +1,122 @@
+"""``Run`` and ``TaskRun``: what a run did, built live from events or loaded from the store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start:
+        return None
+    from .store import utcnow
+    end_dt = datetime.fromisoformat(end or utcnow())
+    return (end_dt - datetime.fromisoformat(start)).total_seconds()
+
+
+@dataclass
+class TaskRun:
+    name: str
+    status: str = "pending"
+    attempts: int = 0
+    started_at: str | None = None
+    ended_at: str | None = None
+    output_path: str | None = None
+    values: dict = field(default_factory=dict)
+    error: dict | None = None
+    reason: str | None = None
+    progress: dict | None = None
+    upstream: tuple = ()
+    notebook: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return _seconds_between(self.started_at, self.ended_at)
+
+    def to_dict(self) -> dict:
+        data = {"status": self.status, "attempts": self.attempts, "started_at": self.started_at,
+                "ended_at": self.ended_at, "output_path": self.output_path, "values": self.values,
+                "error": self.error, "upstream": list(self.upstream), "notebook": self.notebook}
+        if self.reason:
+            data["reason"] = self.reason
+        if self.status == "running" and self.progress:
+            data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
+                                "line": self.progress.get("line", "")}
+        return data
+
+
+@dataclass
+class Run:
+    run_id: str
+    pipeline: str
+    status: str = "running"
+    started_at: str | None = None
+    ended_at: str | None = None
+    logical_date: str | None = None
+    params: dict = field(default_factory=dict)
+    source: str | None = None
+    tasks: dict = field(default_factory=dict)  # name -> TaskRun
+
+    @property
+    def values(self) -> dict:
+        """Published values by task name."""
+        return {name: t.values for name, t in self.tasks.items()}
+
+    @property
+    def duration(self) -> float | None:
+        return _seconds_between(self.started_at, self.ended_at)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for t in self.tasks.values():
+            out[t.status] = out.get(t.status, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+                "started_at": self.started_at, "ended_at": self.ended_at,
+                "logical_date": self.logical_date, "params": self.params,
+                "tasks": {name: t.to_dict() for name, t in self.tasks.items()}}
+
+    def apply(self, event: Any) -> None:
+        """Follow the engine's events (a Run is a listener of its own run)."""
+        if getattr(event, "run_id", None) != self.run_id:
+            return
+        if isinstance(event, TaskStateChanged):
+            t = self.tasks[event.task]
+            t.status, t.attempts, t.reason = event.state, event.attempt, event.reason
+            if event.state == "running":
+                t.started_at = t.started_at or event.at
+                t.error, t.progress = None, None
+            elif event.state != "pending" and event.state != "queued":
+                t.progress = None
+                if event.state != "retrying":
+                    t.ended_at = event.at
+                if event.output_path is not None:
+                    t.output_path = event.output_path
+                if event.values is not None:
+                    t.values = event.values
+                if event.error is not None or event.state == "success":
+                    t.error = event.error
+        elif isinstance(event, AttemptProgress):
+            t = self.tasks[event.task]
+            t.progress = {"cell": event.cell, "cells": event.cells, "line": event.line}
+        elif isinstance(event, RunEnded):
+            self.status, self.ended_at = event.status, event.ended_at
+
+    @classmethod
+    def from_start(cls, event: RunStarted) -> "Run":
+        tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"))
+                 for name, t in event.tasks.items()}
+        return cls(event.run_id, event.pipeline, "running", event.started_at, None,
+                   event.logical_date, event.params, event.source, tasks)
+
+    def __repr__(self) -> str:
+        return f"<Run {self.run_id} {self.pipeline} {self.status} {self.counts()}>"

@@ -1,0 +1,83 @@
+"""Jinja2 rendering of pipeline values, and durations such as ``10s``, ``5m``, ``1h30m``."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jinja2
+
+_env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False,
+                          keep_trailing_newline=True)
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
+
+
+def render(value: Any, context: dict) -> Any:
+    """Render templates inside ``value`` (strings, nested lists and mappings).
+
+    A string that is exactly one ``{{ expr }}`` keeps the expression's native type;
+    any other string renders to a string. Undefined names raise ``jinja2.UndefinedError``.
+    """
+    if isinstance(value, str):
+        if "{{" not in value and "{%" not in value:
+            return value
+        single = _SINGLE_EXPR.match(value)
+        if single:
+            result = _env.compile_expression(single.group("expr"), undefined_to_none=False)(**context)
+            if isinstance(result, jinja2.Undefined):
+                str(result)  # raises UndefinedError with the name
+            return result
+        return _env.from_string(value).render(**context)
+    if isinstance(value, dict):
+        return {k: render(v, context) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [render(v, context) for v in value]
+    return value
+
+
+def template_error(exc: Exception) -> str:
+    """A short description of a Jinja2 failure."""
+    if isinstance(exc, jinja2.UndefinedError):
+        return f"undefined name in template ({exc.message})"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax error: {exc.message}"
+    return f"template error: {exc}"
+
+
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: a number of seconds, or text like ``90s``, ``5m``, ``1h30m``.
+
+    Raises ValueError with a message fit for a user.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"bad duration {value!r}: use a number of seconds or text like 10s, 5m, 1h")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"bad duration {value!r}: must not be negative")
+        return float(value)
+    text = str(value).strip().lower()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos and text[pos:match.start()].strip():
+            break
+        total += float(match.group(1)) * _UNITS[match.group(2)]
+        pos = match.end()
+    if not text or text[pos:].strip() or pos == 0:
+        raise ValueError(f"bad duration {value!r}: use a number of seconds or text like 10s, 5m, 1h30m")
+    return total
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, sec = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{sec:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,184 @@
+"""Everything checked before a run starts: graph, notebooks, parameters, kernels, secrets.
+
+``prepare`` turns a Pipeline plus run-time inputs into the fully resolved tasks the engine
+runs, or raises one ValidationError listing every problem. Nothing here writes anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .dag import find_cycle
+from .errors import SpecError, ValidationError
+from .model import Pipeline, Task
+from .notebooks import NotebookInfo, inspect_notebook, type_mismatch, type_name
+from .templating import render, template_error
+
+DEFAULT_KERNEL = "python3"
+
+
+@dataclass(frozen=True)
+class PreparedTask:
+    task: Task
+    parameters: dict          # rendered, type-checked; without ``upstream``
+    kernel: str
+    inject_upstream: bool     # False only for a task with no upstream whose cell lacks it
+    secrets: dict = field(default_factory=dict, repr=False)  # name -> value, never stored
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    pipeline: Pipeline
+    run_id: str
+    logical_date: datetime
+    params: dict
+    tasks: dict  # name -> PreparedTask, in the pipeline's order
+
+    @property
+    def edges(self) -> dict[str, tuple[str, ...]]:
+        return {name: p.task.upstream for name, p in self.tasks.items()}
+
+    @property
+    def secret_values(self) -> list[str]:
+        return sorted({v for p in self.tasks.values() for v in p.secrets.values() if v},
+                      key=len, reverse=True)
+
+
+def template_context(run_id: str, logical_date: datetime, params: dict) -> dict:
+    return {"run_id": run_id, "logical_date": logical_date.isoformat(),
+            "ds": logical_date.strftime("%Y-%m-%d"), "params": params}
+
+
+def merge_params(pipeline: Pipeline, overrides: dict) -> dict:
+    unknown = [k for k in overrides if k not in pipeline.parameters]
+    if unknown:
+        declared = ", ".join(pipeline.parameters) or "none"
+        raise ValidationError(
+            [f"unknown pipeline parameter {k!r} given with -p (declared: {declared})" for k in unknown],
+            source=_where(pipeline))
+    return {**pipeline.parameters, **overrides}
+
+
+def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = "validate",
+            logical_date: datetime | None = None) -> PreparedRun:
+    params = merge_params(pipeline, overrides or {})
+    logical_date = logical_date or datetime.now(timezone.utc)
+    problems: list[str] = []
+    infos: dict[str, NotebookInfo] = {}
+    for name, task in pipeline.tasks.items():
+        try:
+            infos[name] = inspect_notebook(task.notebook)
+        except ValidationError as exc:
+            problems += [f"task {name!r}: {p}" for p in exc.problems]
+    # A notebook's own ``upstream = [...]`` adds edges (Ploomber's convention).
+    for name, info in infos.items():
+        declared = info.declared_upstream
+        if declared:
+            pipeline.add_upstream(name, declared)
+    problems += graph_problems(pipeline)
+    if problems:
+        raise ValidationError(problems, source=_where(pipeline))
+
+    context = template_context(run_id, logical_date, params)
+    secret_env = _secret_source(pipeline)
+    prepared: dict[str, PreparedTask] = {}
+    for name, task in pipeline.tasks.items():
+        info = infos[name]
+        try:
+            values = render(task.parameters, context)
+        except Exception as exc:  # jinja2 errors of every kind
+            problems.append(f"task {name!r}: {template_error(exc)}")
+            continue
+        problems += parameter_problems(name, task, info, values)
+        kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
+        if kernel not in installed_kernels():
+            problems.append(f"task {name!r}: kernel {kernel!r} is not installed (installed: "
+                            f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
+        secrets = {}
+        for secret in task.secrets:
+            if secret in secret_env:
+                secrets[secret] = secret_env[secret]
+            else:
+                problems.append(f"task {name!r}: secret {secret!r} is not set in the environment "
+                                f"or in {_dotenv_path(pipeline)}")
+        inject = bool(task.upstream) or "upstream" in info.parameters
+        prepared[name] = PreparedTask(task, values, kernel, inject, secrets)
+    if problems:
+        raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
+    return PreparedRun(pipeline, run_id, logical_date, params, prepared)
+
+
+def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:
+    return prepare(pipeline, overrides)
+
+
+def graph_problems(pipeline: Pipeline) -> list[str]:
+    problems = []
+    for name, task in pipeline.tasks.items():
+        for up in task.upstream:
+            if up == name:
+                problems.append(f"task {name!r} lists itself as upstream")
+            elif up not in pipeline.tasks:
+                problems.append(f"task {name!r}: unknown upstream task {up!r} "
+                                f"(tasks: {', '.join(pipeline.tasks)})")
+    if not problems:
+        cycle = find_cycle({n: t.upstream for n, t in pipeline.tasks.items()})
+        if cycle:
+            problems.append(f"the tasks form a cycle: {' >> '.join(cycle)}")
+    return problems
+
+
+def parameter_problems(name: str, task: Task, info: NotebookInfo, values: dict) -> list[str]:
+    nb = task.notebook
+    if values and not info.has_parameters_cell:
+        return [f"task {name!r}: parameters given but {nb} has no cell tagged 'parameters' "
+                "(tag the cell that holds the defaults)"]
+    if not info.parameters:  # a language we cannot inspect: papermill injects as given
+        return []
+    problems = []
+    for key, value in values.items():
+        if key == "upstream":
+            problems.append(f"task {name!r}: 'upstream' is injected by nborch and cannot be a parameter")
+            continue
+        param = info.parameters.get(key)
+        if param is None:
+            problems.append(f"task {name!r}: unknown parameter {key!r} for {nb} "
+                            f"(its parameters: {', '.join(info.parameters)})")
+        elif param.has_literal_default and type_mismatch(param.default, value):
+            problems.append(
+                f"task {name!r}: parameter {key!r} of {nb} is a {type_name(param.default)} "
+                f"(default {param.default_source}) but gets a {type_name(value)} {value!r}")
+    return problems
+
+
+@lru_cache(maxsize=1)
+def installed_kernels() -> frozenset[str]:
+    from jupyter_client.kernelspec import KernelSpecManager
+    return frozenset(KernelSpecManager().find_kernel_specs())
+
+
+def _dotenv_path(pipeline: Pipeline) -> Path:
+    return pipeline.root / ".env"
+
+
+def _secret_source(pipeline: Pipeline) -> dict[str, str]:
+    """Secrets come from the process environment, then a ``.env`` beside the pipeline."""
+    merged: dict[str, str] = {}
+    path = _dotenv_path(pipeline)
+    if any(t.secrets for t in pipeline.tasks.values()) and path.is_file():
+        from dotenv import dotenv_values
+        merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ)
+    return merged
+
+
+def _where(pipeline: Pipeline) -> str | None:
+    return str(pipeline.source) if pipeline.source else None
+
+
+__all__ = ["PreparedRun", "PreparedTask", "prepare", "validate", "SpecError"]
