@@ -17,7 +17,6 @@ __all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "V
 _LAZY = {
     "Pipeline": "model", "Task": "model", "Run": "run", "TaskRun": "run", "Store": "store",
     "NborchError": "errors", "SpecError": "errors", "ValidationError": "errors",
-    "ExecutionError": "errors",
 }
 
 

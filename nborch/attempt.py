@@ -180,7 +180,7 @@ class AttemptRunner:
                     stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
                     nborch_attempt=self)
             except PapermillExecutionError as exc:
-                error = {"type": exc.ename, "message": exc.evalue, "cell": exc.cell_index,
+                error = {"type": exc.ename, "message": exc.evalue, "cell": exc.exec_count,
                          "cell_source": exc.source, "traceback": _plain_traceback(exc.traceback)}
             except Exception as exc:  # kernel died or would not start; cancel and timeout land here
                 error = self._failure(exc)
@@ -205,7 +205,7 @@ class AttemptRunner:
         from nbclient.exceptions import DeadKernelError
         if isinstance(exc, DeadKernelError) or (self._process and self._process.poll() is not None):
             return {"type": "DeadKernelError", "message": self._death_reason(),
-                    "cell": self._running_cell[0] if self._running_cell else None,
+                    "cell": self._running_cell[0] + 1 if self._running_cell else None,
                     "cell_source": None, "traceback": None}
         kind = type(exc).__name__
         if "kernel" in kind.lower() or isinstance(exc, RuntimeError):
@@ -235,7 +235,8 @@ class AttemptRunner:
         where = ""
         if self._running_cell:
             where = f"; it was running cell {self._running_cell[0] + 1}: {self._running_cell[1]}"
-        return {**error, "type": "TimeoutError",
+        return {**error, "type": "TimeoutError", "cell": error.get("cell") or (
+                    self._running_cell[0] + 1 if self._running_cell else None),
                 "message": f"attempt stopped after its timeout of {limit:g}s{where}"}
 
     def _save(self) -> str | None:

@@ -81,6 +81,10 @@ class RunHandle:
     def cancel(self) -> None:
         self._engine.cancel()
 
+    def subscribe(self, listener) -> None:
+        """Listen to the run's events from now on."""
+        self._engine.bus.subscribe(listener)
+
     def wait(self, timeout: float | None = None) -> Run:
         """Block until the run ends; Ctrl-C cancels it, waits for the kernels to stop, re-raises."""
         try:

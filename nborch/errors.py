@@ -40,21 +40,3 @@ class StoreError(NborchError):
 
 class RunNotFound(StoreError):
     exit_code = 2
-
-
-class ExecutionError(NborchError):
-    """A task attempt failed. `type`, `message` and `cell` describe what the user's code did."""
-
-    def __init__(self, type_: str, message: str, cell: int | None = None,
-                 cell_source: str | None = None, traceback: str | None = None):
-        self.type = type_
-        self.message = message
-        self.cell = cell
-        self.cell_source = cell_source
-        self.traceback = traceback
-        where = f" in cell {cell}" if cell is not None else ""
-        super().__init__(f"{type_}{where}: {message}")
-
-    def to_dict(self) -> dict:
-        return {"type": self.type, "message": self.message, "cell": self.cell,
-                "cell_source": self.cell_source, "traceback": self.traceback}

@@ -1,0 +1,211 @@
+"""The ``nborch`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import NborchError, SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def _params(pairs: list[str]) -> dict:
+    from .spec import parse_scalar
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
+        out[key.strip()] = parse_scalar(value)
+    return out
+
+
+def _console():
+    from rich.console import Console
+    # Piped output is read by people in logs and CI, not by an 80-column terminal.
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _store(args):
+    from .store import Store
+    return Store(args.home)
+
+
+def cmd_run(args) -> int:
+    from .console import LiveProgress, PlainProgress, print_run
+    from .spec import load
+    pipeline = load(args.pipeline)
+    out = sys.stderr if args.json else sys.stdout
+    live = out.isatty() and not args.json
+    listeners = [] if live else [PlainProgress(out)]
+    handle = pipeline.start(params=_params(args.param), max_parallel=args.max_parallel,
+                            fail_fast=args.fail_fast, logical_date=args.logical_date,
+                            home=args.home, listeners=listeners)
+    print(f"run {handle.run_id} of {pipeline.name} started ({len(pipeline.tasks)} tasks)",
+          file=out, flush=True)
+    try:
+        if live:
+            with LiveProgress(handle.run) as view:
+                handle.subscribe(view)
+                run = handle.wait()
+        else:
+            run = handle.wait()
+    except KeyboardInterrupt:
+        print("cancelled: kernels stopped, states recorded", file=sys.stderr)
+        run = handle.run
+    if args.json:
+        print(json.dumps(run.to_dict(), indent=2))
+    else:
+        print_run(run, _console())
+    return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+
+
+def cmd_validate(args) -> int:
+    from .spec import load
+    from .validate import prepare
+    pipeline = load(args.pipeline)
+    prepared = prepare(pipeline, _params(args.param))
+    print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({len(prepared.tasks)} tasks)")
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from . import graph
+    from .spec import load
+    from .validate import prepare
+    prepared = prepare(load(args.pipeline))
+    states = None
+    if args.run:
+        states = {n: t.status for n, t in _store(args).get_run(args.run).tasks.items()}
+    path = graph.write(prepared.edges, args.output, states)
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    from .console import print_runs
+    rows = _store(args).list_runs(args.pipeline, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no runs recorded yet" + (f" for pipeline {args.pipeline!r}" if args.pipeline else ""))
+    else:
+        print_runs(rows, _console())
+    return EXIT_OK
+
+
+def _resolve_run_id(store, run_id: str) -> str:
+    if run_id in ("latest", "last"):
+        rows = store.list_runs(limit=1)
+        if not rows:
+            raise NborchError("no runs recorded yet")
+        return rows[0]["run_id"]
+    return run_id
+
+
+def cmd_show(args) -> int:
+    from .console import print_run
+    store = _store(args)
+    run = store.get_run(_resolve_run_id(store, args.run_id))
+    if args.json:
+        data = run.to_dict()
+        for name, attempts in _group(store.attempts(run.run_id)).items():
+            data["tasks"][name]["attempt_history"] = attempts
+        print(json.dumps(data, indent=2))
+    else:
+        print_run(run, _console())
+    return EXIT_OK
+
+
+def _group(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["task"], []).append(
+            {k: row[k] for k in ("attempt", "status", "started_at", "ended_at", "output_path", "error")})
+    return out
+
+
+def cmd_logs(args) -> int:
+    store = _store(args)
+    run = store.get_run(_resolve_run_id(store, args.run_id))
+    if args.task not in run.tasks:
+        raise SpecError(f"run {run.run_id} has no task {args.task!r} "
+                        f"(tasks: {', '.join(run.tasks)})")
+    path = store.run_dir(run.run_id) / f"{args.task}.log"
+    if path.exists():
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    else:
+        print(f"task {args.task!r} has no log yet (status: {run.tasks[args.task].status})",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nborch", description="Run Jupyter notebooks as an orchestrated pipeline.")
+    parser.add_argument("--version", action="version", version=f"nborch {__version__}")
+    parser.add_argument("--home", default=None, metavar="DIR",
+                        help="run store folder (default: $NBORCH_HOME or .nborch)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_params(p):
+        p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a pipeline parameter (value read as YAML: 4, true, eu)")
+
+    p = sub.add_parser("run", help="run a pipeline")
+    p.add_argument("pipeline", help="pipeline YAML file")
+    with_params(p)
+    p.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                   help="tasks running at once (default: number of CPUs)")
+    p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
+    p.add_argument("--logical-date", default=None, metavar="DATE",
+                   help="the run's logical date (ISO; default: now)")
+    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate", help="check a pipeline without running it")
+    p.add_argument("pipeline")
+    with_params(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plot", help="draw a pipeline's graph")
+    p.add_argument("pipeline")
+    p.add_argument("-o", "--output", default="dag.svg", help="output file: .svg, .png, .pdf, .dot")
+    p.add_argument("--run", default=None, metavar="RUN_ID", help="colour the nodes by this run's states")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("runs", help="list recorded runs, newest first")
+    p.add_argument("--pipeline", default=None, metavar="NAME")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="one run: tasks, states, attempts, values, errors")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="a task's output (stdout, stderr, text results)")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("task")
+    p.set_defaults(func=cmd_logs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NborchError as exc:
+        print(f"nborch: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,66 @@
+"""Fixtures that build real notebooks and pipelines in a temporary folder.
+
+Tests run real kernels through real papermill and a real SQLite store; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_notebook(path: Path, *cells: str, parameters: str | None = None,
+                   kernelspec: bool = True) -> Path:
+    """A notebook whose first code cell is ``parameters`` (tagged) when given, then ``cells``."""
+    nb = nbformat.v4.new_notebook()
+    if kernelspec:
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+    if parameters is not None:
+        cell = nbformat.v4.new_code_cell(parameters)
+        cell.metadata["tags"] = ["parameters"]
+        nb.cells.append(cell)
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+    return path
+
+
+def write_pipeline(folder: Path, spec: dict, name: str = "pipeline.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def nborch(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240,
+           check: bool = False) -> subprocess.CompletedProcess:
+    """Run the real ``nborch`` command in a subprocess."""
+    full_env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    full_env.update({"PYTHONUNBUFFERED": "1", **(env or {})})
+    proc = subprocess.run([sys.executable, "-m", "nborch", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"nborch {' '.join(args)} exited {proc.returncode}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return proc
+
+
+def run_json(proc: subprocess.CompletedProcess) -> dict:
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch) -> Path:
+    """An empty project folder that is also the current folder (so the store is ./.nborch)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NBORCH_HOME", raising=False)
+    return tmp_path
