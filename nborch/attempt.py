@@ -84,6 +84,8 @@ class _LogSink:
             return
         text = self.attempt.masker.text(text)
         with self.attempt.log_lock:
+            if self.handle.closed:  # the kernel's stderr can trail the attempt's end
+                return
             self.handle.write(text)
             self.handle.flush()
         job = self.attempt.job

@@ -80,7 +80,8 @@ def cmd_plot(args) -> int:
     prepared = prepare(load(args.pipeline))
     states = None
     if args.run:
-        states = {n: t.status for n, t in _store(args).get_run(args.run).tasks.items()}
+        store = _store(args)
+        states = {n: t.status for n, t in store.get_run(_resolve_run_id(store, args.run)).tasks.items()}
     path = graph.write(prepared.edges, args.output, states)
     print(f"wrote {path}")
     return EXIT_OK
