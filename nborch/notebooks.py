@@ -139,5 +139,7 @@ def type_mismatch(default: Any, value: Any) -> bool:
 
 
 def type_name(value: Any) -> str:
-    return {list: "list", tuple: "list", dict: "mapping", str: "string", bool: "boolean",
-            int: "integer", float: "number"}.get(type(value), type(value).__name__)
+    """``value``'s kind with its article, for messages: 'an integer', 'a list'."""
+    return {list: "a list", tuple: "a list", dict: "a mapping", str: "a string",
+            bool: "a boolean", int: "an integer", float: "a number"}.get(
+        type(value), f"a {type(value).__name__}")

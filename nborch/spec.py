@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from .errors import SpecError
-from .model import TASK_DEFAULTS, Pipeline, check_task_name
+from .model import TASK_DEFAULTS, Pipeline, check_task_name, normalize_options
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
                  "on_failure", "on_success", "on_retry")
@@ -66,6 +66,10 @@ def parse_yaml_text(text: str, source: str) -> Any:
         mark = exc.problem_mark or exc.context_mark
         line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         what = exc.problem or exc.context or str(exc)
+        if exc.context and exc.context_mark and exc.problem_mark and \
+                exc.context_mark.line != exc.problem_mark.line:
+            # e.g. an unclosed quote: the parser notices at the end, the cause is where it began
+            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
         raise SpecError(f"invalid YAML at {line}{what}", source=source) from None
     except yaml.YAMLError as exc:
         raise SpecError(f"invalid YAML: {exc}", source=source) from None
@@ -146,18 +150,24 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None) -> Pi
                         "environment variable names")
         secrets = []
     tasks = data.get("tasks")
+    if isinstance(tasks, list) and any(isinstance(t, dict) and "source" in t for t in tasks):
+        raise SpecError("this looks like a Ploomber pipeline (a list of tasks with 'source' and "
+                        "'product'); running Ploomber projects is not supported by this version "
+                        "of nborch", source=where)
     if not isinstance(tasks, dict) or not tasks:
         problems.append(f"pipeline: 'tasks'{_line(data, 'tasks')} must be a mapping of task names "
                         "to task definitions")
         tasks = {}
-    if problems:
-        raise SpecError(problems, source=where)
-
+    # Keep going after a problem, so one message lists them all.
+    options, default_problems = normalize_options(
+        {k: v for k, v in defaults.items() if k in TASK_DEFAULTS}, "defaults")
+    problems += default_problems
     try:
-        pipeline = Pipeline(name, parameters=parameters, secrets=secrets, schedule=schedule,
-                            source=source, **{k: v for k, v in defaults.items()})
+        pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
+                            secrets=secrets, schedule=schedule, source=source, **options)
     except SpecError as exc:
-        raise SpecError(exc.problems, source=where) from None
+        problems += exc.problems
+        pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source)
     for task_name, spec in tasks.items():
         here = f"task {task_name!r}{_line(tasks, task_name)}"
         problem = check_task_name(task_name, here)

@@ -60,6 +60,10 @@ def parse_duration(value: Any) -> float:
             raise ValueError(f"bad duration {value!r}: must not be negative")
         return float(value)
     text = str(value).strip().lower()
+    try:
+        return parse_duration(float(text))  # "10" in quotes is still ten seconds
+    except ValueError:
+        pass
     pos, total = 0, 0.0
     for match in _DURATION.finditer(text):
         if match.start() != pos and text[pos:match.start()].strip():

@@ -81,31 +81,32 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if declared:
             pipeline.add_upstream(name, declared)
     problems += graph_problems(pipeline)
-    if problems:
-        raise ValidationError(problems, source=_where(pipeline))
 
     context = template_context(run_id, logical_date, params)
     secret_env = _secret_source(pipeline)
+    for secret in dict.fromkeys(s for t in pipeline.tasks.values() for s in t.secrets):
+        if secret not in secret_env:
+            users = "every task" if secret in pipeline.secrets else "task " + ", ".join(
+                repr(n) for n, t in pipeline.tasks.items() if secret in t.secrets)
+            problems.append(f"secret {secret!r} (needed by {users}) is not set in the "
+                            f"environment or in {_dotenv_path(pipeline)}")
     prepared: dict[str, PreparedTask] = {}
     for name, task in pipeline.tasks.items():
-        info = infos[name]
-        try:
-            values = render(task.parameters, context)
-        except Exception as exc:  # jinja2 errors of every kind
-            problems.append(f"task {name!r}: {template_error(exc)}")
+        info = infos.get(name)
+        if info is None:  # its notebook could not be read: already reported
             continue
+        values = {}
+        for key, raw in task.parameters.items():
+            try:
+                values[key] = render(raw, context)
+            except Exception as exc:  # jinja2 errors of every kind
+                problems.append(f"task {name!r}: parameter {key!r}: {template_error(exc)}")
         problems += parameter_problems(name, task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
         if kernel not in installed_kernels():
             problems.append(f"task {name!r}: kernel {kernel!r} is not installed (installed: "
                             f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
-        secrets = {}
-        for secret in task.secrets:
-            if secret in secret_env:
-                secrets[secret] = secret_env[secret]
-            else:
-                problems.append(f"task {name!r}: secret {secret!r} is not set in the environment "
-                                f"or in {_dotenv_path(pipeline)}")
+        secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
         inject = bool(task.upstream) or "upstream" in info.parameters
         prepared[name] = PreparedTask(task, values, kernel, inject, secrets)
     if problems:
@@ -151,8 +152,8 @@ def parameter_problems(name: str, task: Task, info: NotebookInfo, values: dict) 
                             f"(its parameters: {', '.join(info.parameters)})")
         elif param.has_literal_default and type_mismatch(param.default, value):
             problems.append(
-                f"task {name!r}: parameter {key!r} of {nb} is a {type_name(param.default)} "
-                f"(default {param.default_source}) but gets a {type_name(value)} {value!r}")
+                f"task {name!r}: parameter {key!r} of {nb} is {type_name(param.default)} "
+                f"(default {param.default_source}) but gets {type_name(value)} {value!r}")
     return problems
 
 
