@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import nbformat
 
-from .events import AttemptOutput, AttemptProgress
+from .events import AttemptOutput, AttemptProgress, KernelStarted
 from .inside import PUBLISH_MIME
 from .store import utcnow
 
@@ -148,6 +148,10 @@ class AttemptRunner:
             stopping = self._stop_reason
         if stopping:  # cancelled while the kernel was starting
             self._signal(signal.SIGKILL)
+        pid = getattr(provisioner, "pid", None)
+        if pid:
+            job = self.job
+            self.emit(KernelStarted(job.run_id, job.task, job.attempt, pid))
 
     def cell_started(self, done: int, total: int, source: str) -> None:
         line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")

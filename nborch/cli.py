@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import NborchError, SpecError
@@ -36,17 +35,30 @@ def _store(args):
 
 
 def cmd_run(args) -> int:
-    from .console import LiveProgress, PlainProgress, print_run
     from .spec import load
     pipeline = load(args.pipeline)
+    return _follow(args, lambda listeners: pipeline.start(
+        params=_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
+        logical_date=args.logical_date, home=args.home, listeners=listeners,
+        incremental=args.incremental, force=args.force), f"of {pipeline.name} started "
+        f"({len(pipeline.tasks)} tasks)")
+
+
+def cmd_resume(args) -> int:
+    from .engine import resume_run
+    run_id = _resolve_run_id(_store(args), args.run_id)
+    return _follow(args, lambda listeners: resume_run(
+        run_id, from_task=args.from_task, max_parallel=args.max_parallel,
+        fail_fast=args.fail_fast, home=args.home, listeners=listeners), "resumed")
+
+
+def _follow(args, start, started_what: str) -> int:
+    """Start a run with progress listeners, show it live, print the outcome."""
+    from .console import LiveProgress, PlainProgress, print_run
     out = sys.stderr if args.json else sys.stdout
     live = out.isatty() and not args.json
-    listeners = [] if live else [PlainProgress(out)]
-    handle = pipeline.start(params=_params(args.param), max_parallel=args.max_parallel,
-                            fail_fast=args.fail_fast, logical_date=args.logical_date,
-                            home=args.home, listeners=listeners)
-    print(f"run {handle.run_id} of {pipeline.name} started ({len(pipeline.tasks)} tasks)",
-          file=out, flush=True)
+    handle = start([] if live else [PlainProgress(out)])
+    print(f"run {handle.run_id} {started_what}", file=out, flush=True)
     try:
         if live:
             with LiveProgress(handle.run) as view:
@@ -157,16 +169,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                        help="set a pipeline parameter (value read as YAML: 4, true, eu)")
 
+    def with_run_options(p):
+        p.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                       help="tasks running at once (default: number of CPUs)")
+        p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
+        p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+
     p = sub.add_parser("run", help="run a pipeline")
-    p.add_argument("pipeline", help="pipeline YAML file")
+    p.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")
     with_params(p)
-    p.add_argument("--max-parallel", type=int, default=None, metavar="N",
-                   help="tasks running at once (default: number of CPUs)")
-    p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
+    with_run_options(p)
     p.add_argument("--logical-date", default=None, metavar="DATE",
                    help="the run's logical date (ISO; default: now)")
-    p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+    p.add_argument("--incremental", action="store_true",
+                   help="skip tasks whose notebook, parameters, kernel and upstream results are "
+                        "unchanged since their last successful run")
+    p.add_argument("--force", action="append", default=[], metavar="TASK",
+                   help="with --incremental, run TASK even if it is up to date (repeatable)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="run again the tasks of a run that did not succeed")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("--from", dest="from_task", default=None, metavar="TASK",
+                   help="also run TASK and everything downstream of it again")
+    with_run_options(p)
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("validate", help="check a pipeline without running it")
     p.add_argument("pipeline")

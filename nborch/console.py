@@ -8,7 +8,7 @@ import threading
 import time
 from typing import IO
 
-from .events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
+from .events import RunEnded, TaskStateChanged
 from .run import Run
 from .templating import format_duration
 

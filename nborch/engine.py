@@ -6,6 +6,9 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -15,12 +18,13 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from .attempt import AttemptJob, AttemptResult
-from .errors import SpecError
-from .events import (CANCELLED, RUNNING, RETRYING, EventBus, RunEnded, RunStarted,
-                     TaskStateChanged)
+from .dag import downstream_map
+from .errors import NborchError, SpecError
+from .events import (CANCELLED, RETRYING, SKIPPED, SUCCESS, EventBus, RunEnded,
+                     RunStarted, TaskStateChanged)
 from .executors import get_executor
 from .model import Pipeline
 from .planner import Planner, Transition
@@ -30,12 +34,11 @@ from .validate import PreparedRun, prepare
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
-
+KEPT_ON_RESUME = (SUCCESS, SKIPPED)
 
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     return f"{stamp}-{_random.token_hex(3)}"
-
 
 def parse_logical_date(value: Any) -> datetime:
     if value is None:
@@ -49,22 +52,73 @@ def parse_logical_date(value: Any) -> datetime:
                         "2026-01-31T06:00:00+01:00") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
+def _check_options(max_parallel: Any, pipeline: Pipeline, force: Iterable[str]) -> None:
+    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
+        raise SpecError(f"max_parallel must be a whole number >= 1, not {max_parallel!r}")
+    unknown = [f for f in force if f not in pipeline.tasks]
+    if unknown:
+        raise SpecError(f"--force names unknown task(s) {', '.join(map(repr, unknown))} "
+                        f"(tasks: {', '.join(pipeline.tasks)})")
 
 def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = None,
               fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
-              listeners: Sequence = (), executor: Any = None) -> "RunHandle":
+              listeners: Sequence = (), executor: Any = None, incremental: bool = False,
+              force: Iterable[str] = ()) -> "RunHandle":
     """Validate completely, then start the run in a background thread."""
-    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
-        raise SpecError(f"max_parallel must be a whole number >= 1, not {max_parallel!r}")
-    run_id = new_run_id()
-    prepared = prepare(pipeline, params, run_id=run_id,
+    force = tuple(force)
+    _check_options(max_parallel, pipeline, force)
+    prepared = prepare(pipeline, params, run_id=new_run_id(),
                        logical_date=parse_logical_date(logical_date))
     engine = Engine(prepared, Store(home), get_executor(executor),
-                    max_parallel or os.cpu_count() or 1, fail_fast)
-    for listener in listeners:
-        engine.bus.subscribe(listener)
-    return engine.start()
+                    max_parallel or os.cpu_count() or 1, fail_fast, incremental, force)
+    return engine.start(listeners)
 
+def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str | None = None,
+               max_parallel: int | None = None, fail_fast: bool = False,
+               home: str | Path | None = None, listeners: Sequence = (),
+               executor: Any = None) -> "RunHandle":
+    """Run again the tasks of ``run_id`` that did not succeed (and, with ``from_task``, that
+    task and everything downstream of it), keeping the rest, as the same run."""
+    store = Store(home)
+    previous = store.get_run(run_id)  # also marks it crashed if its process died
+    if previous.status == "running":
+        raise NborchError(f"run {run_id} is still running; cancel it or wait for it to end")
+    if pipeline is None:
+        if not previous.source:
+            raise NborchError(f"run {run_id} was started from Python or a notebook, not from a "
+                              "pipeline file; resume it with Pipeline.resume(run_id)")
+        from .spec import load
+        pipeline = load(previous.source)
+    if set(pipeline.tasks) != set(previous.tasks):
+        raise SpecError(f"the pipeline's tasks changed since run {run_id} "
+                        f"(then: {', '.join(previous.tasks)}; now: {', '.join(pipeline.tasks)}); "
+                        "start a new run instead")
+    rerun = {n for n, t in previous.tasks.items() if t.status not in KEPT_ON_RESUME}
+    if from_task is not None:
+        if from_task not in pipeline.tasks:
+            raise SpecError(f"--from names unknown task {from_task!r} "
+                            f"(tasks: {', '.join(pipeline.tasks)})")
+        rerun |= _downstream_closure(pipeline, from_task)
+    _check_options(max_parallel, pipeline, ())
+    if not rerun:
+        raise NborchError(f"run {run_id} has nothing to resume: every task succeeded "
+                          "(use --from TASK to run a task again)")
+    prepared = prepare(pipeline, {k: v for k, v in previous.params.items()
+                                  if k in pipeline.parameters},
+                       run_id=run_id, logical_date=parse_logical_date(previous.logical_date))
+    engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
+                    fail_fast, previous=previous, rerun=rerun)
+    return engine.start(listeners)
+
+def _downstream_closure(pipeline: Pipeline, name: str) -> set[str]:
+    down = downstream_map({n: t.upstream for n, t in pipeline.tasks.items()})
+    seen, todo = set(), [name]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += down[current]
+    return seen
 
 class RunHandle:
     """A run in progress. ``wait()`` returns the finished Run; ``cancel()`` stops it."""
@@ -99,36 +153,50 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run!r}>"
 
-
 class Engine:
     def __init__(self, prepared: PreparedRun, store: Store, executor, max_parallel: int,
-                 fail_fast: bool = False):
+                 fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
+                 previous: Run | None = None, rerun: set[str] | None = None):
         self.prepared = prepared
         self.store = store
         self.executor = executor
         self.max_parallel = max_parallel
-        self.planner = Planner({n: p.task for n, p in prepared.tasks.items()}, fail_fast)
+        self.incremental = incremental
+        self.force = set(force)
         self.bus = EventBus()
         self.run_dir = store.run_dir(prepared.run_id).resolve()
         self.finished = threading.Event()
         self._inbox: queue.Queue = queue.Queue()
         self._running: dict[str, Any] = {}  # task -> attempt handle (has .cancel())
         self._cancel_requested = False
+        self._stale: set[str] = set()  # tasks found not up to date (incremental)
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
             tasks={n: {"upstream": list(p.task.upstream), "notebook": str(p.task.notebook)}
                    for n, p in prepared.tasks.items()},
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
-            pid=os.getpid(), host=socket.gethostname())
+            pid=os.getpid(), host=socket.gethostname(),
+            resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())))
         self._started_event = started
-        self.run = Run.from_start(started)
+        tasks = {n: p.task for n, p in prepared.tasks.items()}
+        if previous is None:
+            self.run = Run.from_start(started)
+            self.planner = Planner(tasks, fail_fast)
+        else:
+            self.run = _resumed(previous, started)
+            kept = {n: t.status for n, t in previous.tasks.items() if n not in started.rerun}
+            self.planner = Planner(tasks, fail_fast, done=kept,
+                                   attempts={n: t.attempts for n, t in previous.tasks.items()})
+        self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
         self.bus.subscribe(store)
         self.bus.subscribe(self.run.apply)
 
     # -- public -----------------------------------------------------------------------
 
-    def start(self) -> RunHandle:
+    def start(self, listeners: Sequence = ()) -> RunHandle:
+        for listener in listeners:
+            self.bus.subscribe(listener)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.bus.emit(self._started_event)
         threading.Thread(target=self._main, name=f"nborch-run-{self.run.run_id}",
@@ -158,11 +226,8 @@ class Engine:
         while True:
             now = time.monotonic()
             self._apply(self.planner.advance(now))
-            if not self._cancel_requested:
-                for name in self.planner.queued():
-                    if len(self._running) >= self.max_parallel:
-                        break
-                    self._launch(name)
+            if not self._cancel_requested and self._dispatch():
+                continue  # tasks were skipped as up to date: their downstream may be ready
             if self.planner.done and not self._running:
                 break
             wake = self.planner.next_wakeup()
@@ -183,10 +248,47 @@ class Engine:
                     handle.cancel()
         return "cancelled" if self._cancel_requested else self.planner.run_status()
 
+    def _dispatch(self) -> bool:
+        """Start queued tasks while slots are free; True when some were skipped instead."""
+        skipped = False
+        for name in self.planner.queued():
+            if self._up_to_date(name):
+                skipped = True
+            elif len(self._running) < self.max_parallel:
+                self._launch(name)
+        return skipped
+
     def _apply(self, moves: list[Transition], **details: Any) -> None:
         for move in moves:
             self.bus.emit(TaskStateChanged(self.run.run_id, move.task, move.state, move.attempt,
                                            utcnow(), reason=move.reason, **details))
+
+    def _fingerprint(self, name: str) -> str:
+        """What a task's result depends on: its notebook's cells, resolved parameters, kernel,
+        and which execution produced each upstream result."""
+        p = self.prepared.tasks[name]
+        ups = {u: [self.run.tasks[u].fingerprint, self.run.tasks[u].result_of]
+               for u in p.task.upstream}
+        doc = {"source": p.source_hash, "parameters": p.parameters, "kernel": p.kernel,
+               "upstream": ups}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _up_to_date(self, name: str) -> bool:
+        """With --incremental, skip a task identical to its last successful run."""
+        if not self.incremental or name in self.force or name in self._stale:
+            return False
+        self._stale.add(name)  # checked once: its upstream cannot change while it waits
+        fingerprint = self._fingerprint(name)
+        last = self.store.last_success(self.prepared.pipeline.name, name)
+        if not last or last["fingerprint"] != fingerprint or \
+                not (last["output_path"] and Path(last["output_path"]).exists()):
+            return False
+        move = self.planner.skip(name, f"up to date with run {last['result_of']}")
+        self.bus.emit(TaskStateChanged(
+            self.run.run_id, name, move.state, move.attempt, utcnow(), reason=move.reason,
+            values=last["values"], output_path=last["output_path"], fingerprint=fingerprint,
+            result_of=last["result_of"]))
+        return True
 
     def _launch(self, name: str) -> None:
         move = self.planner.start(name)
@@ -204,17 +306,19 @@ class Engine:
             if self.planner.fail_fast and any(m.state == CANCELLED for m in moves):
                 for handle in list(self._running.values()):
                     handle.cancel()
-        attempt_status = "cancelled" if moves[0].state == CANCELLED else result.status
+        first, rest = moves[0], moves[1:]
         output = result.output_path
-        if moves[0].state == RETRYING and output:
-            kept = Path(output).with_name(f"{name}.attempt-{moves[0].attempt}.ipynb")
+        if first.state == RETRYING and output:
+            kept = Path(output).with_name(f"{name}.attempt-{first.attempt}.ipynb")
             os.replace(output, kept)
             output = str(kept)
-        first, rest = moves[0], moves[1:]
+        done = first.state == SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
             values=result.values, output_path=output, reason=first.reason,
-            attempt_status=attempt_status))
+            attempt_status="cancelled" if first.state == CANCELLED else result.status,
+            fingerprint=self._fingerprint(name) if done else None,
+            result_of=self.run.run_id if done else None))
         self._apply(rest)
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
@@ -240,5 +344,17 @@ class Engine:
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt, notebook=str(p.task.notebook),
             parameters=parameters, kernel=p.kernel, cwd=str(p.task.workdir),
-            output_path=str(self.run_dir / f"{name}.ipynb"), log_path=str(self.run_dir / f"{name}.log"),
+            output_path=str(self.run_dir / f"{name}.ipynb"),
+            log_path=str(self.store.log_path(self.run.run_id, name)),
             env=env, timeout=p.task.timeout, secret_values=self.prepared.secret_values)
+
+def _resumed(previous: Run, started: RunStarted) -> Run:
+    """The live Run of a resume: kept tasks as they were, the others back to pending."""
+    run = copy.deepcopy(previous)
+    run.status, run.ended_at, run.resumes = "running", None, started.resumes
+    for name in started.rerun:
+        t = run.tasks[name]
+        t.status, t.started_at, t.ended_at, t.error, t.reason, t.progress = (
+            "pending", None, None, None, None, None)
+        t.fingerprint = t.result_of = None
+    return run

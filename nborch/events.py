@@ -30,6 +30,8 @@ class RunStarted:
     source: str | None
     pid: int
     host: str
+    resumes: int = 0        # 0 for a new run; n for its n-th resume
+    rerun: tuple = ()       # on a resume: the tasks that run again
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,16 @@ class TaskStateChanged:
     output_path: str | None = None
     reason: str | None = None  # why a task was not run (upstream_failed, cancelled, skipped)
     attempt_status: str | None = None  # set when this change ends an attempt: its outcome
+    fingerprint: str | None = None  # what the task's result depends on (incremental runs)
+    result_of: str | None = None    # the run whose execution produced the task's outputs
+
+
+@dataclass(frozen=True)
+class KernelStarted:
+    run_id: str
+    task: str
+    attempt: int
+    pid: int
 
 
 @dataclass(frozen=True)

@@ -209,20 +209,23 @@ class Pipeline:
         from .validate import validate
         validate(self, params or {})
 
-    def run(self, *, params: dict | None = None, max_parallel: int | None = None,
-            fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
-            listeners: Sequence = ()) -> "Run":
-        """Validate, run to the end and return the finished ``Run``. Ctrl-C cancels cleanly."""
-        return self.start(params=params, max_parallel=max_parallel, fail_fast=fail_fast,
-                          logical_date=logical_date, home=home, listeners=listeners).wait()
+    def run(self, **options: Any) -> "Run":
+        """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
 
-    def start(self, *, params: dict | None = None, max_parallel: int | None = None,
-              fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
-              listeners: Sequence = ()):
+        Options: ``params``, ``max_parallel``, ``fail_fast``, ``logical_date``, ``home``
+        (the store folder), ``incremental``, ``force`` (task names), ``listeners``.
+        """
+        return self.start(**options).wait()
+
+    def start(self, *, params: dict | None = None, **options: Any):
         """Validate and start a run in the background; returns a ``RunHandle``."""
         from .engine import start_run
-        return start_run(self, params=params or {}, max_parallel=max_parallel, fail_fast=fail_fast,
-                         logical_date=logical_date, home=home, listeners=listeners)
+        return start_run(self, params=params or {}, **options)
+
+    def resume(self, run_id: str, *, from_task: str | None = None, **options: Any) -> "Run":
+        """Resume an earlier run of this pipeline (see ``Run.resume``)."""
+        from .engine import resume_run
+        return resume_run(run_id, pipeline=self, from_task=from_task, **options).wait()
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, tasks={list(self.tasks)})"

@@ -34,6 +34,7 @@ class NotebookInfo:
     parameters: dict  # name -> Parameter (empty when the language cannot be inspected)
     kernel_name: str | None
     language: str | None
+    source_hash: str = ""  # of the cells' types and sources: not outputs, metadata or injected cells
 
     @property
     def declared_upstream(self) -> list[str] | None:
@@ -93,7 +94,15 @@ def _inspect(path: Path, mtime: int) -> NotebookInfo:
     if index >= 0 and (language in (None, "python")):
         params = _python_parameters(nb.cells[index].source)
     return NotebookInfo(path=path, has_parameters_cell=index >= 0, parameters=params,
-                        kernel_name=spec.get("name"), language=language)
+                        kernel_name=spec.get("name"), language=language,
+                        source_hash=_source_hash(nb))
+
+
+def _source_hash(nb: nbformat.NotebookNode) -> str:
+    import hashlib
+    cells = [[c.cell_type, c.source] for c in nb.cells
+             if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    return hashlib.sha256(json.dumps(cells).encode("utf-8")).hexdigest()
 
 
 def _python_parameters(source: str) -> dict[str, Parameter]:

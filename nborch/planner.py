@@ -24,11 +24,14 @@ class Transition:
 
 
 class Planner:
-    def __init__(self, tasks: Mapping[str, Task], fail_fast: bool = False):
+    def __init__(self, tasks: Mapping[str, Task], fail_fast: bool = False,
+                 done: Mapping[str, str] | None = None, attempts: Mapping[str, int] | None = None):
+        """``done`` presets the final states of tasks kept from an earlier attempt of the run
+        (a resume); ``attempts`` carries on their attempt numbers."""
         self.tasks = dict(tasks)
         self.fail_fast = fail_fast
-        self.state = {name: PENDING for name in tasks}
-        self.attempt = {name: 0 for name in tasks}
+        self.state = {name: (done or {}).get(name, PENDING) for name in tasks}
+        self.attempt = {name: (attempts or {}).get(name, 0) for name in tasks}
         self.retry_at: dict[str, float] = {}
         edges = {n: t.upstream for n, t in tasks.items()}
         self._down = downstream_map(edges)
@@ -93,6 +96,10 @@ class Planner:
         if self.fail_fast:
             moves += self.cancel_pending(f"--fail-fast after {name!r} failed")
         return moves
+
+    def skip(self, name: str, reason: str) -> Transition:
+        """A queued task found up to date (incremental run)."""
+        return self._set(name, SKIPPED, reason)
 
     def cancelled(self, name: str) -> Transition:
         return self._set(name, CANCELLED, "cancelled while running")

@@ -31,6 +31,8 @@ class TaskRun:
     progress: dict | None = None
     upstream: tuple = ()
     notebook: str | None = None
+    fingerprint: str | None = None
+    result_of: str | None = None
 
     @property
     def duration(self) -> float | None:
@@ -59,6 +61,10 @@ class Run:
     params: dict = field(default_factory=dict)
     source: str | None = None
     tasks: dict = field(default_factory=dict)  # name -> TaskRun
+    resumes: int = 0
+    # Where the run lives, so ``resume()`` can find it again; not part of the record.
+    home: Any = field(default=None, repr=False, compare=False)
+    pipeline_obj: Any = field(default=None, repr=False, compare=False)
 
     @property
     def values(self) -> dict:
@@ -78,6 +84,13 @@ class Run:
         for t in self.tasks.values():
             out[t.status] = out.get(t.status, 0) + 1
         return out
+
+    def resume(self, *, from_task: str | None = None, **options: Any) -> "Run":
+        """Run again the tasks that did not succeed (with ``from_task``: that task and all
+        downstream of it too), as a new attempt of this run; blocks and returns the Run."""
+        from .engine import resume_run
+        return resume_run(self.run_id, pipeline=self.pipeline_obj, from_task=from_task,
+                          home=self.home, **options).wait()
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
@@ -105,6 +118,8 @@ class Run:
                     t.values = event.values
                 if event.error is not None or event.state == "success":
                     t.error = event.error
+                t.fingerprint = event.fingerprint or t.fingerprint
+                t.result_of = event.result_of or t.result_of
         elif isinstance(event, AttemptProgress):
             t = self.tasks[event.task]
             t.progress = {"cell": event.cell, "cells": event.cells, "line": event.line}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -100,12 +101,35 @@ def unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[st
 
 
 def load(path: str | Path) -> Pipeline:
-    """A pipeline from a YAML file."""
+    """A pipeline from a YAML file, or from a folder (its ``pipeline.yaml`` if it has one,
+    else one task per notebook, with edges from each notebook's ``upstream = [...]``)."""
     path = Path(path)
     if path.is_dir():
-        raise SpecError(f"{path} is a folder; pipelines from a folder are not supported yet, "
-                        "name its pipeline.yaml")
+        for name in ("pipeline.yaml", "pipeline.yml"):
+            if (path / name).is_file():
+                return load_yaml(path / name)
+        return from_folder(path)
     return load_yaml(path)
+
+
+def from_folder(folder: Path) -> Pipeline:
+    folder = folder.resolve()
+    notebooks = sorted(p for p in folder.glob("*.ipynb")
+                       if not p.name.startswith((".", "_")) and not p.stem.endswith("-checkpoint"))
+    if not notebooks:
+        raise SpecError("no notebooks (*.ipynb) in this folder", source=str(folder))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name) or "pipeline"
+    pipeline = Pipeline(name, root=folder)
+    pipeline.source = folder
+    problems = []
+    for notebook in notebooks:
+        try:
+            pipeline.notebook(notebook.name)
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems, source=str(folder))
+    return pipeline
 
 
 def load_yaml(path: str | Path) -> Pipeline:
@@ -232,3 +256,68 @@ def _check_schedule(schedule: Any, data: dict) -> list[str]:
         except (ZoneInfoNotFoundError, ValueError):
             problems.append(f"{where}: unknown timezone {tz!r} (use an IANA name like Europe/Berlin)")
     return problems
+
+
+ARROW_SUFFIXES = (".ipynb", ".py")
+
+
+def from_arrows(text: str, root: Path, name: str) -> Pipeline:
+    """A pipeline from the arrow form of ``%%orchestrate``: one chain per line,
+    ``a.ipynb >> b.ipynb >> c.ipynb``; a line may name a single notebook; blank lines and
+    ``#`` comments are skipped. Paths are relative to ``root``; task names are file stems, and
+    a notebook named on several lines is one task. Every problem names its line (1-based).
+    """
+    root = Path(root)
+    order: dict[Path, str] = {}              # notebook -> task name, in order of appearance
+    where: dict[str, tuple[str, int]] = {}   # task name -> (path as written, first line)
+    upstream: dict[Path, list[Path]] = {}
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        here = f"line {number}: {raw.strip()!r}"
+        parts = [part.strip() for part in line.split(">>")]
+        if any(not part for part in parts):
+            problems.append(f"{here}: a notebook path is missing around '>>'")
+            continue
+        bad = next((p for p in parts if not p.endswith(ARROW_SUFFIXES)
+                    or any(c in p for c in "<>|,;") or ".ipynb " in p), None)
+        if bad is not None:
+            if bad.endswith(ARROW_SUFFIXES) or ".ipynb" in bad:
+                problems.append(f"{here}: {bad!r} is not one notebook path; put '>>' between "
+                                "notebooks")
+            else:
+                problems.append(f"{here}: {bad!r} is not a notebook path ending in .ipynb")
+            continue
+        chain = []
+        for part in parts:
+            notebook = (root / part).resolve()
+            task = notebook.stem
+            if notebook not in order:
+                if task in where:
+                    other, first = where[task]
+                    problems.append(f"{here}: {part!r} and {other!r} (line {first}) would both be "
+                                    f"task {task!r}; task names are file stems, so rename one "
+                                    "or use a YAML body")
+                    continue
+                problem = check_task_name(task, here)
+                if problem:
+                    problems.append(problem)
+                    continue
+                order[notebook] = task
+                where[task] = (part, number)
+                upstream[notebook] = []
+            chain.append(notebook)
+        for before, after in zip(chain, chain[1:]):
+            if before not in upstream[after]:
+                upstream[after].append(before)
+    if not problems and not order:
+        problems.append("no notebooks: write one chain per line, such as "
+                        "'extract.ipynb >> clean.ipynb >> report.ipynb'")
+    if problems:
+        raise SpecError(problems)
+    pipeline = Pipeline(name, root=root)
+    for notebook, task in order.items():
+        pipeline.notebook(notebook, name=task, upstream=[order[u] for u in upstream[notebook]])
+    return pipeline

@@ -1,72 +1,64 @@
 """The run store: one SQLite file under ``$NBORCH_HOME`` (default ``.nborch``).
 
-The store writes what events say and never decides a state. Writes are short
+The store writes what events say and never decides a state (finding crashed runs is the one
+judgement it makes, from facts: a dead process or a silent heartbeat). Writes are short
 ``BEGIN IMMEDIATE`` transactions in WAL mode, so several nborch processes can share a store.
+The schema version is SQLite's ``user_version``; ``MIGRATIONS`` brings any older store up.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
 from .errors import RunNotFound, StoreError
-from .events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
+from .events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
+                     TaskStateChanged)
 
-SCHEMA_VERSION = 1
 DB_NAME = "nborch.db"
+HOST = socket.gethostname()
+# A run on another host whose heartbeat is older than this is taken for crashed.
+STALE_HEARTBEAT_SECONDS = 90.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    status TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    logical_date TEXT NOT NULL,
-    params TEXT NOT NULL,
-    source TEXT,
-    pid INTEGER,
-    host TEXT,
-    heartbeat_at REAL
-);
-CREATE INDEX IF NOT EXISTS runs_by_start ON runs (started_at);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started_at);
-CREATE TABLE IF NOT EXISTS task_runs (
-    run_id TEXT NOT NULL REFERENCES runs (run_id),
-    task TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    upstream TEXT NOT NULL,
-    notebook TEXT,
-    status TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    started_at TEXT,
-    ended_at TEXT,
-    output_path TEXT,
-    vals TEXT,
-    error TEXT,
-    reason TEXT,
-    progress TEXT,
-    PRIMARY KEY (run_id, task)
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    run_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    attempt INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    started_at TEXT NOT NULL,
-    ended_at TEXT,
-    output_path TEXT,
-    error TEXT,
-    PRIMARY KEY (run_id, task, attempt)
-);
-"""
+MIGRATIONS: list[list[str]] = [
+    [  # 1: runs, task runs, attempts
+        """CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, pipeline TEXT NOT NULL, status TEXT NOT NULL,
+            started_at TEXT NOT NULL, ended_at TEXT, logical_date TEXT NOT NULL,
+            params TEXT NOT NULL, source TEXT, pid INTEGER, host TEXT, heartbeat_at REAL)""",
+        "CREATE INDEX runs_by_start ON runs (started_at)",
+        "CREATE INDEX runs_by_pipeline ON runs (pipeline, started_at)",
+        """CREATE TABLE task_runs (
+            run_id TEXT NOT NULL REFERENCES runs (run_id), task TEXT NOT NULL,
+            position INTEGER NOT NULL, upstream TEXT NOT NULL, notebook TEXT,
+            status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, started_at TEXT,
+            ended_at TEXT, output_path TEXT, vals TEXT, error TEXT, reason TEXT, progress TEXT,
+            PRIMARY KEY (run_id, task))""",
+        """CREATE TABLE attempts (
+            run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL,
+            status TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT, output_path TEXT,
+            error TEXT, PRIMARY KEY (run_id, task, attempt))""",
+    ],
+    [  # 2: crash detection, resume and incremental runs
+        "ALTER TABLE runs ADD COLUMN pid_started REAL",
+        "ALTER TABLE runs ADD COLUMN resumes INTEGER NOT NULL DEFAULT 0",
+        "CREATE INDEX runs_by_status ON runs (status)",
+        "ALTER TABLE task_runs ADD COLUMN fingerprint TEXT",
+        "ALTER TABLE task_runs ADD COLUMN result_of TEXT",
+        "CREATE INDEX task_runs_by_task ON task_runs (task, status, ended_at)",
+        "ALTER TABLE attempts ADD COLUMN kernel_pid INTEGER",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
 
 
 def utcnow() -> str:
@@ -75,6 +67,21 @@ def utcnow() -> str:
 
 def default_home() -> Path:
     return Path(os.environ.get("NBORCH_HOME") or ".nborch")
+
+
+def process_started(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch), or None if it does not exist.
+
+    With the pid, this identifies a process even after the pid is reused.
+    """
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def _dumps(value: Any) -> str | None:
@@ -116,43 +123,35 @@ class Store:
 
     def _migrate(self) -> None:
         with self._write() as conn:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"the run store {self.path} has schema version {version}, newer "
+                                 f"than this nborch understands ({SCHEMA_VERSION}); upgrade nborch")
+            for number in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[number]:
                     conn.execute(statement)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
-                raise StoreError(f"the run store {self.path} has schema version {row[0]}, newer than "
-                                 f"this nborch understands ({SCHEMA_VERSION}); upgrade nborch")
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-    class _Tx:
-        def __init__(self, store: "Store"):
-            self.store = store
-
-        def __enter__(self) -> sqlite3.Connection:
-            self.store._lock.acquire()
-            conn = self.store._conn
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One short write transaction; waits for other processes' transactions."""
+        with self._lock:
+            conn = self._conn if self._conn is not None else self._connect()
             for delay in (0.05, 0.1, 0.2, 0.5, 1, 2, None):
                 try:
                     conn.execute("BEGIN IMMEDIATE")
-                    return conn
+                    break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or delay is None:
-                        self.store._lock.release()
-                        raise StoreError(f"cannot write the run store {self.store.path}: {exc}") \
-                            from None
+                    if delay is None or ("locked" not in str(exc) and "busy" not in str(exc)):
+                        raise StoreError(f"cannot write the run store {self.path}: {exc}") from None
                     time.sleep(delay)
-            raise AssertionError("unreachable")
-
-        def __exit__(self, exc_type, exc, tb) -> None:
             try:
-                self.store._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-            finally:
-                self.store._lock.release()
-
-    def _write(self) -> "_Tx":
-        return Store._Tx(self)
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         conn = self._connect()
@@ -173,6 +172,9 @@ class Store:
     def run_dir(self, run_id: str) -> Path:
         return self.home / "runs" / run_id
 
+    def log_path(self, run_id: str, task: str) -> Path:
+        return self.run_dir(run_id) / f"{task}.log"
+
     # -- writing: the engine's events -------------------------------------------------
 
     def __call__(self, event: Any) -> None:
@@ -181,19 +183,31 @@ class Store:
             self.task_changed(event)
         elif isinstance(event, AttemptProgress):
             self.progress(event)
+        elif isinstance(event, KernelStarted):
+            self.kernel_started(event)
         elif isinstance(event, RunStarted):
             self.run_started(event)
         elif isinstance(event, RunEnded):
             self.run_ended(event)
 
     def run_started(self, e: RunStarted) -> None:
-        self._connect()
         with self._write() as conn:
+            if e.resumes:
+                conn.execute(
+                    "UPDATE runs SET status = 'running', ended_at = NULL, pid = ?, host = ?,"
+                    " pid_started = ?, heartbeat_at = ?, resumes = ? WHERE run_id = ?",
+                    (e.pid, e.host, process_started(e.pid), time.time(), e.resumes, e.run_id))
+                conn.executemany(
+                    "UPDATE task_runs SET status = 'pending', started_at = NULL, ended_at = NULL,"
+                    " error = NULL, reason = NULL, progress = NULL, fingerprint = NULL,"
+                    " result_of = NULL WHERE run_id = ? AND task = ?",
+                    [(e.run_id, name) for name in e.rerun])
+                return
             conn.execute(
                 "INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params, source,"
-                " pid, host, heartbeat_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?)",
+                " pid, host, pid_started, heartbeat_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
                 (e.run_id, e.pipeline, e.started_at, e.logical_date, json.dumps(e.params), e.source,
-                 e.pid, e.host, time.time()))
+                 e.pid, e.host, process_started(e.pid), time.time()))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, status)"
                 " VALUES (?, ?, ?, ?, ?, 'pending')",
@@ -201,44 +215,47 @@ class Store:
                  for i, (name, t) in enumerate(e.tasks.items())])
 
     def task_changed(self, e: TaskStateChanged) -> None:
-        with self._write() as conn:
-            sets = ["status = ?", "attempts = ?", "reason = ?"]
-            args: list[Any] = [e.state, e.attempt, e.reason]
-            if e.state == "running":
-                sets += ["started_at = COALESCE(started_at, ?)", "progress = NULL", "error = NULL"]
+        sets = ["status = ?", "attempts = ?", "reason = ?"]
+        args: list[Any] = [e.state, e.attempt, e.reason]
+        if e.state == "running":
+            sets += ["started_at = COALESCE(started_at, ?)", "progress = NULL", "error = NULL"]
+            args.append(e.at)
+        elif e.state in FINAL_TASK_STATES or e.state == "retrying":
+            sets.append("progress = NULL")
+            if e.state != "retrying":
+                sets.append("ended_at = ?")
                 args.append(e.at)
+            for column, value in (("output_path", e.output_path), ("vals", _dumps(e.values)),
+                                  ("fingerprint", e.fingerprint), ("result_of", e.result_of)):
+                if value is not None:
+                    sets.append(f"{column} = ?")
+                    args.append(value)
+            if e.error is not None or e.state == "success":
+                sets.append("error = ?")
+                args.append(_dumps(e.error))
+        with self._write() as conn:
+            if e.state == "running":
                 conn.execute("INSERT OR REPLACE INTO attempts (run_id, task, attempt, status,"
                              " started_at) VALUES (?, ?, ?, 'running', ?)",
                              (e.run_id, e.task, e.attempt, e.at))
-            elif e.state in ("success", "failed", "retrying", "cancelled", "upstream_failed",
-                             "skipped"):
-                if e.state != "retrying":
-                    sets.append("ended_at = ?")
-                    args.append(e.at)
-                sets += ["progress = NULL"]
-                if e.output_path is not None:
-                    sets.append("output_path = ?")
-                    args.append(e.output_path)
-                if e.values is not None:
-                    sets.append("vals = ?")
-                    args.append(json.dumps(e.values))
-                if e.error is not None or e.state == "success":
-                    sets.append("error = ?")
-                    args.append(_dumps(e.error))
             if e.attempt_status is not None:
                 conn.execute("UPDATE attempts SET status = ?, ended_at = ?, output_path = ?,"
                              " error = ? WHERE run_id = ? AND task = ? AND attempt = ?",
                              (e.attempt_status, e.at, e.output_path, _dumps(e.error), e.run_id,
                               e.task, e.attempt))
-            args += [e.run_id, e.task]
             conn.execute(f"UPDATE task_runs SET {', '.join(sets)} WHERE run_id = ? AND task = ?",
-                         args)
+                         (*args, e.run_id, e.task))
 
     def progress(self, e: AttemptProgress) -> None:
         with self._write() as conn:
             conn.execute("UPDATE task_runs SET progress = ? WHERE run_id = ? AND task = ?",
                          (json.dumps({"cell": e.cell, "cells": e.cells, "line": e.line}),
                           e.run_id, e.task))
+
+    def kernel_started(self, e: KernelStarted) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE attempts SET kernel_pid = ? WHERE run_id = ? AND task = ?"
+                         " AND attempt = ?", (e.pid, e.run_id, e.task, e.attempt))
 
     def run_ended(self, e: RunEnded) -> None:
         with self._write() as conn:
@@ -249,11 +266,64 @@ class Store:
         with self._write() as conn:
             conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (time.time(), run_id))
 
+    # -- crashed runs -----------------------------------------------------------------
+
+    def mark_crashed(self) -> list[str]:
+        """Mark runs whose orchestrating process is gone as ``crashed``; returns their ids.
+
+        On this host a run is alive while its process (pid and start time) exists; a run of
+        another host is alive while its heartbeat is fresh. Kernels a crashed run left on
+        this host are stopped.
+        """
+        if not self.exists:
+            return []
+        rows = self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
+                          " WHERE status = 'running'")
+        crashed = [r for r in rows if self._is_dead(r)]
+        for row in crashed:
+            self._record_crash(row)
+        return [r["run_id"] for r in crashed]
+
+    @staticmethod
+    def _is_dead(row: sqlite3.Row) -> bool:
+        if row["host"] == HOST and row["pid"]:
+            started = process_started(row["pid"])
+            return started is None or (row["pid_started"] is not None
+                                       and abs(started - row["pid_started"]) > 1.0)
+        return time.time() - (row["heartbeat_at"] or 0) > STALE_HEARTBEAT_SECONDS
+
+    def _record_crash(self, row: sqlite3.Row) -> None:
+        run_id, now = row["run_id"], utcnow()
+        why = f"the nborch process (pid {row['pid']} on {row['host']}) died while this task ran"
+        error = json.dumps({"type": "OrchestratorDied", "message": why, "cell": None,
+                            "cell_source": None, "traceback": None})
+        with self._write() as conn:
+            if conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] \
+                    != "running":
+                return  # another process recorded it first
+            last_beat = datetime.fromtimestamp(row["heartbeat_at"] or time.time(), timezone.utc)
+            conn.execute("UPDATE runs SET status = 'crashed', ended_at = ? WHERE run_id = ?",
+                         (last_beat.isoformat(timespec="milliseconds"), run_id))
+            conn.execute("UPDATE attempts SET status = 'failed', ended_at = ?, error = ?"
+                         " WHERE run_id = ? AND status = 'running'", (now, error, run_id))
+            conn.execute("UPDATE task_runs SET status = 'failed', ended_at = ?, error = ?,"
+                         " progress = NULL, reason = 'the run crashed'"
+                         " WHERE run_id = ? AND status = 'running'", (now, error, run_id))
+            conn.execute("UPDATE task_runs SET status = 'cancelled', ended_at = ?,"
+                         " reason = 'the run crashed before this task could run'"
+                         " WHERE run_id = ? AND status IN ('pending', 'queued', 'retrying')",
+                         (now, run_id))
+        if row["host"] == HOST:
+            for attempt in self._read("SELECT kernel_pid FROM attempts WHERE run_id = ? AND"
+                                      " kernel_pid IS NOT NULL", (run_id,)):
+                stop_orphan_kernel(attempt["kernel_pid"], run_id)
+
     # -- reading ----------------------------------------------------------------------
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[dict]:
         if not self.exists:
             return []
+        self.mark_crashed()
         where, args = ("WHERE pipeline = ?", (pipeline,)) if pipeline else ("", ())
         rows = self._read(f"SELECT run_id, pipeline, status, started_at, ended_at FROM runs {where}"
                           " ORDER BY started_at DESC, run_id DESC LIMIT ?", (*args, limit))
@@ -261,6 +331,8 @@ class Store:
 
     def get_run(self, run_id: str):
         from .run import Run, TaskRun
+        if self.exists:
+            self.mark_crashed()
         row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)) if self.exists else []
         if not row:
             raise RunNotFound(f"no run {run_id!r} in the store {self.path} "
@@ -273,14 +345,15 @@ class Store:
                 started_at=t["started_at"], ended_at=t["ended_at"], output_path=t["output_path"],
                 values=_loads(t["vals"]) or {}, error=_loads(t["error"]), reason=t["reason"],
                 progress=_loads(t["progress"]), upstream=tuple(_loads(t["upstream"])),
-                notebook=t["notebook"])
+                notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"])
         return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
-                   source=r["source"], tasks=tasks)
+                   source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home)
 
     def attempts(self, run_id: str, task: str | None = None) -> list[dict]:
-        sql = "SELECT * FROM attempts WHERE run_id = ?"
+        sql = ("SELECT run_id, task, attempt, status, started_at, ended_at, output_path, error"
+               " FROM attempts WHERE run_id = ?")
         args: tuple = (run_id,)
         if task is not None:
             sql += " AND task = ?"
@@ -288,6 +361,29 @@ class Store:
         rows = self._read(sql + " ORDER BY started_at, attempt", args)
         return [{**dict(r), "error": _loads(r["error"])} for r in rows]
 
-    def iter_run_ids(self) -> Iterator[str]:
-        for row in self._read("SELECT run_id FROM runs ORDER BY started_at"):
-            yield row[0]
+    def last_success(self, pipeline: str, task: str) -> dict | None:
+        """The newest successful (or skipped as up to date) run of ``task`` in ``pipeline``."""
+        rows = self._read(
+            "SELECT t.run_id, t.output_path, t.vals, t.fingerprint, t.result_of FROM task_runs t"
+            " JOIN runs r ON r.run_id = t.run_id WHERE t.task = ? AND r.pipeline = ?"
+            " AND t.status IN ('success', 'skipped') ORDER BY t.ended_at DESC LIMIT 1",
+            (task, pipeline))
+        if not rows:
+            return None
+        row = rows[0]
+        return {"run_id": row["run_id"], "output_path": row["output_path"],
+                "values": _loads(row["vals"]) or {}, "fingerprint": row["fingerprint"],
+                "result_of": row["result_of"] or row["run_id"]}
+
+
+def stop_orphan_kernel(pid: int, run_id: str) -> bool:
+    """Kill a kernel left by a crashed run, if it still runs and is that run's kernel."""
+    import psutil
+    try:
+        proc = psutil.Process(pid)
+        if proc.environ().get("NBORCH_RUN_ID") != run_id:
+            return False  # the pid was reused by an unrelated process
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        return True
+    except (psutil.Error, ProcessLookupError, PermissionError):
+        return False

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from .dag import find_cycle
 from .errors import SpecError, ValidationError
@@ -29,6 +28,7 @@ class PreparedTask:
     kernel: str
     inject_upstream: bool     # False only for a task with no upstream whose cell lacks it
     secrets: dict = field(default_factory=dict, repr=False)  # name -> value, never stored
+    source_hash: str = ""
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                             f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
         secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
         inject = bool(task.upstream) or "upstream" in info.parameters
-        prepared[name] = PreparedTask(task, values, kernel, inject, secrets)
+        prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash)
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
     return PreparedRun(pipeline, run_id, logical_date, params, prepared)

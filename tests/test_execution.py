@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from nborch import Pipeline, Store
 from conftest import write_notebook
@@ -270,7 +268,6 @@ def test_secret_values_are_masked_everywhere(workdir: Path, monkeypatch):
 
 
 def test_cancel_stops_kernels_and_records_states(workdir: Path):
-    import os
     import time
     pids = workdir / "pids"
     pids.mkdir()
