@@ -19,12 +19,14 @@ from typing import Any, Callable
 
 import nbformat
 
-from .events import AttemptOutput, AttemptProgress, KernelStarted
+from .events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from .inside import PUBLISH_MIME
 from .store import utcnow
 
 log = logging.getLogger("nborch")
 TIMEOUT_GRACE = 5.0  # seconds between interrupting a timed-out cell and killing its kernel
+PROGRESS_INTERVAL = 0.25  # seconds between progress events of one attempt, at most
+MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text ("1", "yes"); see docs
 
 
 @dataclass
@@ -57,7 +59,8 @@ class Masker:
     """Replaces secret values with ``***`` in text and JSON-able data."""
 
     def __init__(self, secrets: list[str]):
-        self.secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len,
+                              reverse=True)
 
     def text(self, value: str) -> str:
         for secret in self.secrets:
@@ -108,6 +111,8 @@ class AttemptRunner:
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._running_cell: tuple[int, str] | None = None
+        # A notebook of many instant cells must not flood the views and the store.
+        self._progress = Throttle(emit, PROGRESS_INTERVAL)
 
     # -- control, from any thread -----------------------------------------------------
 
@@ -157,7 +162,7 @@ class AttemptRunner:
         line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
         self._running_cell = (done, line)
         job = self.job
-        self.emit(AttemptProgress(job.run_id, job.task, job.attempt, done, total, line[:120]))
+        self._progress(AttemptProgress(job.run_id, job.task, job.attempt, done, total, line[:120]))
 
     # -- the attempt ------------------------------------------------------------------
 
@@ -191,6 +196,7 @@ class AttemptRunner:
             except Exception as exc:  # kernel died or would not start; cancel and timeout land here
                 error = self._failure(exc)
             finally:
+                self._progress.close()
                 if timer:
                     timer.cancel()
                 with self._lock:

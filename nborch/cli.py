@@ -55,10 +55,15 @@ def cmd_resume(args) -> int:
 def _follow(args, start, started_what: str) -> int:
     """Start a run with progress listeners, show it live, print the outcome."""
     from .console import LiveProgress, PlainProgress, print_run
+    from .events import RunStarted
     out = sys.stderr if args.json else sys.stdout
     live = out.isatty() and not args.json
-    handle = start([] if live else [PlainProgress(out)])
-    print(f"run {handle.run_id} {started_what}", file=out, flush=True)
+
+    def announce(event) -> None:  # first, before any task's progress line
+        if isinstance(event, RunStarted):
+            print(f"run {event.run_id} {started_what}", file=out, flush=True)
+
+    handle = start([announce] + ([] if live else [PlainProgress(out)]))
     try:
         if live:
             with LiveProgress(handle.run) as view:
@@ -148,10 +153,10 @@ def cmd_logs(args) -> int:
     if args.task not in run.tasks:
         raise SpecError(f"run {run.run_id} has no task {args.task!r} "
                         f"(tasks: {', '.join(run.tasks)})")
-    path = store.run_dir(run.run_id) / f"{args.task}.log"
-    if path.exists():
-        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
-    else:
+    from .logs import follow_log, print_log
+    if args.follow:
+        follow_log(store, run.run_id, args.task, sys.stdout)
+    elif not print_log(store, run.run_id, args.task, sys.stdout):
         print(f"task {args.task!r} has no log yet (status: {run.tasks[args.task].status})",
               file=sys.stderr)
     return EXIT_OK
@@ -220,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("logs", help="a task's output (stdout, stderr, text results)")
     p.add_argument("run_id", help="a run id, or 'latest'")
     p.add_argument("task")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="stream the output while the task runs; exit when it ends")
     p.set_defaults(func=cmd_logs)
     return parser
 

@@ -108,3 +108,45 @@ class EventBus:
                     listener(event)
                 except Exception:
                     log.exception("event listener %r failed on %s", listener, type(event).__name__)
+
+
+class Throttle:
+    """Calls ``emit(latest)`` at most once per ``interval`` seconds, always delivering the
+    latest value in the end (a trailing call), so a burst of updates costs a few calls and
+    a long-running step is still shown."""
+
+    def __init__(self, emit: Callable[[Any], None], interval: float):
+        self._emit = emit
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._latest: Any = None
+        self._last = 0.0
+        self._timer: threading.Timer | None = None
+
+    def __call__(self, value: Any) -> None:
+        import time
+        with self._lock:
+            self._latest = value
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                if self._timer is None:
+                    self._timer = threading.Timer(wait, self._fire)
+                    self._timer.daemon = True
+                    self._timer.start()
+                return
+            self._last = time.monotonic()
+        self._emit(value)
+
+    def _fire(self) -> None:
+        import time
+        with self._lock:
+            self._timer = None
+            value, self._last = self._latest, time.monotonic()
+        self._emit(value)
+
+    def close(self) -> None:
+        """Drop a pending trailing call (the step it would report is over)."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None

@@ -248,7 +248,8 @@ class Store:
 
     def progress(self, e: AttemptProgress) -> None:
         with self._write() as conn:
-            conn.execute("UPDATE task_runs SET progress = ? WHERE run_id = ? AND task = ?",
+            conn.execute("UPDATE task_runs SET progress = ? WHERE run_id = ? AND task = ?"
+                         " AND status = 'running'",
                          (json.dumps({"cell": e.cell, "cells": e.cells, "line": e.line}),
                           e.run_id, e.task))
 
