@@ -99,20 +99,24 @@ class _LogSink:
 
 
 class AttemptRunner:
-    def __init__(self, job: AttemptJob, emit: Callable[[Any], None] = lambda event: None):
+    """Runs one attempt on a started ``Kernel`` (see kernels.py); the kernel's owner shuts
+    it down afterwards, off the critical path."""
+
+    def __init__(self, job: AttemptJob, kernel, emit: Callable[[Any], None] = lambda event: None):
         self.job = job
+        self.kernel = kernel
         self.emit = emit
         self.masker = Masker(job.secret_values)
         self.log_lock = threading.Lock()
         self.nb = None
-        self._pgid: int | None = None
-        self._process = None
         self._stop_reason: str | None = None  # "cancel" | "timeout"
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._running_cell: tuple[int, str] | None = None
         # A notebook of many instant cells must not flood the views and the store.
         self._progress = Throttle(emit, PROGRESS_INTERVAL)
+        if kernel.pid:
+            emit(KernelStarted(job.run_id, job.task, job.attempt, kernel.pid))
 
     # -- control, from any thread -----------------------------------------------------
 
@@ -126,37 +130,15 @@ class AttemptRunner:
 
     def _kill_if_running(self) -> None:
         if not self._done.is_set():
-            self._signal(signal.SIGKILL)
+            self.kernel.kill(signal.SIGKILL)
 
     def _stop(self, reason: str, signum: int) -> bool:
         with self._lock:
             if self._done.is_set() or self._stop_reason:
                 return False
             self._stop_reason = reason
-        self._signal(signum)
+        self.kernel.kill(signum)
         return True
-
-    def _signal(self, signum: int) -> None:
-        with self._lock:
-            pgid = self._pgid
-        if pgid:
-            try:
-                os.killpg(pgid, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-    def kernel_started(self, km) -> None:
-        provisioner = getattr(km, "provisioner", None)
-        with self._lock:
-            self._pgid = getattr(provisioner, "pgid", None) or getattr(provisioner, "pid", None)
-            self._process = getattr(provisioner, "process", None)
-            stopping = self._stop_reason
-        if stopping:  # cancelled while the kernel was starting
-            self._signal(signal.SIGKILL)
-        pid = getattr(provisioner, "pid", None)
-        if pid:
-            job = self.job
-            self.emit(KernelStarted(job.run_id, job.task, job.attempt, pid))
 
     def cell_started(self, done: int, total: int, source: str) -> None:
         line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
@@ -184,12 +166,13 @@ class AttemptRunner:
             if timer:
                 timer.daemon = True
                 timer.start()
+            self.kernel.attach_stderr(sinks["stderr"])
             try:
                 papermill.execute_notebook(
                     job.notebook, None, parameters=job.parameters, engine_name=ENGINE_NAME,
                     kernel_name=job.kernel, progress_bar=False, request_save_on_cell_execute=False,
                     stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
-                    nborch_attempt=self)
+                    nborch_attempt=self, km=self.kernel.km, nborch_kc=self.kernel.kc)
             except PapermillExecutionError as exc:
                 error = {"type": exc.ename, "message": exc.evalue, "cell": exc.exec_count,
                          "cell_source": exc.source, "traceback": _plain_traceback(exc.traceback)}
@@ -215,7 +198,8 @@ class AttemptRunner:
 
     def _failure(self, exc: Exception) -> dict:
         from nbclient.exceptions import DeadKernelError
-        if isinstance(exc, DeadKernelError) or (self._process and self._process.poll() is not None):
+        process = self.kernel.process
+        if isinstance(exc, DeadKernelError) or (process is not None and process.poll() is not None):
             return {"type": "DeadKernelError", "message": self._death_reason(),
                     "cell": self._running_cell[0] + 1 if self._running_cell else None,
                     "cell_source": None, "traceback": None}
@@ -227,11 +211,12 @@ class AttemptRunner:
 
     def _death_reason(self) -> str:
         code = None
-        if self._process is not None:
+        process = self.kernel.process
+        if process is not None:
             try:
-                code = self._process.wait(timeout=5)
+                code = process.wait(timeout=5)
             except Exception:
-                code = self._process.poll()
+                code = process.poll()
         if self._stop_reason == "cancel":
             return "kernel stopped: the run was cancelled"
         if code is None:

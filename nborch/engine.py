@@ -23,9 +23,10 @@ from typing import Any, Iterable, Sequence
 from .attempt import AttemptJob, AttemptResult
 from .dag import downstream_map
 from .errors import NborchError, SpecError
-from .events import (CANCELLED, RETRYING, SKIPPED, SUCCESS, EventBus, RunEnded,
+from .events import (CANCELLED, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED, EventBus, RunEnded,
                      RunStarted, TaskStateChanged)
 from .executors import get_executor
+from .kernels import KernelRequest
 from .model import Pipeline
 from .planner import Planner, Transition
 from .run import Run
@@ -170,6 +171,8 @@ class Engine:
         self._running: dict[str, Any] = {}  # task -> attempt handle (has .cancel())
         self._cancel_requested = False
         self._stale: set[str] = set()  # tasks found not up to date (incremental)
+        self._warming: set[str] = set()  # tasks whose kernel was started ahead of need
+        executor.on_kernel_ready = lambda: self._inbox.put(("kernel_ready", None, None))
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
@@ -255,11 +258,16 @@ class Engine:
             if self._up_to_date(name):
                 skipped = True
             elif len(self._running) < self.max_parallel:
+                self._warming.discard(name)
                 self._launch(name)
+        self._prewarm()
         return skipped
 
     def _apply(self, moves: list[Transition], **details: Any) -> None:
         for move in moves:
+            if move.state in (CANCELLED, SKIPPED, UPSTREAM_FAILED) and move.task in self._warming:
+                self._warming.discard(move.task)
+                self.executor.discard(move.task)
             self.bus.emit(TaskStateChanged(self.run.run_id, move.task, move.state, move.attempt,
                                            utcnow(), reason=move.reason, **details))
 
@@ -284,6 +292,9 @@ class Engine:
                 not (last["output_path"] and Path(last["output_path"]).exists()):
             return False
         move = self.planner.skip(name, f"up to date with run {last['result_of']}")
+        if name in self._warming:
+            self._warming.discard(name)
+            self.executor.discard(name)
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, move.state, move.attempt, utcnow(), reason=move.reason,
             values=last["values"], output_path=last["output_path"], fingerprint=fingerprint,
@@ -295,10 +306,41 @@ class Engine:
         job = self._job(name, move.attempt)
         self._apply([move])
         self._running[name] = self.executor.submit(
-            job, self.bus.emit, lambda result: self._inbox.put(("done", name, result)))
+            job, self._kernel_request(name, move.attempt), self.bus.emit,
+            lambda result: self._inbox.put(("done", name, result)))
+
+    def _prewarm(self) -> None:
+        """Start kernels for tasks that will be ready when running tasks finish.
+
+        Never while a kernel that a ready task waits for is still starting (on few cores a
+        spare start would slow it down), at most one spare per free CPU at a time, and no
+        more spares than ``max_parallel``.
+        """
+        prewarm = getattr(self.executor, "prewarm", None)
+        if prewarm is None or self._cancel_requested:
+            return
+        waited_for, spares_starting = self.executor.starting()
+        if waited_for:
+            return
+        warm = self.executor.warm()
+        budget = min(self.max_parallel - len(warm), (os.cpu_count() or 1) - spares_starting)
+        if budget <= 0 or not _memory_to_spare():
+            return
+        for name in self.planner.soon_ready():
+            if budget <= 0:
+                break
+            if name in warm or name in self._running:
+                continue
+            attempt = self.planner.attempt[name] + 1
+            prewarm(name, attempt, self._kernel_request(name, attempt))
+            self._warming.add(name)
+            budget -= 1
 
     def _finish(self, name: str, result: AttemptResult) -> None:
         self._running.pop(name, None)
+        release = getattr(self.executor, "release", None)
+        if release is not None:
+            release(name, self.planner.attempt[name])
         if result.status == "cancelled" or (self._cancel_requested and result.status != "success"):
             moves = [self.planner.cancelled(name)]
         else:
@@ -321,6 +363,21 @@ class Engine:
             result_of=self.run.run_id if done else None))
         self._apply(rest)
 
+    def _kernel_request(self, name: str, attempt: int) -> KernelRequest:
+        """The kernel an attempt needs: known before its upstream tasks finish."""
+        p = self.prepared.tasks[name]
+        env = {
+            **p.task.env,
+            "NBORCH_RUN_ID": self.run.run_id,
+            "NBORCH_TASK": name,
+            "NBORCH_ATTEMPT": str(attempt),
+            "NBORCH_LOGICAL_DATE": self.prepared.logical_date.isoformat(),
+            "NBORCH_ARTIFACT_DIR": str(self.run_dir / "artifacts" / name),
+            "NBORCH_HOME": str(self.store.home.resolve()),
+            **p.secrets,
+        }
+        return KernelRequest(p.kernel, str(p.task.workdir), env)
+
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
         upstream = {}
@@ -330,23 +387,19 @@ class Engine:
         parameters = dict(p.parameters)
         if p.inject_upstream:
             parameters["upstream"] = upstream
-        artifacts = self.run_dir / "artifacts" / name
-        env = {
-            **p.task.env,
-            "NBORCH_RUN_ID": self.run.run_id,
-            "NBORCH_TASK": name,
-            "NBORCH_ATTEMPT": str(attempt),
-            "NBORCH_LOGICAL_DATE": self.prepared.logical_date.isoformat(),
-            "NBORCH_ARTIFACT_DIR": str(artifacts),
-            "NBORCH_HOME": str(self.store.home.resolve()),
-            **p.secrets,
-        }
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt, notebook=str(p.task.notebook),
             parameters=parameters, kernel=p.kernel, cwd=str(p.task.workdir),
             output_path=str(self.run_dir / f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name)),
-            env=env, timeout=p.task.timeout, secret_values=self.prepared.secret_values)
+            env=self._kernel_request(name, attempt).env, timeout=p.task.timeout,
+            secret_values=self.prepared.secret_values)
+
+
+def _memory_to_spare(minimum: int = 1 << 30) -> bool:
+    import psutil
+    return psutil.virtual_memory().available > minimum
+
 
 def _resumed(previous: Run, started: RunStarted) -> Run:
     """The live Run of a resume: kept tasks as they were, the others back to pending."""

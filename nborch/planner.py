@@ -48,6 +48,23 @@ class Planner:
         names = [n for n, s in self.state.items() if s == QUEUED]
         return sorted(names, key=lambda n: -self._priority[n])
 
+    def soon_ready(self) -> list[str]:
+        """Tasks worth a kernel now, nearest first: queued ones, then pending ones that will
+        run once the tasks before them succeed (all_success only: other rules may not run),
+        level by level, longest path first within a level."""
+        level = {n: 0 for n, s in self.state.items() if s == QUEUED}
+        passable = (SUCCESS, SKIPPED, RUNNING, QUEUED)
+        frontier = True
+        depth = 0
+        while frontier:
+            depth += 1
+            frontier = [n for n, s in self.state.items() if s == PENDING and n not in level
+                        and self.tasks[n].trigger == "all_success"
+                        and all(self.state[u] in passable or level.get(u, depth) < depth
+                                for u in self.tasks[n].upstream)]
+            level.update(dict.fromkeys(frontier, depth))
+        return sorted(level, key=lambda n: (level[n], -self._priority[n]))
+
     def next_wakeup(self) -> float | None:
         return min(self.retry_at.values(), default=None)
 

@@ -1,39 +1,163 @@
-"""Run each attempt in a thread of this process; kernels are child processes."""
+"""Run attempts in threads of this process; kernels are child processes.
+
+Each attempt has a thread of its own that starts the attempt's kernel and runs the
+attempt on it. The thread can be started ahead of need (``prewarm``): the kernel is then
+ready when the task's upstream tasks finish, and the task starts executing cells at once.
+"""
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import traceback
 from typing import Callable
 
 from ..attempt import AttemptJob, AttemptResult, AttemptRunner
+from ..kernels import Kernel, KernelRequest
 from ..store import utcnow
 
 log = logging.getLogger("nborch")
 
 
+class _Slot:
+    """A thread holding one kernel for one attempt: start the kernel, wait for the job,
+    run it, report, then shut the kernel down (after reporting, off the critical path)."""
+
+    def __init__(self, key: tuple, request: KernelRequest, on_ready: Callable[[], None]):
+        self.key = key
+        self.request = request
+        self.ready = threading.Event()
+        self.kernel = Kernel(request)
+        self.runner: AttemptRunner | None = None
+        self.claimed = False  # given its job (or discarded)
+        self._jobs: queue.Queue = queue.Queue()
+        self._on_ready = on_ready
+        self._start_error: Exception | None = None
+        self._cancelled = False
+        self.thread = threading.Thread(target=self._main, name=f"nborch-{key[0]}-{key[1]}",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, job: AttemptJob, emit: Callable, done: Callable[[AttemptResult], None]) -> None:
+        self.claimed = True
+        self._jobs.put((job, emit, done))
+
+    def discard(self) -> None:
+        self.claimed = True
+        self._jobs.put(None)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self.runner is not None:
+            self.runner.cancel()
+        else:
+            self.kernel.kill()
+
+    def _main(self) -> None:
+        try:
+            self.kernel.start()
+        except Exception as exc:
+            self._start_error = exc
+        self.ready.set()
+        self._on_ready()
+        item = self._jobs.get()
+        try:
+            if item is not None:
+                self._attempt(*item)
+        finally:
+            try:
+                self.kernel.shutdown()
+            except Exception:
+                log.debug("kernel shutdown failed", exc_info=True)
+
+    def _attempt(self, job: AttemptJob, emit: Callable, done: Callable) -> None:
+        started = utcnow()
+        if self._start_error is not None or self._cancelled:
+            status = "cancelled" if self._cancelled else "failed"
+            message = "the run was cancelled" if self._cancelled else \
+                f"kernel {self.request.name!r} did not start: {self._start_error}"
+            done(AttemptResult(status, started, utcnow(), None, {}, {
+                "type": "KernelStartError", "message": message, "cell": None,
+                "cell_source": None, "traceback": None}))
+            return
+        self.runner = AttemptRunner(job, self.kernel, emit)
+        if self._cancelled:
+            self.runner.cancel()
+        try:
+            result = self.runner.run()
+        except Exception as exc:  # a bug of ours must still end the attempt
+            log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
+            result = AttemptResult("failed", started, utcnow(), None, {}, {
+                "type": "NborchInternalError", "message": f"{type(exc).__name__}: {exc}",
+                "cell": None, "cell_source": None, "traceback": traceback.format_exc()})
+        done(result)
+
+
 class LocalExecutor:
     name = "local"
 
-    def submit(self, job: AttemptJob, emit: Callable, done: Callable[[AttemptResult], None]):
-        """Start ``job``; ``done(result)`` is called from the attempt's thread. Returns an
-        object whose ``cancel()`` stops the attempt's kernel."""
-        runner = AttemptRunner(job, emit)
+    def __init__(self):
+        self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
+        self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
+        self._lock = threading.Lock()
+        self.on_kernel_ready: Callable[[], None] = lambda: None
 
-        def work() -> None:
-            started = utcnow()
-            try:
-                result = runner.run()
-            except Exception as exc:  # a bug of ours must still end the attempt
-                log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
-                result = AttemptResult("failed", started, utcnow(), None, {}, {
-                    "type": "NborchInternalError", "message": f"{type(exc).__name__}: {exc}",
-                    "cell": None, "cell_source": None, "traceback": traceback.format_exc()})
-            done(result)
+    def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
+               done: Callable[[AttemptResult], None]) -> _Slot:
+        """Run ``job``; ``done(result)`` is called from the attempt's thread. Uses the kernel
+        warmed for it when it matches ``request``. Returns a handle with ``cancel()``."""
+        key = (job.task, job.attempt)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.claimed or not slot.request.same_as(request):
+                if slot is not None:
+                    slot.discard()
+                slot = self._slots[key] = _Slot(key, request, self._ready)
+        slot.run(job, emit, done)
+        return slot
 
-        threading.Thread(target=work, name=f"nborch-{job.task}-{job.attempt}", daemon=True).start()
-        return runner
+    def prewarm(self, task: str, attempt: int, request: KernelRequest) -> None:
+        """Start the kernel of a task that will soon be ready."""
+        with self._lock:
+            if (task, attempt) not in self._slots:
+                self._slots[(task, attempt)] = _Slot((task, attempt), request, self._ready)
 
-    def shutdown(self) -> None:
-        pass
+    def warm(self) -> set[str]:
+        """Tasks with a kernel started or starting for them, not yet given their job."""
+        with self._lock:
+            return {slot.key[0] for slot in self._slots.values() if not slot.claimed}
+
+    def starting(self) -> tuple[int, int]:
+        """Kernels still starting: (for attempts waiting on them, spares started ahead)."""
+        with self._lock:
+            unready = [slot for slot in self._slots.values() if not slot.ready.is_set()]
+        claimed = sum(1 for slot in unready if slot.claimed)
+        return claimed, len(unready) - claimed
+
+    def discard(self, task: str) -> None:
+        """Stop kernels warmed for a task that will not run after all."""
+        with self._lock:
+            for key in [k for k, slot in self._slots.items() if k[0] == task and not slot.claimed]:
+                self._slots.pop(key).discard()
+
+    def _ready(self) -> None:
+        self.on_kernel_ready()
+
+    def release(self, task: str, attempt: int) -> None:
+        """The attempt is over: its slot shuts its kernel down by itself."""
+        with self._lock:
+            slot = self._slots.pop((task, attempt), None)
+            if slot is not None:
+                self._finishing.append(slot)
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop unused warm kernels and wait until every kernel of the run is gone."""
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+            finishing, self._finishing = self._finishing, []
+        for slot in slots:
+            if not slot.claimed:
+                slot.discard()
+        for slot in slots + finishing:
+            slot.thread.join(timeout)

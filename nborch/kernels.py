@@ -1,0 +1,108 @@
+"""Kernels for task attempts, started by the thread that will run the attempt.
+
+nbclient and jupyter_client bind a kernel's client to the event loop of the thread that
+made it, so a kernel started ahead of need (warm) lives in a thread of its own, which later
+runs the attempt on it. Every attempt gets a fresh kernel; a kernel never serves twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+
+STARTUP_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """Everything a task's kernel must be started with; equal requests are interchangeable."""
+    name: str
+    cwd: str
+    env: dict = field(default_factory=dict, repr=False, hash=False)
+
+    def same_as(self, other: "KernelRequest") -> bool:
+        return (self.name, self.cwd, self.env) == (other.name, other.cwd, other.env)
+
+
+class Kernel:
+    """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
+    the owning thread; ``kill`` may be called from any thread."""
+
+    def __init__(self, request: KernelRequest):
+        self.request = request
+        self.km = None
+        self.kc = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.process = None
+        self._stderr_lock = threading.Lock()
+        self._stderr_sink = None
+        self._stderr_early: list[str] = []
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        km = AsyncKernelManager(kernel_name=self.request.name)
+        extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
+        run_sync(km.start_kernel)(cwd=self.request.cwd, env={**os.environ, **self.request.env},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  extra_arguments=extra)
+        self.km = km
+        provisioner = km.provisioner
+        self.process = getattr(provisioner, "process", None)
+        self.pid = getattr(provisioner, "pid", None)
+        self.pgid = getattr(provisioner, "pgid", None) or self.pid
+        if self.process is not None and self.process.stderr is not None:
+            threading.Thread(target=self._drain, daemon=True).start()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            run_sync(kc.wait_for_ready)(timeout=timeout)
+        except Exception:
+            kc.stop_channels()
+            raise
+        kc.allow_stdin = False
+        self.kc = kc
+
+    def attach_stderr(self, sink) -> None:
+        """Send what the kernel process writes to stderr (crash messages) to ``sink``."""
+        with self._stderr_lock:
+            self._stderr_sink = sink
+            early, self._stderr_early = self._stderr_early, []
+        for text in early:
+            sink.write(text)
+
+    def _drain(self) -> None:
+        for raw in iter(self.process.stderr.readline, b""):
+            text = raw.decode("utf-8", "replace")
+            with self._stderr_lock:
+                sink = self._stderr_sink
+                if sink is None:
+                    self._stderr_early.append(text)
+            if sink is not None:
+                sink.write(text)
+        self.process.stderr.close()
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+        if self.km is not None:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:  # already dead; make sure the group is gone
+                self.kill()
+            run_sync(self.km.cleanup_resources)()
+            self.km = None
