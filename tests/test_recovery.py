@@ -275,7 +275,8 @@ def test_store_survives_sigkill_at_random_moments(workdir: Path):
     rng = random.Random(7)
     for _ in range(8):
         proc = start_cli(["run", str(path)], workdir)
-        time.sleep(rng.uniform(0.2, 2.5))  # the random moment of the kill (not a synchronisation)
+        assert proc.stdout.readline().startswith("run ")  # the run is in the store from here on
+        time.sleep(rng.uniform(0, 2.5))  # the random moment of the kill (not a synchronisation)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     db = sqlite3.connect(workdir / ".nborch" / "nborch.db")
