@@ -20,6 +20,12 @@ _LAZY = {
 }
 
 
+def load_ipython_extension(ip: Any) -> None:
+    """``%load_ext nborch``: register the ``%%orchestrate`` and ``%orchestrate`` magics."""
+    from .jupyter.magic import load_ipython_extension as load
+    load(ip)
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib

@@ -162,6 +162,15 @@ def cmd_logs(args) -> int:
     return EXIT_OK
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+    store = _store(args)
+    run_id = _resolve_run_id(store, args.run_id)
+    path = write_report(store, run_id, args.output or f"run-{run_id}.html")
+    print(f"wrote {path}")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nborch", description="Run Jupyter notebooks as an orchestrated pipeline.")
@@ -228,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true",
                    help="stream the output while the task runs; exit when it ends")
     p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("report", help="write a self-contained HTML page about a run")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("-o", "--output", default=None, metavar="FILE.html",
+                   help="where to write it (default: run-RUN_ID.html)")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

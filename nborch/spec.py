@@ -318,6 +318,22 @@ def from_arrows(text: str, root: Path, name: str) -> Pipeline:
     if problems:
         raise SpecError(problems)
     pipeline = Pipeline(name, root=root)
-    for notebook, task in order.items():
-        pipeline.notebook(notebook, name=task, upstream=[order[u] for u in upstream[notebook]])
+    for notebook in _dependency_order(list(order), upstream):
+        pipeline.notebook(notebook, name=order[notebook],
+                          upstream=[order[u] for u in upstream[notebook]])
     return pipeline
+
+
+def _dependency_order(nodes: list, upstream: dict) -> list:
+    """``nodes`` with every node after its upstream ones, otherwise in their given order
+    (so tables read in running order); a cycle keeps the given order (validation reports it)."""
+    done: list = []
+    placed: set = set()
+    while len(done) < len(nodes):
+        ready = next((n for n in nodes if n not in placed
+                      and all(u in placed for u in upstream[n])), None)
+        if ready is None:
+            return nodes
+        done.append(ready)
+        placed.add(ready)
+    return done

@@ -1,0 +1,272 @@
+"""The run widget in a real browser: JupyterLab and Notebook 7 in headless Chromium.
+
+A real ``jupyter lab`` server on 127.0.0.1 serves controlling notebooks; Playwright drives
+Debian's Chromium (never a downloaded browser): wait for the kernel, Run All Cells, read
+the widget's SVG and text from the page. Set ``NBORCH_UPDATE_SCREENSHOTS=1`` to refresh
+the screenshots in docs/img/ that docs/jupyter.md shows (otherwise they go to tmp).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from conftest import REPO, write_notebook
+from nborch import Store
+from nborch.graph import STATE_COLORS
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's binary; /usr/bin/chromium is a slower wrapper
+DOCS_IMG = REPO / "docs" / "img"
+GREEN, BLUE, GREY = STATE_COLORS["success"], STATE_COLORS["running"], STATE_COLORS["cancelled"]
+
+
+def _missing() -> list[str]:
+    missing = []
+    if not Path(CHROMIUM).exists():
+        missing.append("Debian's chromium (./dev test installs it with apt-get)")
+    for module, package in (("playwright", "playwright"), ("jupyterlab", "jupyterlab"),
+                            ("notebook", "notebook")):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(f"the Python package {package} (pip install -e '.[test]')")
+    if shutil.which("dot") is None:
+        missing.append("Graphviz's dot")
+    return missing
+
+
+@pytest.fixture(scope="module")
+def tools() -> None:
+    missing = _missing()
+    if missing:
+        why = "browser tests need " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(why + " (CI must have them)")
+        pytest.skip(why)
+
+
+class JupyterServer:
+    """``jupyter lab`` on a free local port with a token and its own temporary config."""
+
+    def __init__(self, root: Path, home: Path):
+        self.root, self.token = root, "nborch-test-token"
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.base = f"http://127.0.0.1:{self.port}"
+        config = home / "config"
+        (config / "labconfig").mkdir(parents=True)
+        (config / "labconfig" / "page_config.json").write_text(json.dumps(
+            {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
+        settings = home / "settings" / "@jupyterlab" / "notebook-extension"
+        settings.mkdir(parents=True)
+        # Keep every cell in the DOM, so the test can read outputs out of view.
+        (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+        env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+        env.update(JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(home / "data"),
+                   JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+                   JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+                   JUPYTERLAB_SETTINGS_DIR=str(home / "settings"))
+        self.log = open(home / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+             "--ip=127.0.0.1", f"--port={self.port}", f"--IdentityProvider.token={self.token}",
+             f"--ServerApp.root_dir={root}"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while not self._answers():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"jupyter lab did not start: {(home / 'server.log').read_text()}")
+            time.sleep(0.2)
+
+    def api(self, path: str, method: str = "GET"):
+        request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
+        with urllib.request.urlopen(request, timeout=5) as reply:
+            return json.loads(reply.read() or b"null")
+
+    def _answers(self) -> bool:
+        try:
+            self.api("/api/status")
+            return True
+        except OSError:
+            return False
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/{path}?token={self.token}"
+
+    def stop(self) -> None:
+        try:
+            self.api("/api/shutdown", method="POST")
+            self.proc.wait(20)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tools, tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab-root")
+    jupyter = JupyterServer(root, tmp_path_factory.mktemp("lab-home"))
+    yield jupyter
+    jupyter.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(tools):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 1000})
+    yield page
+    page.close()
+
+
+def screenshot_path(name: str, tmp_path: Path) -> Path:
+    if os.environ.get("NBORCH_UPDATE_SCREENSHOTS"):
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        return DOCS_IMG / name
+    return tmp_path / name
+
+
+def open_and_run_all(page, server: JupyterServer, url_path: str) -> None:
+    """Open a notebook, wait until its kernel really is idle, then Run → Run All Cells."""
+    page.goto(server.url(url_path))
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    # The trap: the indicator reads idle for a moment before any kernel exists, and a Run
+    # sent then does nothing. Wait for the kernel's name and an idle kernel on the server.
+    page.wait_for_function("""() => {
+        const name = document.querySelector('.jp-Toolbar-kernelName');
+        const status = document.querySelector('.jp-Notebook-ExecutionIndicator');
+        const label = name && (name.getAttribute('aria-label') || name.textContent);
+        return label && !/No Kernel/.test(label) && status && status.dataset.status === 'idle';
+    }""", timeout=60_000)
+    deadline = time.monotonic() + 60
+    while True:
+        kernels = server.api("/api/kernels")
+        if kernels and all(k["execution_state"] == "idle" for k in kernels):
+            break
+        assert time.monotonic() < deadline, kernels
+        time.sleep(0.2)
+    page.click(".lm-MenuBar-itemLabel:text-is('Run')")
+    page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
+
+
+def node_fills(page, view: str = ".nborch-run-view") -> dict[str, str]:
+    """Each task's fill in the first run view's graph, read from the DOM."""
+    return page.evaluate("""(view) => {
+        const out = {};
+        const root = document.querySelector(view);
+        for (const node of root ? root.querySelectorAll('.nborch-graph-live g.node') : []) {
+            const shape = node.querySelector('polygon, path, ellipse');
+            out[node.id] = shape && shape.getAttribute('fill');
+        }
+        return out;
+    }""", view)
+
+
+def wait_for_fills(page, predicate: str, timeout: float = 180_000) -> None:
+    page.wait_for_function(f"""() => {{
+        const root = document.querySelector('.nborch-run-view');
+        if (!root) return false;
+        const fills = [...root.querySelectorAll('.nborch-graph-live g.node')].map(
+            n => n.querySelector('polygon, path, ellipse').getAttribute('fill'));
+        return fills.length > 0 && ({predicate})(fills);
+    }}""", timeout=timeout)
+
+
+def test_demo_notebook_in_jupyterlab_turns_every_node_green(server, page, tmp_path):
+    folder = server.root / "lab-demo"
+    shutil.copytree(REPO / "notebooks", folder,
+                    ignore=shutil.ignore_patterns(".nborch", ".ipynb_checkpoints"))
+    open_and_run_all(page, server, "lab/tree/lab-demo/orchestrate_demo.ipynb")
+    wait_for_fills(page, "fills => fills.length === 5 && fills.every(f => f === '%s')" % GREEN)
+    assert node_fills(page) == dict.fromkeys(
+        ["generate", "clean", "by_region", "by_product", "report"], GREEN)
+    view = page.locator(".nborch-run-view").first
+    text = view.inner_text()
+    assert "5/5 tasks done · 5 success" in text and "in all" in text
+    assert "orchestrate_demo run" in text  # named after the notebook, which Jupyter told the kernel
+    assert view.locator(".widget-hprogress").count() == 1
+    # The rest of the notebook ran too: the values cell and the dashboard.
+    page.wait_for_selector(".nborch-runs-dashboard select option", timeout=60_000)
+    assert "total revenue" in page.locator(".jp-Notebook").inner_text()
+    page.locator(".nborch-snapshot").first.wait_for(timeout=30_000)
+    cell = page.locator(".jp-CodeCell", has=page.locator(".nborch-snapshot")).first
+    cell.screenshot(path=str(screenshot_path("jupyter-run.png", tmp_path)))
+    page.locator(".nborch-runs-dashboard").screenshot(
+        path=str(screenshot_path("jupyter-runs.png", tmp_path)))
+    runs = Store(folder / ".nborch").list_runs()
+    assert [(r["pipeline"], r["status"]) for r in runs] == [("orchestrate_demo", "success")]
+
+
+def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_path):
+    folder = server.root / "stop"
+    write_notebook(folder / "extract.ipynb", "import nborch\nnborch.publish('rows', 3)")
+    write_notebook(folder / "audit.ipynb", "pass")
+    write_notebook(folder / "slow.ipynb", "import time", "x = 1", "time.sleep(120)")
+    write_notebook(folder / "report.ipynb", "pass")
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell("%load_ext nborch"),
+                nbformat.v4.new_code_cell("%%orchestrate\nextract.ipynb >> slow.ipynb >> report.ipynb\n"
+                                          "extract.ipynb >> audit.ipynb"),
+                nbformat.v4.new_code_cell("print('the kernel is free:', _nborch_run.status)")]
+    nbformat.write(nb, str(folder / "control.ipynb"))
+    open_and_run_all(page, server, "notebooks/stop/control.ipynb")
+    # Without --wait the cell returns at once and the next one runs while the pipeline goes on.
+    page.wait_for_selector("text=the kernel is free: running", timeout=60_000)
+    # slow.ipynb has 3 cells; with no parameters cell, its `upstream` is injected in a 4th.
+    page.wait_for_function("""() => {
+        const row = document.querySelector('.nborch-run-view tr[data-task="slow"]');
+        return row && /cell \\d+\\/4/.test(row.textContent)
+               && document.querySelectorAll('.nborch-run-view g.node path[fill="%s"]').length === 2;
+    }""" % GREEN, timeout=120_000)
+    assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": BLUE,
+                                "report": STATE_COLORS["pending"]}
+    view = page.locator(".nborch-run-view").first
+    assert "2/4 tasks done" in view.inner_text() and "running" in view.inner_text()
+    view.screenshot(path=str(screenshot_path("jupyter-running.png", tmp_path)))
+
+    view.get_by_role("button", name="Stop").click()
+    wait_for_fills(page, "fills => fills.filter(f => f === '%s').length === 2" % GREY, 60_000)
+    assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": GREY, "report": GREY}
+    assert "cancelled" in view.inner_text()
+    # The plain snapshot lands in the same cell when the run ends, from the view's thread.
+    page.locator(".nborch-snapshot").wait_for(timeout=30_000)
+    run = Store(folder / ".nborch").list_runs()[0]
+    assert run["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while _kernels_of(run["run_id"]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _kernels_of(run["run_id"]) == []
+
+
+def _kernels_of(run_id: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("NBORCH_RUN_ID") == run_id:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found

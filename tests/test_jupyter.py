@@ -1,0 +1,475 @@
+"""The %%orchestrate magic, the run widget and the dashboard, in real kernels.
+
+Controlling notebooks are written here and executed with nbclient in a real kernel whose
+folder is the notebook's, as in Jupyter; the pipelines they run start real task kernels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from nbclient import NotebookClient
+
+from conftest import REPO, write_notebook
+from nborch import Store
+from nborch.events import AttemptProgress, RunStarted, TaskStateChanged
+from nborch.graph import STATE_COLORS
+from nborch.htmlview import SvgGraph, layout
+from nborch.jupyter.magic import body_kind, marked_lines, notebook_stem
+from nborch.jupyter.widget import Refresher, RunView
+from nborch.run import Run
+from nborch.spec import from_arrows
+from nborch.errors import SpecError
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+GREEN, RED, ORANGE = STATE_COLORS["success"], STATE_COLORS["failed"], STATE_COLORS["upstream_failed"]
+NODE_FILL = re.compile(r'<g id="([^"]+)" class="node">.*?fill="([^"]+)"', re.S)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def controlling_notebook(*cells: str) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    return nb
+
+
+def execute(folder: Path, *cells: str, allow_errors: bool = False) -> nbformat.NotebookNode:
+    """Run ``cells`` top to bottom in one kernel started in ``folder``; keep widget state."""
+    nb = controlling_notebook(*cells)
+    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=allow_errors,
+                   store_widget_state=True, resources={"metadata": {"path": str(folder)}}).execute()
+    return nb
+
+
+def outputs(cell) -> list:
+    return cell.get("outputs", [])
+
+
+def html_of(cell) -> str:
+    return "".join(o.get("data", {}).get("text/html", "") for o in outputs(cell))
+
+
+def stdout_of(cell) -> str:
+    return "".join(o.get("text", "") for o in outputs(cell) if o["output_type"] == "stream")
+
+
+def widget_models(nb) -> dict:
+    return nb.metadata["widgets"][WIDGET_STATE]["state"]
+
+
+def live_graph_svgs(nb) -> list[str]:
+    """The SVGs of the run views' graphs, as the widget state saved in the notebook has them."""
+    return [m["state"]["value"] for m in widget_models(nb).values()
+            if m["model_name"] == "HTMLModel" and "nborch-graph-live" in
+            m["state"].get("_dom_classes", [])]
+
+
+def fills(svg: str) -> dict[str, str]:
+    return dict(NODE_FILL.findall(svg))
+
+
+def error_text(cell) -> str:
+    errors = [o for o in outputs(cell) if o["output_type"] == "error"]
+    assert len(errors) == 1, outputs(cell)
+    return re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(errors[0]["traceback"]))
+
+
+def tiny_pipeline(folder: Path) -> None:
+    write_notebook(folder / "extract.ipynb", "import nborch\nnborch.publish('rows', n * 2)",
+                   parameters="n = 1")
+    write_notebook(folder / "clean.ipynb",
+                   "import nborch\nnborch.publish('rows_seen', upstream['extract']['values']['rows'])",
+                   parameters="upstream = {}")
+    write_notebook(folder / "broken.ipynb", "x = 1", "raise ValueError('bad data in row 7')")
+
+
+# -- the magic in a kernel -------------------------------------------------------------------
+
+def test_wait_runs_the_pipeline_and_shows_the_widget_and_snapshot(workdir: Path, monkeypatch):
+    tiny_pipeline(workdir)
+    # Jupyter tells the kernel which notebook it serves; the pipeline is named after it.
+    monkeypatch.setenv("JPY_SESSION_NAME", str(workdir / "sales report.ipynb"))
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate --wait -p n=21 --out result --max-parallel 2\n"
+        "extract.ipynb >> clean.ipynb\n"
+        "broken.ipynb",
+        "import json\n"
+        "print(json.dumps({'status': result.status, 'pipeline': result.pipeline,\n"
+        "                  'states': {n: t.status for n, t in result.tasks.items()},\n"
+        "                  'values': result.values, 'same': _nborch_handle.run is result,\n"
+        "                  'default_unset': '_nborch_run' not in globals()}))")
+    seen = json.loads(stdout_of(nb.cells[2]))
+    assert seen["states"] == {"extract": "success", "clean": "success", "broken": "failed"}
+    assert seen["status"] == "failed" and seen["pipeline"] == "sales_report"
+    assert seen["values"]["extract"] == {"rows": 42}            # -p reached the notebook
+    assert seen["values"]["clean"] == {"rows_seen": 42}         # and upstream values flowed
+    assert seen["same"] and seen["default_unset"]               # --out named the variable
+
+    run_cell = nb.cells[1]
+    kinds = [o["output_type"] for o in outputs(run_cell)]
+    assert kinds == ["display_data", "display_data"], kinds     # the widget, then the snapshot
+    assert WIDGET_MIME in outputs(run_cell)[0]["data"]
+    # The saved widget state holds the graph as drawn last: the final colours.
+    graphs = live_graph_svgs(nb)
+    assert len(graphs) == 1
+    assert fills(graphs[0]) == {"extract": GREEN, "clean": GREEN, "broken": RED}
+    bars = [m["state"] for m in widget_models(nb).values() if m["model_name"] == "IntProgressModel"]
+    assert [(b["value"], b["max"], b["bar_style"]) for b in bars] == [(3, 3, "danger")]
+    texts = " ".join(str(m["state"].get("value", "")) for m in widget_models(nb).values())
+    assert "3/3 tasks done" in texts and "ValueError" in texts
+    # The snapshot: plain HTML with the same graph, the table and the folded error.
+    snapshot = html_of(run_cell)
+    assert 'class="nborch-snapshot"' in snapshot
+    assert fills(snapshot) == {"extract": GREEN, "clean": GREEN, "broken": RED}
+    assert "<details" in snapshot and "bad data in row 7" in snapshot
+    assert "raise ValueError" in snapshot                      # the failing cell
+    assert 'data-task="clean"' in snapshot and ">clean.ipynb</a>" in snapshot
+    assert "sales_report run" in outputs(run_cell)[1]["data"]["text/plain"]
+    # The run is recorded in the store beside the notebook.
+    runs = Store(workdir / ".nborch").list_runs()
+    assert [(r["pipeline"], r["status"]) for r in runs] == [("sales_report", "failed")]
+
+
+def test_dry_run_validates_and_draws_but_runs_nothing(workdir: Path):
+    tiny_pipeline(workdir)
+    (workdir / "sub").mkdir()
+    (workdir / "sub" / "pipeline.yaml").write_text(
+        "name: from_file\ntasks:\n  extract: {notebook: ../extract.ipynb}\n", encoding="utf-8")
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate --dry-run\nextract.ipynb >> clean.ipynb",
+        "%%orchestrate --dry-run\nsub/pipeline.yaml",
+        "%%orchestrate --dry-run --name renamed\n"
+        "tasks:\n  first: {notebook: extract.ipynb, parameters: {n: 5}}\n"
+        "  second: {notebook: clean.ipynb, upstream: [first]}\n")
+    arrows, from_file, inline = (html_of(c) for c in nb.cells[1:])
+    assert "pipeline &#x27;notebook&#x27; is valid: 2 tasks (extract, clean)" in arrows
+    assert set(fills(arrows)) == {"extract", "clean"}
+    assert "&#x27;from_file&#x27; is valid: 1 tasks" in from_file
+    assert "&#x27;renamed&#x27; is valid: 2 tasks (first, second)" in inline
+    assert not any(WIDGET_MIME in o.get("data", {}) for c in nb.cells for o in outputs(c))
+    assert Store(workdir / ".nborch").list_runs() == []
+    assert not (workdir / ".nborch" / "runs").exists()
+
+
+def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
+    tiny_pipeline(workdir)
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate --wait\nextract.ipynb >> clean.ipynb\nclean.ipynb > report.ipynb",
+        "%%orchestrate --wait\nextract.ipynb >> clean.ipynb\nmissing.ipynb >> clean.ipynb",
+        "%%orchestrate --wait -p nope=3\nextract.ipynb",
+        "%%orchestrate --wait\nname: p\ntasks:\n  extract: {notebok: extract.ipynb}\n",
+        "%%orchestrate --schedule '0 6 * * *'\nextract.ipynb",
+        "%orchestrate status no-such-run",
+        allow_errors=True)
+    arrow, missing, param, yaml_key, schedule, status = (error_text(c) for c in nb.cells[1:])
+    assert "line 2: 'clean.ipynb > report.ipynb'" in arrow and "put '>>' between" in arrow
+    assert "   2 | clean.ipynb > report.ipynb" in arrow
+    assert "notebook not found" in missing and "missing.ipynb" in missing
+    assert "-p nope: no notebook of the cell declares 'nope'" in param
+    assert "unknown key 'notebok'" in yaml_key and "did you mean 'notebook'" in yaml_key
+    assert "--schedule is not implemented yet" in schedule
+    assert "no run 'no-such-run'" in status
+    for cell in nb.cells[1:]:
+        assert "Traceback" not in json.dumps(outputs(cell))
+    # The offending line is the highlighted one (a validation problem names the task).
+    raw = "\n".join(outputs(nb.cells[2])[0]["traceback"])
+    assert "\x1b[41;97m   2 | missing.ipynb >> clean.ipynb" in raw
+    assert "\x1b[41;97m   1 |" not in raw
+    assert Store(workdir / ".nborch").list_runs() == []
+
+
+def test_background_run_returns_at_once_then_the_handle_waits(workdir: Path):
+    # The first task waits for a gate file that only the next cell creates: if the magic
+    # did not return at once, the run could not end and the notebook would time out.
+    gate = workdir / "gate"
+    write_notebook(workdir / "slow.ipynb",
+                   f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)")
+    write_notebook(workdir / "after.ipynb", "import nborch\nnborch.publish('ok', True)")
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate\nslow.ipynb >> after.ipynb",
+        f"status_then = _nborch_run.status\nopen({str(gate)!r}, 'w').close()\n"
+        "run = _nborch_handle.wait(120)\n"
+        "print(status_then, run.status, run.values['after'], run is _nborch_run)")
+    assert stdout_of(nb.cells[2]).split() == ["running", "success", "{'ok':", "True}", "True"]
+    assert WIDGET_MIME in outputs(nb.cells[1])[0]["data"]
+    # The Stop button is there for a background run.
+    buttons = [m["state"] for m in widget_models(nb).values() if m["model_name"] == "ButtonModel"]
+    assert [b["description"] for b in buttons] == ["Stop"]
+
+
+def test_interrupt_under_wait_cancels_the_run(workdir: Path):
+    write_notebook(workdir / "slow.ipynb", "import time", "time.sleep(120)")
+    write_notebook(workdir / "after.ipynb", "pass")
+    nb = controlling_notebook(
+        "%load_ext nborch",
+        "%%orchestrate --wait\nslow.ipynb >> after.ipynb",
+        "from nborch import Store\nr = Store().get_run(_nborch_run.run_id)\n"
+        "print(r.run_id, r.status, r.tasks['slow'].status, r.tasks['after'].status)")
+    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(workdir)}})
+    store = Store(workdir / ".nborch")
+
+    def interrupt_once_slow_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = store.list_runs() if store.exists else []
+            if runs and store.get_run(runs[0]["run_id"]).tasks["slow"].progress:
+                os.kill(client.km.provisioner.pid, signal.SIGINT)  # the toolbar's stop square
+                return
+            time.sleep(0.1)
+
+    with client.setup_kernel():
+        client.execute_cell(nb.cells[0], 0)
+        threading.Thread(target=interrupt_once_slow_runs, daemon=True).start()
+        client.execute_cell(nb.cells[1], 1)
+        client.execute_cell(nb.cells[2], 2)
+    run_id, *states = stdout_of(nb.cells[2]).split()
+    assert states == ["cancelled", "cancelled", "cancelled"]
+    message = error_text(nb.cells[1])
+    assert f"run {run_id} cancelled: the kernel was interrupted" in message
+    assert "Traceback" not in message
+    assert 'class="nborch-snapshot"' in html_of(nb.cells[1])
+    assert _kernels_of(run_id) == []
+
+
+def _kernels_of(run_id: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("NBORCH_RUN_ID") == run_id:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
+    write_notebook(workdir / "quick.ipynb", "import nborch\nnborch.publish('x', 1)")
+    write_notebook(workdir / "slow.ipynb", "import time\ntime.sleep(3)")
+    (workdir / "quick.yaml").write_text("name: quick\ntasks:\n  quick: {notebook: quick.ipynb}\n")
+    (workdir / "slow.yaml").write_text("name: slow\ntasks:\n  slow: {notebook: slow.ipynb}\n"
+                                       "  quick: {notebook: quick.ipynb, upstream: [slow]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    cli = [sys.executable, "-m", "nborch"]
+    subprocess.run([*cli, "run", "quick.yaml"], cwd=workdir, env=env, check=True,
+                   capture_output=True, timeout=120)
+    first = Store(workdir / ".nborch").list_runs()[0]["run_id"]
+    slow = subprocess.Popen([*cli, "run", "slow.yaml"], cwd=workdir, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        store = Store(workdir / ".nborch")
+        while len(store.list_runs()) < 2:
+            time.sleep(0.1)
+        nb = execute(
+            workdir,
+            "%load_ext nborch",
+            f"%orchestrate status {first}",
+            "%orchestrate runs",
+            "%orchestrate status",  # the latest: the slow run, still running: a live view
+            "from nborch import Store\nimport time\nrun_id = Store().list_runs()[0]['run_id']\n"
+            "while Store().get_run(run_id).status == 'running':\n    time.sleep(0.2)\n"
+            "time.sleep(2.5)  # the view polls the store every second")
+        assert slow.wait(60) == 0
+    finally:
+        slow.kill()
+    finished = html_of(nb.cells[1])
+    assert f'data-run="{first}"' in finished and fills(finished) == {"quick": GREEN}
+    assert "<code>x</code> = 1" in finished                      # published values
+    board = outputs(nb.cells[2])[0]
+    assert WIDGET_MIME in board["data"] and "quick" in board["data"]["text/plain"]
+    models = widget_models(nb)
+    selects = [m["state"] for m in models.values() if m["model_name"] == "SelectModel"]
+    assert len(selects) == 1 and len(selects[0]["_options_labels"]) == 2
+    # It kept polling the store while the slow run went on: its label shows the end.
+    assert any("slow" in label and "success" in label for label in selects[0]["_options_labels"])
+    runs_tables = [m["state"]["value"] for m in models.values() if m["model_name"] == "HTMLModel"
+                   and 'class="nborch-runs"' in m["state"].get("value", "")]
+    assert runs_tables and first in runs_tables[0]
+    # The live status view followed the slow run, from the store, to its end.
+    live = outputs(nb.cells[3])[0]
+    assert WIDGET_MIME in live["data"]
+    final = [m["state"]["value"] for m in models.values() if m["model_name"] == "HTMLModel"
+             and "nborch-graph-live" in m["state"].get("_dom_classes", [])
+             and 'id="slow"' in m["state"]["value"]]
+    assert {"slow": GREEN, "quick": GREEN} in [fills(svg) for svg in final]
+
+
+def test_demo_notebook_runs_headless(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("NBORCH_HOME", raising=False)
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks",
+                    ignore=shutil.ignore_patterns(".nborch", ".ipynb_checkpoints"))
+    path = tmp_path / "notebooks" / "orchestrate_demo.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    runs = Store(path.parent / ".nborch").list_runs()
+    assert [r["status"] for r in runs] == ["success"]
+    run = Store(path.parent / ".nborch").get_run(runs[0]["run_id"])
+    assert list(run.tasks) == ["generate", "clean", "by_region", "by_product", "report"]
+    assert run.values["generate"]["row_count"] == 500
+    text = json.dumps([outputs(c) for c in nb.cells])
+    assert "Traceback" not in text and "total revenue" in text
+    graphs = live_graph_svgs(nb)  # the run's view, and the dashboard's view of that run
+    assert len(graphs) == 2 and all(set(fills(svg).values()) == {GREEN} for svg in graphs)
+
+
+# -- pieces without a kernel ---------------------------------------------------------------
+
+def test_svg_recolouring_rewrites_only_node_fills():
+    edges = {"extract": (), "by-region": ("extract",), "a.b": ("extract",)}
+    graph = layout(edges)
+    assert graph.names == ["extract", "by-region", "a.b"]
+    svg = graph.render({"extract": "success", "by-region": "running", "a.b": "failed"})
+    assert fills(svg) == {"extract": GREEN, "by&#45;region": STATE_COLORS["running"],
+                          "a.b": RED}
+    assert 'xlink:title="by-region: running"' in svg
+    assert svg.startswith("<svg") and "<?xml" not in svg
+    # Edges keep their colours; an unknown or missing state is neutral.
+    assert svg.count('fill="none"') == 2
+    again = graph.render({})
+    assert set(fills(again).values()) == {"#f3f4f6"}
+    # Recolouring is a pure function of the states: the same states, the same text.
+    assert graph.render({"extract": "success", "by-region": "running", "a.b": "failed"}) == svg
+
+
+def test_svg_recolouring_handles_any_graphviz_shape():
+    svg = ('<svg><g id="graph0" class="graph"><g id="n1" class="node"><title>n1</title>'
+           '<ellipse fill="white" stroke="black"/></g><g id="e" class="edge">'
+           '<path fill="none"/></g><g id="n2" class="node"><polygon fill="white"/></g></svg>')
+    graph = SvgGraph(svg)
+    out = graph.render({"n1": "success", "n2": "cancelled"})
+    assert f'<ellipse fill="{GREEN}"' in out
+    assert f'<polygon fill="{STATE_COLORS["cancelled"]}"' in out and '<path fill="none"/>' in out
+
+
+def test_a_thousand_events_cause_a_handful_of_renders():
+    rendered = []
+    refresher = Refresher(lambda: rendered.append(time.monotonic()) or False,
+                          interval=0.25, tick=10.0).start()
+    started = time.monotonic()
+    for _ in range(1000):
+        refresher.mark()
+        time.sleep(0.0005)
+    elapsed = time.monotonic() - started
+    time.sleep(0.4)
+    refresher.stop()
+    refresher.join(5)
+    assert not refresher.alive
+    # At most one render per interval while events pour in, and one after the last.
+    assert 1 <= len(rendered) <= elapsed / 0.25 + 3, (len(rendered), elapsed)
+    gaps = [b - a for a, b in zip(rendered, rendered[1:])]
+    assert all(gap >= 0.24 for gap in gaps), gaps
+
+
+def test_refresher_stops_after_the_final_render_and_calls_on_done():
+    states = iter([False, False, True])
+    done = threading.Event()
+    refresher = Refresher(lambda: next(states), interval=0.01, tick=0.01, on_done=done.set)
+    refresher.start().join(5)
+    assert done.is_set() and refresher.renders == 3
+
+
+def _run_with_progress() -> Run:
+    run = Run.from_start(RunStarted(
+        run_id="r1", pipeline="p", started_at="2026-01-01T00:00:00+00:00",
+        logical_date="2026-01-01T00:00:00+00:00", params={},
+        tasks={"a": {"upstream": []}, "b": {"upstream": ["a"]}}, source=None, pid=1, host="h"))
+    run.apply(TaskStateChanged("r1", "a", "running", 1, "2026-01-01T00:00:01+00:00"))
+    run.apply(AttemptProgress("r1", "a", 1, 7, 20, "df = load('<x>')"))
+    return run
+
+
+def test_run_view_shows_states_progress_and_the_stop_button():
+    run = _run_with_progress()
+    stopped = []
+    view = RunView(run, on_stop=lambda: stopped.append(True))
+    assert fills(view.graph.value) == {"a": STATE_COLORS["running"], "b": "#e5e7eb"}
+    assert "cell 7/20 · df = load(&#x27;&lt;x&gt;&#x27;)" in view.table.value
+    assert (view.bar.value, view.bar.max, view.bar.description) == (0, 2, "0/2")
+    assert "0/2 tasks done · 1 pending, 1 running" in view.summary.value
+    assert view.stop_button.description == "Stop" and not view.stop_button.disabled
+    view.stop_button.click()
+    assert stopped == [True] and view.stop_button.disabled and "stopping" in view.summary.value
+    run.apply(TaskStateChanged("r1", "a", "failed", 1, "2026-01-01T00:00:03+00:00",
+                               error={"type": "KeyError", "message": "'price'", "cell": 3,
+                                      "cell_source": "df['price']", "traceback": "KeyError: 'price'"}))
+    view.show(run)
+    assert fills(view.graph.value)["a"] == RED
+    assert "<details" in view.errors.value and "in cell 3" in view.errors.value
+    assert "df[&#x27;price&#x27;]" in view.errors.value
+    assert "cell 7/20" not in view.table.value
+
+
+def test_arrow_form_builds_the_graph():
+    p = from_arrows("a.ipynb >> b.ipynb >> d.ipynb\n# a comment\n\n"
+                    "a.ipynb >> c.ipynb >> d.ipynb  # two chains meet\nlonely.ipynb\n",
+                    Path("/proj"), "demo")
+    assert p.name == "demo"
+    assert {n: t.upstream for n, t in p.tasks.items()} == {
+        "a": (), "b": ("a",), "c": ("a",), "d": ("b", "c"), "lonely": ()}
+    assert list(p.tasks) == ["a", "b", "c", "d", "lonely"]  # upstream tasks first
+    assert p.tasks["a"].notebook == Path("/proj/a.ipynb")
+    sub = from_arrows("x/extract.ipynb >> ../y/load.ipynb", Path("/proj/nb"), "n")
+    assert sub.tasks["load"].notebook == Path("/proj/y/load.ipynb")
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("a.ipynb >> >> b.ipynb", "line 1: 'a.ipynb >> >> b.ipynb': a notebook path is missing"),
+    ("a.ipynb >>", "line 1: 'a.ipynb >>': a notebook path is missing"),
+    ("ok.ipynb\na.ipynb -> b.ipynb", "line 2: 'a.ipynb -> b.ipynb': 'a.ipynb -> b.ipynb' is not "
+                                     "one notebook path; put '>>' between notebooks"),
+    ("a.ipynb >> notes.txt", "line 1: 'a.ipynb >> notes.txt': 'notes.txt' is not a notebook path"),
+    ("x/a.ipynb >> y/a.ipynb", "'y/a.ipynb' and 'x/a.ipynb' (line 1) would both be task 'a'"),
+    ("bad name!.ipynb", "line 1: 'bad name!.ipynb': task name 'bad name!' may only use"),
+    ("# only a comment", "no notebooks: write one chain per line"),
+])
+def test_arrow_form_errors_name_the_line(body, expected):
+    with pytest.raises(SpecError) as err:
+        from_arrows(body, Path("/proj"), "p")
+    assert expected in str(err.value)
+
+
+def test_body_kinds_and_marked_lines(tmp_path: Path):
+    (tmp_path / "folder").mkdir()
+    assert body_kind("a.ipynb >> b.ipynb", tmp_path) == "arrows"
+    assert body_kind("a.ipynb", tmp_path) == "arrows"
+    assert body_kind("  pipeline.yaml  \n", tmp_path) == "file"
+    assert body_kind("folder", tmp_path) == "file"
+    assert body_kind("# a pipeline\nname: x\ntasks: {}", tmp_path) == "yaml"
+    body = "a.ipynb >> b.ipynb\nextract.ipynb >> missing.ipynb\n"
+    assert marked_lines(["line 2: 'x': bad"], body) == {2}
+    assert marked_lines(["task 'missing': notebook not found: /p/missing.ipynb"], body) == {2}
+    assert marked_lines(["task 'first' (line 3): unknown key"], "name: x\ntasks:\n  first: {}") == {3}
+    assert marked_lines(["line 9: beyond the body"], body) == set()
+
+
+def test_pipeline_name_comes_from_the_notebook(monkeypatch):
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+    assert notebook_stem({}) == "notebook"
+    assert notebook_stem({"__session__": "/home/me/Daily sales (v2).ipynb"}) == "Daily_sales_v2"
+    monkeypatch.setenv("JPY_SESSION_NAME", "reports/weekly.ipynb")
+    assert notebook_stem({"__session__": "other.ipynb"}) == "weekly"
