@@ -23,8 +23,8 @@ from typing import Any, Iterable, Sequence
 from .attempt import AttemptJob, AttemptResult
 from .dag import downstream_map
 from .errors import NborchError, SpecError
-from .events import (CANCELLED, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED, EventBus, RunEnded,
-                     RunStarted, TaskStateChanged)
+from .events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
+                     EventBus, RunEnded, RunStarted, TaskStateChanged)
 from .executors import get_executor
 from .kernels import KernelRequest
 from .model import Pipeline
@@ -35,7 +35,6 @@ from .validate import PreparedRun, prepare
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
-KEPT_ON_RESUME = (SUCCESS, SKIPPED)
 
 def new_run_id() -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")

@@ -17,6 +17,7 @@ TASK_STATES = (PENDING, QUEUED, RUNNING, RETRYING, SUCCESS, FAILED, UPSTREAM_FAI
                CANCELLED)
 FINAL_TASK_STATES = frozenset({SUCCESS, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
 RUN_STATES = ("running", "success", "failed", "cancelled", "crashed")
+KEPT_ON_RESUME = frozenset({SUCCESS, SKIPPED})  # a resume runs every other task again
 
 
 @dataclass(frozen=True)

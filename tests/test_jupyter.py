@@ -218,7 +218,34 @@ def test_background_run_returns_at_once_then_the_handle_waits(workdir: Path):
     assert WIDGET_MIME in outputs(nb.cells[1])[0]["data"]
     # The Stop button is there for a background run.
     buttons = [m["state"] for m in widget_models(nb).values() if m["model_name"] == "ButtonModel"]
-    assert [b["description"] for b in buttons] == ["Stop"]
+    assert [b["description"] for b in buttons] == ["Stop", "Retry failed"]
+
+
+def test_retry_failed_button_resumes_the_run_in_the_same_view(workdir: Path):
+    fixed = workdir / "fixed"
+    write_notebook(workdir / "first.ipynb", "import nborch\nnborch.publish('n', 1)")
+    write_notebook(workdir / "flaky.ipynb",
+                   f"import os\nassert os.path.exists({str(fixed)!r}), 'not fixed yet'")
+    write_notebook(workdir / "after.ipynb", "import nborch\nnborch.publish('ok', True)")
+    retry_button = ("import ipywidgets.widgets.widget as ww\n"
+                    "[retry] = [w for w in ww._instances.values() "
+                    "if getattr(w, 'description', None) == 'Retry failed']\n")
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate --wait\nfirst.ipynb >> flaky.ipynb >> after.ipynb",
+        retry_button + "print(_nborch_run.status, retry.layout.display != 'none')",
+        f"open({str(fixed)!r}, 'w').close()\nfirst_run = _nborch_run\nretry.click()\n"
+        "run = _nborch_handle.wait(120)\n"
+        "print(run.status, run.run_id == first_run.run_id, run.tasks['flaky'].attempts, "
+        "run.values['after'], retry.layout.display)")
+    assert stdout_of(nb.cells[2]).split() == ["failed", "True"]  # the button is shown
+    assert stdout_of(nb.cells[3]).split() == ["success", "True", "2", "{'ok':", "True}", "none"]
+    store = Store(workdir / ".nborch")
+    [row] = store.list_runs()
+    attempts = {(a["task"], a["attempt"]) for a in store.attempts(row["run_id"])}
+    # The kept task ran once; the failed one got its second attempt in the same run.
+    assert attempts == {("first", 1), ("flaky", 1), ("flaky", 2), ("after", 1)}
 
 
 def test_interrupt_under_wait_cancels_the_run(workdir: Path):

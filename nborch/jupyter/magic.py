@@ -233,17 +233,34 @@ class OrchestrateMagics(Magics):
                 f"{htmlview.graph_block(graph.render({}) if graph else None)}</div>")
         display({"text/html": page, "text/plain": text}, raw=True)
 
+    def _adopt(self, handle, out: str) -> None:
+        """A run started in this kernel: known to ``status``, its Run in the namespace."""
+        _HANDLES[handle.run_id] = handle
+        self.shell.user_ns[out] = handle.run
+        self.shell.user_ns[HANDLE_NAME] = handle
+
+    def _retry_action(self, get_view, run, out: str, parent: dict | None):
+        """The view's Retry-failed button: resume the run in the background and follow it
+        in the same view (its final snapshot lands in the cell that drew the view)."""
+        def retry() -> None:
+            from ..engine import resume_run
+            from .widget import display_snapshot, follow_handle
+            view = get_view()
+            handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
+            self._adopt(handle, out)
+            view.follow(handle.run, handle.cancel)
+            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+        return retry
+
     def _watch(self, handle, args):
         from .widget import RunView, display_snapshot, follow_handle
-        _HANDLES[handle.run_id] = handle
-        ns = self.shell.user_ns
-        ns[args.out] = handle.run
-        ns[HANDLE_NAME] = handle
-        view = RunView(handle.run, on_stop=None if args.wait else handle.cancel, base=Path.cwd())
+        self._adopt(handle, args.out)
+        parent = _parent(self.shell)
+        view = RunView(handle.run, on_stop=None if args.wait else handle.cancel, base=Path.cwd(),
+                       on_retry=self._retry_action(lambda: view, handle.run, args.out, parent))
         display(view.widget)
         if not args.wait:
-            follow_handle(view, handle, parent=_parent(self.shell),
-                          on_done=lambda: display_snapshot(view))
+            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
             return None
         refresher = follow_handle(view, handle)
         interrupted = False
@@ -272,8 +289,13 @@ class OrchestrateMagics(Magics):
             raise OrchestrateError(str(exc)) from None
         handle = _HANDLES.get(run_id)
         if run.status != "running" and (handle is None or handle.done):
-            view = RunView(handle.run if handle else run, base=Path.cwd())
-            display_snapshot(view)
+            shown = handle.run if handle else run
+            view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
+                lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))
+            if view.retry_button.layout.display == "none":
+                display_snapshot(view)  # nothing will change: a plain copy is enough
+            else:
+                display(view.widget)
             return None
         if handle is not None and not handle.done:  # started in this kernel: follow its events
             view = RunView(handle.run, on_stop=handle.cancel, base=Path.cwd())

@@ -17,7 +17,7 @@ from typing import Callable
 import ipywidgets as w
 
 from .. import htmlview
-from ..events import AttemptProgress, RunEnded, TaskStateChanged
+from ..events import KEPT_ON_RESUME, AttemptProgress, RunEnded, TaskStateChanged
 from ..run import Run
 
 log = logging.getLogger("nborch")
@@ -118,7 +118,7 @@ class RunView:
     """
 
     def __init__(self, run: Run, *, on_stop: Callable[[], None] | None = None,
-                 base: Path | None = None):
+                 on_retry: Callable[[], None] | None = None, base: Path | None = None):
         self.base = base
         self._edges: dict | None = None
         self._graph: htmlview.SvgGraph | None = None
@@ -129,16 +129,22 @@ class RunView:
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     tooltip="Cancel the run: stop its kernels",
                                     layout=w.Layout(width="80px", display="" if on_stop else "none"))
+        self.retry_button = w.Button(description="Retry failed", icon="redo",
+                                     tooltip="Run again the tasks that did not succeed, as a "
+                                             "resume of this run", layout=w.Layout(
+                                         width="120px", display="none"))
         self.graph = w.HTML(layout=w.Layout(overflow="auto", max_width="100%"))
         self.graph.add_class("nborch-graph-live")
         self.legend = w.HTML(htmlview.legend())
         self.table = w.HTML()
         self.errors = w.HTML()
-        self._on_stop = on_stop
+        self._on_stop, self._on_retry = on_stop, on_retry
         self._stopping = False
+        self.notice = ""  # a message shown beside the summary (a retry that could not start)
         self.stop_button.on_click(self._stop_clicked)
+        self.retry_button.on_click(self._retry_clicked)
         self.widget = RunViewBox([
-            self.header, w.HBox([self.bar, self.stop_button, self.summary],
+            self.header, w.HBox([self.bar, self.stop_button, self.retry_button, self.summary],
                                 layout=w.Layout(align_items="center")),
             self.graph, self.legend, self.table, self.errors])
         self.widget.add_class("nborch-run-view")
@@ -163,19 +169,40 @@ class RunView:
         self.bar.description = f"{self.bar.value}/{total}"
         self.bar.bar_style = {"success": "success", "failed": "danger", "crashed": "danger",
                               "cancelled": "warning"}.get(run.status, "info")
-        stopping = " · stopping…" if self._stopping and run.status == "running" else ""
+        running = run.status == "running"
+        stopping = " · stopping…" if self._stopping and running else ""
+        notice = f" · {self.notice}" if self.notice else ""
         self.summary.value = (f'<span style="{htmlview.FONT};color:#374151">'
-                              f"{htmlview.esc(htmlview.summary_text(run) + stopping)}</span>")
+                              f"{htmlview.esc(htmlview.summary_text(run) + stopping + notice)}</span>")
         self.graph.value = htmlview.graph_block(graph.render(htmlview.states_of(run))
                                                 if graph else None)
         self.table.value = htmlview.task_table(run, self.base)
         self.errors.value = htmlview.errors_html(run)
         self.widget.summary = htmlview.text_summary(run)
-        if run.status != "running":
-            self.stop_button.disabled = True
+        self.stop_button.disabled = not running or self._stopping
+        retryable = self._on_retry is not None and not running and any(
+            t.status not in KEPT_ON_RESUME for t in run.tasks.values())
+        self.retry_button.layout.display = "" if retryable else "none"
+        self.retry_button.disabled = not retryable
 
     def snapshot(self) -> str:
         return htmlview.snapshot(self.run, self.graph_for(self.run), self.base)
+
+    def follow(self, run: Run, on_stop: Callable[[], None] | None) -> None:
+        """Show another live run (a resume of this one) with its own Stop."""
+        self._on_stop, self._stopping, self.notice = on_stop, False, ""
+        self.stop_button.layout.display = "" if on_stop else "none"
+        self.show(run)
+
+    def _retry_clicked(self, _button) -> None:
+        if self._on_retry is None or self.run.status == "running":
+            return
+        self.retry_button.disabled = True
+        try:
+            self._on_retry()
+        except Exception as exc:  # nothing to resume, the pipeline file changed, ...
+            self.notice = f"retry not started: {exc}"
+            self.show(self.run)
 
     def _stop_clicked(self, _button) -> None:
         if self._on_stop is not None and self.run.status == "running":
