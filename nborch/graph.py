@@ -6,6 +6,7 @@ SVG by id instead of laying it out again.
 
 from __future__ import annotations
 
+import html
 import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -30,9 +31,16 @@ def have_dot() -> bool:
     return shutil.which("dot") is not None
 
 
+# Run views write a short status under each task name ("cell 3/20", "4.2s") without laying
+# the graph out again: the layout reserves a second label line of figure spaces.
+STATUS_PLACEHOLDER = "\u2007" * 12
+STATUS_FONT_SIZE = 9
+
+
 def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None = None,
-            name: str = "pipeline"):
-    """A ``graphviz.Digraph`` of the tasks, filled by state when ``states`` is given."""
+            name: str = "pipeline", status_line: bool = False):
+    """A ``graphviz.Digraph`` of the tasks, filled by state when ``states`` is given; with
+    ``status_line``, each node has an empty second line for a view to fill in."""
     import graphviz
     g = graphviz.Digraph(name, graph_attr={"rankdir": "LR", "bgcolor": "transparent",
                                             "nodesep": "0.25", "ranksep": "0.45"},
@@ -41,7 +49,9 @@ def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None
                          edge_attr={"color": "#9ca3af", "arrowsize": "0.7"})
     for task in edges:
         state = (states or {}).get(task)
-        g.node(task, label=task, id=task, fillcolor=STATE_COLORS.get(state, NEUTRAL),
+        label = (f'<{html.escape(task)}<BR/><FONT POINT-SIZE="{STATUS_FONT_SIZE}" COLOR="#374151">'
+                 f'{STATUS_PLACEHOLDER}</FONT>>') if status_line else task
+        g.node(task, label=label, id=task, fillcolor=STATE_COLORS.get(state, NEUTRAL),
                tooltip=f"{task}: {state}" if state else task)
     for task, ups in edges.items():
         for up in ups:
@@ -49,9 +59,10 @@ def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None
     return g
 
 
-def render_svg(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None = None) -> str:
+def render_svg(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None = None,
+               status_line: bool = False) -> str:
     _require_dot()
-    return digraph(edges, states).pipe(format="svg").decode("utf-8")
+    return digraph(edges, states, status_line=status_line).pipe(format="svg").decode("utf-8")
 
 
 def write(edges: Mapping[str, Sequence[str]], path: str | Path,

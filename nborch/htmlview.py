@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from .graph import NEUTRAL, STATE_COLORS
+from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
 from .run import Run
 from .templating import format_duration
 
@@ -29,12 +29,18 @@ FONT = "font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-siz
 _NODE_RE = re.compile(r'<g id="([^"]*)" class="node">')
 _FILL_RE = re.compile(r'fill="([^"]*)"')
 _TIP_RE = re.compile(r'xlink:title="([^"]*)"')
+_LINE_RE = re.compile(f"({STATUS_PLACEHOLDER})")
+_NODE_GROUP_RE = re.compile(r'<g id="[^"]*" class="node">.*?</g>', re.S)
+_SHAPE_XS_RE = re.compile(r'\b(?:d|points)="([^"]*)"|\bcx="([-\d.]+)"')
+_STATUS_TEXT_RE = re.compile(f'<text text-anchor="start" x="[-\\d.]+"([^>]*>{STATUS_PLACEHOLDER})')
 
 
 class SvgGraph:
-    """A laid-out Graphviz SVG whose node fills (and tooltips) can be rewritten quickly.
+    """A laid-out Graphviz SVG whose node fills, tooltips and status lines can be rewritten
+    quickly.
 
-    Each node is ``<g id="TASK" class="node">``; the first ``fill`` after it is its shape's.
+    Each node is ``<g id="TASK" class="node">``; the first ``fill`` after it is its shape's,
+    and its second label line (when laid out with one) holds ``STATUS_PLACEHOLDER``.
     The SVG is cut once into constant text and per-node slots; ``render`` joins them.
     """
 
@@ -42,9 +48,10 @@ class SvgGraph:
         start = svg.find("<svg")
         svg = svg[start:] if start >= 0 else svg
         svg = svg.replace("<svg ", '<svg style="max-width:none" ', 1)
+        svg = _NODE_GROUP_RE.sub(_center_status_line, svg)
         self.names: list[str] = []
         self._parts: list[str] = []   # text, slot, text, slot, ..., text
-        self._slots: list[tuple[str, str]] = []  # (task, "fill" | "tip")
+        self._slots: list[tuple[str, str]] = []  # (task, "fill" | "tip" | "line")
         pos = 0
         for node in _NODE_RE.finditer(svg):
             name = html.unescape(node.group(1))
@@ -53,7 +60,9 @@ class SvgGraph:
                 continue
             self.names.append(name)
             tip = _TIP_RE.search(svg, node.end(), fill.start())
-            for match, kind in ((tip, "tip"), (fill, "fill")):
+            end = svg.find("</g>", fill.end())
+            line = _LINE_RE.search(svg, fill.end(), end if end >= 0 else len(svg))
+            for match, kind in ((tip, "tip"), (fill, "fill"), (line, "line")):
                 if match is None:
                     continue
                 self._parts.append(svg[pos:match.start(1)])
@@ -61,26 +70,70 @@ class SvgGraph:
                 pos = match.end(1)
         self._parts.append(svg[pos:])
 
-    def render(self, states: Mapping[str, str]) -> str:
-        """The SVG with each node filled by its state's colour (tooltips name the state)."""
+    def render(self, states: Mapping[str, str], lines: Mapping[str, str] | None = None) -> str:
+        """The SVG with each node filled by its state's colour (tooltips name the state) and
+        ``lines[task]`` written under the task's name."""
         out = []
+        lines = lines or {}
         for text, (name, kind) in zip(self._parts, self._slots):
             out.append(text)
             state = states.get(name)
             if kind == "fill":
                 out.append(STATE_COLORS.get(state, NEUTRAL) if state else NEUTRAL)
+            elif kind == "tip":
+                line = f" · {lines[name]}" if lines.get(name) else ""
+                out.append(html.escape(f"{name}: {state}{line}" if state else name))
             else:
-                out.append(html.escape(f"{name}: {state}" if state else name))
+                out.append(html.escape(lines.get(name, "")))
         out.append(self._parts[-1])
         return "".join(out)
 
+    def draw(self, run: Run) -> str:
+        """The SVG of ``run``: coloured by state, each task's status under its name."""
+        return self.render(states_of(run), status_lines(run))
+
+
+def _center_status_line(node: re.Match) -> str:
+    """Graphviz starts every line of an HTML-like label at a fixed x; centre the status line
+    on the node's shape instead, since its text will be shorter or longer than the
+    placeholder it was laid out with."""
+    group = node.group(0)
+    shape = _SHAPE_XS_RE.search(group)
+    if shape is None or STATUS_PLACEHOLDER not in group:
+        return group
+    if shape.group(2) is not None:
+        center = float(shape.group(2))
+    else:
+        xs = [float(x) for x in re.findall(r"(-?[\d.]+),-?[\d.]+", shape.group(1))]
+        if not xs:
+            return group
+        center = (min(xs) + max(xs)) / 2
+    return _STATUS_TEXT_RE.sub(lambda m: f'<text text-anchor="middle" x="{center:g}"{m.group(1)}',
+                               group, count=1)
+
 
 def layout(edges: Mapping[str, Sequence[str]]) -> SvgGraph | None:
-    """Lay the graph out with Graphviz once; None when ``dot`` is not installed."""
+    """Lay the graph out with Graphviz once (with a status line under each task name);
+    None when ``dot`` is not installed."""
     from . import graph
     if not graph.have_dot():
         return None
-    return SvgGraph(graph.render_svg(edges))
+    return SvgGraph(graph.render_svg(edges, status_line=True))
+
+
+def status_lines(run: Run) -> dict[str, str]:
+    """What a run view writes under each task's name: the running cell, else the duration."""
+    out = {}
+    for name, t in run.tasks.items():
+        if t.status == "running" and t.progress:
+            out[name] = f"cell {t.progress['cell']}/{t.progress['cells']}"  # as progress_text
+        elif t.status == "running":
+            out[name] = "starting"
+        elif t.status == "retrying":
+            out[name] = f"retry {t.attempts + 1}"
+        elif t.status in ("success", "failed") and t.started_at and t.ended_at:
+            out[name] = format_duration(t.duration)
+    return out
 
 
 def run_edges(run: Run) -> dict[str, tuple[str, ...]]:
@@ -248,7 +301,7 @@ def _first_line(text: object) -> str:
 
 def snapshot(run: Run, graph: SvgGraph | None, base: Path | None = None) -> str:
     """A plain, self-contained HTML view of a run: what a saved notebook keeps."""
-    svg = graph.render(states_of(run)) if graph else None
+    svg = graph.draw(run) if graph else None
     return (f'<div class="nborch-snapshot" data-run="{esc(run.run_id)}" style="{FONT}">'
             f"{header(run)}<div style=\"margin:4px 0;color:#374151\">{esc(summary_text(run))}</div>"
             f"{graph_block(svg)}{legend()}{task_table(run, base, max_height=None)}"

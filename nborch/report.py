@@ -163,7 +163,7 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
     """The report page for ``run`` and its ``attempts`` (``Store.attempts``)."""
     from . import __version__
     graph = htmlview.layout(htmlview.run_edges(run))
-    svg = graph.render(htmlview.states_of(run)) if graph else None
+    svg = graph.draw(run) if graph else None
     errors = [htmlview.error_details(a["task"], a["error"], label=f"attempt {a['attempt']} "
                                      f"{'was cancelled' if a['status'] == 'cancelled' else 'failed'}")
               for a in sorted(attempts, key=lambda a: (list(run.tasks).index(a["task"])

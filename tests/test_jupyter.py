@@ -26,10 +26,11 @@ from conftest import REPO, write_notebook
 from nborch import Store
 from nborch.events import AttemptProgress, RunStarted, TaskStateChanged
 from nborch.graph import STATE_COLORS
+from nborch import htmlview
 from nborch.htmlview import SvgGraph, layout
 from nborch.jupyter.magic import body_kind, marked_lines, notebook_stem
 from nborch.jupyter.widget import Refresher, RunView
-from nborch.run import Run
+from nborch.run import Run, TaskRun
 from nborch.spec import from_arrows
 from nborch.errors import SpecError
 
@@ -381,6 +382,27 @@ def test_svg_recolouring_rewrites_only_node_fills():
     assert set(fills(again).values()) == {"#f3f4f6"}
     # Recolouring is a pure function of the states: the same states, the same text.
     assert graph.render({"extract": "success", "by-region": "running", "a.b": "failed"}) == svg
+
+
+def test_run_graph_writes_each_tasks_status_under_its_name():
+    run = Run("r1", "p", tasks={})
+    run.tasks = {"extract": TaskRun("extract", status="success", started_at="2026-01-01T00:00:00",
+                                    ended_at="2026-01-01T00:00:04.2"),
+                 "clean": TaskRun("clean", upstream=("extract",), status="running",
+                                  started_at="2026-01-01T00:00:05",
+                                  progress={"cell": 7, "cells": 20, "line": "df = load()"}),
+                 "report": TaskRun("report", upstream=("clean",))}
+    graph = layout(htmlview.run_edges(run))
+    svg = graph.draw(run)
+    groups = dict(re.findall(r'<g id="([^"]+)" class="node">(.*?)</g>', svg, re.S))
+    texts = {name: re.findall(r">([^<>]*)</text>", body) for name, body in groups.items()}
+    assert texts["extract"] == ["extract", "4.2s"]
+    assert texts["clean"] == ["clean", "cell 7/20"]
+    assert texts["report"] == ["report", ""]  # pending: nothing under its name
+    assert 'xlink:title="clean: running · cell 7/20"' in svg
+    # The layout is reused: only the slots change from one state to the next.
+    run.tasks["clean"].progress = {"cell": 8, "cells": 20, "line": ""}
+    assert graph.draw(run) == svg.replace("cell 7/20", "cell 8/20")
 
 
 def test_svg_recolouring_handles_any_graphviz_shape():

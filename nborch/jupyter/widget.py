@@ -174,8 +174,7 @@ class RunView:
         notice = f" · {self.notice}" if self.notice else ""
         self.summary.value = (f'<span style="{htmlview.FONT};color:#374151">'
                               f"{htmlview.esc(htmlview.summary_text(run) + stopping + notice)}</span>")
-        self.graph.value = htmlview.graph_block(graph.render(htmlview.states_of(run))
-                                                if graph else None)
+        self.graph.value = htmlview.graph_block(graph.draw(run) if graph else None)
         self.table.value = htmlview.task_table(run, self.base)
         self.errors.value = htmlview.errors_html(run)
         self.widget.summary = htmlview.text_summary(run)
