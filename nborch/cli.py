@@ -243,6 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, metavar="FILE.html",
                    help="where to write it (default: run-RUN_ID.html)")
     p.set_defaults(func=cmd_report)
+
+    from .schedule_cli import add_parsers
+    add_parsers(sub)
     return parser
 
 

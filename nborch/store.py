@@ -57,6 +57,13 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX task_runs_by_task ON task_runs (task, status, ended_at)",
         "ALTER TABLE attempts ADD COLUMN kernel_pid INTEGER",
     ],
+    [  # 3: schedules
+        """CREATE TABLE schedules (
+            pipeline TEXT PRIMARY KEY, source TEXT NOT NULL, cron TEXT NOT NULL,
+            timezone TEXT NOT NULL, catchup INTEGER NOT NULL, max_active_runs INTEGER NOT NULL,
+            paused INTEGER NOT NULL DEFAULT 0, last_slot TEXT, created_at TEXT NOT NULL)""",
+        "CREATE INDEX runs_by_logical_date ON runs (pipeline, logical_date)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -375,6 +382,52 @@ class Store:
         return {"run_id": row["run_id"], "output_path": row["output_path"],
                 "values": _loads(row["vals"]) or {}, "fingerprint": row["fingerprint"],
                 "result_of": row["result_of"] or row["run_id"]}
+
+    def runs_of_slot(self, pipeline: str, logical_date: str) -> list[str]:
+        """Statuses of the runs of ``pipeline`` for one logical date."""
+        if not self.exists:
+            return []
+        self.mark_crashed()
+        return [r["status"] for r in self._read(
+            "SELECT status FROM runs WHERE pipeline = ? AND logical_date = ?",
+            (pipeline, logical_date))]
+
+    def running_count(self, pipeline: str) -> int:
+        self.mark_crashed()
+        return self._read("SELECT count(*) FROM runs WHERE pipeline = ? AND status = 'running'",
+                          (pipeline,))[0][0]
+
+    # -- schedules --------------------------------------------------------------------
+
+    def save_schedule(self, schedule) -> None:
+        """Add or replace the schedule of ``schedule.pipeline``."""
+        d = schedule.to_dict()
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO schedules (pipeline, source, cron, timezone, catchup,"
+                " max_active_runs, paused, last_slot, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
+                                     "max_active_runs", "paused", "last_slot", "created_at")))
+
+    def schedules(self) -> list:
+        from .schedules import Schedule
+        if not self.exists:
+            return []
+        return [Schedule(**{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])})
+                for r in self._read("SELECT * FROM schedules ORDER BY pipeline")]
+
+    def update_schedule(self, pipeline: str, **fields: Any) -> bool:
+        """Change ``paused`` or ``last_slot`` of a schedule; False when there is none."""
+        assert set(fields) <= {"paused", "last_slot"}, fields
+        sets = ", ".join(f"{k} = ?" for k in fields)
+        with self._write() as conn:
+            return conn.execute(f"UPDATE schedules SET {sets} WHERE pipeline = ?",
+                                (*fields.values(), pipeline)).rowcount > 0
+
+    def remove_schedule(self, pipeline: str) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM schedules WHERE pipeline = ?",
+                                (pipeline,)).rowcount > 0
 
 
 def stop_orphan_kernel(pid: int, run_id: str) -> bool:

@@ -330,7 +330,9 @@ def test_old_store_schema_is_migrated(workdir: Path):
     db.close()
     runs = run_json(nborch("runs", "--json", cwd=workdir, check=True))
     assert runs[0]["run_id"] == "old"
-    assert sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version").fetchone()[0] == 2
+    from nborch.store import SCHEMA_VERSION
+    assert sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version").fetchone()[0] == \
+        SCHEMA_VERSION
     sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version = 99").connection.commit()
     newer = nborch("runs", cwd=workdir)
     assert newer.returncode == 1 and "newer than this nborch understands" in newer.stderr
