@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import nbformat
@@ -181,7 +182,7 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
         "%%orchestrate --wait\nextract.ipynb >> clean.ipynb\nmissing.ipynb >> clean.ipynb",
         "%%orchestrate --wait -p nope=3\nextract.ipynb",
         "%%orchestrate --wait\nname: p\ntasks:\n  extract: {notebok: extract.ipynb}\n",
-        "%%orchestrate --schedule '0 6 * * *'\nextract.ipynb",
+        "%%orchestrate --schedule 'at six'\nextract.ipynb",
         "%orchestrate status no-such-run",
         allow_errors=True)
     arrow, missing, param, yaml_key, schedule, status = (error_text(c) for c in nb.cells[1:])
@@ -190,7 +191,7 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
     assert "notebook not found" in missing and "missing.ipynb" in missing
     assert "-p nope: no notebook of the cell declares 'nope'" in param
     assert "unknown key 'notebok'" in yaml_key and "did you mean 'notebook'" in yaml_key
-    assert "--schedule is not implemented yet" in schedule
+    assert "--schedule: bad cron expression 'at six'" in schedule
     assert "no run 'no-such-run'" in status
     for cell in nb.cells[1:]:
         assert "Traceback" not in json.dumps(outputs(cell))
@@ -199,6 +200,41 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
     assert "\x1b[41;97m   2 | missing.ipynb >> clean.ipynb" in raw
     assert "\x1b[41;97m   1 |" not in raw
     assert Store(workdir / ".nborch").list_runs() == []
+
+
+def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
+    from nborch import Pipeline
+    from nborch.scheduler import Scheduler
+    tiny_pipeline(workdir)
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%%orchestrate --schedule '0 6 * * *' --name morning -p n=21\n"
+        "extract.ipynb >> clean.ipynb")
+    assert "morning.pipeline.yaml: scheduled morning at '0 6 * * *' (UTC)" in \
+        stdout_of(nb.cells[1]) + json.dumps(outputs(nb.cells[1]))
+    store = Store(workdir / ".nborch")
+    [schedule] = store.schedules()
+    assert (schedule.pipeline, schedule.cron, schedule.source) == (
+        "morning", "0 6 * * *", str(workdir / "morning.pipeline.yaml"))
+    assert store.list_runs() == []  # registered, not run
+    # The written file is an ordinary pipeline: readable, editable, and what the scheduler runs.
+    pipeline = Pipeline.load(workdir / "morning.pipeline.yaml")
+    assert {n: t.upstream for n, t in pipeline.tasks.items()} == {"extract": (),
+                                                                   "clean": ("extract",)}
+    scheduler = Scheduler(workdir / ".nborch", say=lambda text: None)
+    tomorrow_at_six = datetime.fromisoformat(schedule.created_at).replace(
+        hour=6, minute=0) + timedelta(days=1)
+    [run_id] = scheduler.tick(tomorrow_at_six)
+    run = scheduler.handles[run_id].wait(120)
+    assert run.status == "success" and run.values["clean"]["rows_seen"] == 42
+    # A file of the user's is never overwritten.
+    (workdir / "mine.pipeline.yaml").write_text("name: mine\ntasks: {}\n")
+    nb = execute(workdir, "%load_ext nborch",
+                 "%%orchestrate --schedule '0 6 * * *' --name mine\nextract.ipynb",
+                 allow_errors=True)
+    assert "mine.pipeline.yaml exists and was not written by %%orchestrate" in \
+        error_text(nb.cells[1])
 
 
 def test_background_run_returns_at_once_then_the_handle_waits(workdir: Path):

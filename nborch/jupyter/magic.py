@@ -89,6 +89,13 @@ def notebook_stem(user_ns: dict) -> str:
     return stem or "notebook"
 
 
+def unquote(value: str) -> str:
+    """IPython's magic argument parser keeps quotes: ``--schedule '0 6 * * *'``."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
 def parse_params(pairs: list[str]) -> dict:
     from ..spec import parse_scalar
     out = {}
@@ -203,15 +210,14 @@ class OrchestrateMagics(Magics):
     # -- running ----------------------------------------------------------------------
 
     def _orchestrate(self, args, body: str):
-        if args.schedule is not None:
-            raise OrchestrateError("--schedule is not implemented yet (scheduling comes with "
-                                   "`nborch schedule`); nothing was run or registered")
         root = Path.cwd()
         try:
             params = parse_params(args.param)
             pipeline = read_body(body, root, notebook_stem(self.shell.user_ns), args.name, params)
             if args.dry_run:
                 return self._dry_run(pipeline, params)
+            if args.schedule is not None:
+                return self._schedule(pipeline, body, root, params, unquote(args.schedule))
             handle = pipeline.start(params=params, max_parallel=args.max_parallel,
                                     executor=args.executor, incremental=args.incremental)
         except SpecError as exc:
@@ -251,6 +257,32 @@ class OrchestrateMagics(Magics):
             view.follow(handle.run, handle.cancel)
             follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
         return retry
+
+    def _schedule(self, pipeline: Pipeline, body: str, root: Path, params: dict,
+                  cron: str) -> None:
+        """Register the cell's pipeline as a schedule. The scheduler loads a pipeline from a
+        file for every run, so a cell body is first written to ``NAME.pipeline.yaml``
+        beside this notebook (a file the user can read, edit and commit)."""
+        from datetime import datetime, timezone
+
+        from ..schedules import check_cron, from_pipeline
+        from ..spec import load
+        from ..store import Store
+        from ..validate import prepare
+        check_cron(cron, "--schedule: ")
+        prepare(pipeline, params)  # everything a run would check, before anything is written
+        if body_kind(body, root) != "file":
+            path = root / f"{pipeline.name}.pipeline.yaml"
+            write_pipeline_file(path, pipeline_document(pipeline, body, root, params))
+            pipeline = load(path)
+        schedule = from_pipeline(pipeline, cron=cron)
+        Store().save_schedule(schedule)
+        where = f"{Path(schedule.source).name}: " if body_kind(body, root) != "file" else ""
+        text = (f"{where}scheduled {schedule.pipeline} at {cron!r} ({schedule.timezone}); next "
+                f"run {schedule.next_slot(datetime.now(timezone.utc)).isoformat()}. Runs start "
+                "while `nborch scheduler` runs for this folder's store; `nborch schedule list` "
+                "shows them.")
+        display({"text/plain": text}, raw=True)
 
     def _watch(self, handle, args):
         from .widget import RunView, display_snapshot, follow_handle
@@ -319,6 +351,35 @@ class OrchestrateMagics(Magics):
         display(board.widget)
         board.follow(parent=_parent(self.shell))
         return None
+
+
+GENERATED = "# written by %%orchestrate --schedule from a notebook cell; edits are kept\n"
+
+
+def pipeline_document(pipeline: Pipeline, body: str, root: Path, params: dict) -> str:
+    """The cell's pipeline as a YAML file in ``root``: a YAML body as it is, the arrow form
+    as tasks with their notebooks (relative to ``root``) and upstream tasks."""
+    import yaml
+    if body_kind(body, root) == "yaml":
+        return body if body.endswith("\n") else body + "\n"
+    tasks = {}
+    for name, task in pipeline.tasks.items():
+        entry: dict = {"notebook": os.path.relpath(task.notebook, root)}
+        if task.upstream:
+            entry["upstream"] = list(task.upstream)
+        if task.parameters:
+            entry["parameters"] = dict(task.parameters)
+        tasks[name] = entry
+    doc = {"name": pipeline.name, **({"parameters": params} if params else {}), "tasks": tasks}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_pipeline_file(path: Path, text: str) -> None:
+    """Write a generated pipeline file; never over a file the user wrote."""
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(GENERATED):
+        raise NborchError(f"{path.name} exists and was not written by %%orchestrate "
+                          "--schedule; rename it, or schedule it with `nborch schedule add`")
+    path.write_text(GENERATED + text, encoding="utf-8")
 
 
 def latest_run_id(store) -> str:
