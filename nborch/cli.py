@@ -36,7 +36,7 @@ def _store(args):
 
 def cmd_run(args) -> int:
     from .spec import load
-    pipeline = load(args.pipeline)
+    pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     return _follow(args, lambda listeners: pipeline.start(
         params=_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
@@ -84,9 +84,12 @@ def _follow(args, start, started_what: str) -> int:
 def cmd_validate(args) -> int:
     from .spec import load
     from .validate import prepare
-    pipeline = load(args.pipeline)
+    pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     prepared = prepare(pipeline, _params(args.param))
-    print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({len(prepared.tasks)} tasks)")
+    grids = len(pipeline.grids)
+    grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
+    print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({len(prepared.tasks)} tasks"
+          f"{grids})")
     return EXIT_OK
 
 
@@ -130,9 +133,13 @@ def cmd_show(args) -> int:
     store = _store(args)
     run = store.get_run(_resolve_run_id(store, args.run_id))
     if args.json:
+        from .grouping import groups
         data = run.to_dict()
         for name, attempts in _group(store.attempts(run.run_id)).items():
             data["tasks"][name]["attempt_history"] = attempts
+        for grid, names in groups(run).items():
+            for name in names:
+                data["tasks"][name]["grid"] = grid
         print(json.dumps(data, indent=2))
     else:
         print_run(run, _console())
@@ -182,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     def with_params(p):
         p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
                        help="set a pipeline parameter (value read as YAML: 4, true, eu)")
+        p.add_argument("--allow-large-grid", action="store_true",
+                       help="allow a grid of more than 10,000 instances")
 
     def with_run_options(p):
         p.add_argument("--max-parallel", type=int, default=None, metavar="N",
@@ -199,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip tasks whose notebook, parameters, kernel and upstream results are "
                         "unchanged since their last successful run")
     p.add_argument("--force", action="append", default=[], metavar="TASK",
-                   help="with --incremental, run TASK even if it is up to date (repeatable)")
+                   help="with --incremental, run TASK (or every instance of grid TASK) even if "
+                        "it is up to date (repeatable)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("resume", help="run again the tasks of a run that did not succeed")

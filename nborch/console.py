@@ -6,10 +6,12 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO
 
-from .events import RunEnded, TaskStateChanged
-from .run import Run
+from .events import FINAL_TASK_STATES, RunEnded, RunStarted, TaskStateChanged
+from .grouping import groups, summary
+from .run import Run, _seconds_between
 from .templating import format_duration
 
 STYLE = {"success": "green", "failed": "red", "upstream_failed": "dark_orange", "running": "blue",
@@ -18,26 +20,64 @@ STYLE = {"success": "green", "failed": "red", "upstream_failed": "dark_orange", 
 
 
 class PlainProgress:
-    """One line per state change, for logs and pipes."""
+    """One line per state change, for logs and pipes. A grid's instances are one line per
+    grid (``by_region: 37/100 done, 2 failed``) when they start, every ``every`` seconds
+    while they change, and when they end; only a failing or retrying instance has its own
+    line, with its error."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, every: float = 5.0):
         self.stream = stream or sys.stdout
+        self.every = every
+        self._grid_of: dict[str, str] = {}             # instance -> grid
+        self._states: dict[str, dict[str, str]] = {}   # grid -> {instance: state}
+        self._said: dict[str, tuple[float, str]] = {}  # grid -> (when, summary) last written
 
     def __call__(self, event) -> None:
-        line = None
-        if isinstance(event, TaskStateChanged) and event.state not in ("pending", "queued"):
-            line = f"{event.task}: {event.state}"
-            if event.state == "running":
-                line += f" (attempt {event.attempt})"
-            if event.error:
-                line += f" - {event.error['type']}: {_first_line(event.error['message'])}"
-            elif event.reason and event.state != "success":
-                line += f" - {event.reason}"
+        if isinstance(event, RunStarted):
+            self._follow_grids(event)
+        elif isinstance(event, TaskStateChanged) and event.task in self._grid_of:
+            self._grid_changed(event)
+        elif isinstance(event, TaskStateChanged) and event.state not in ("pending", "queued"):
+            self._write(_task_line(event))
         elif isinstance(event, RunEnded):
-            line = f"run {event.run_id}: {event.status}"
-        if line:
-            self.stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
-            self.stream.flush()
+            self._write(f"run {event.run_id}: {event.status}")
+
+    def _follow_grids(self, event: RunStarted) -> None:
+        for name, task in event.tasks.items():
+            if task.get("grid"):
+                self._grid_of[name] = task["grid"]
+                kept = event.resumes and name not in event.rerun  # kept by a resume: done
+                self._states.setdefault(task["grid"], {})[name] = "success" if kept else "pending"
+
+    def _grid_changed(self, event: TaskStateChanged) -> None:
+        grid = self._grid_of[event.task]
+        states = self._states[grid]
+        states[event.task] = event.state
+        if event.state in ("failed", "retrying"):
+            self._write(_task_line(event))
+        last = self._said.get(grid)
+        if last is None and event.state in ("pending", "queued"):
+            return
+        text, now = summary(states.values()), time.monotonic()
+        ended = all(s in FINAL_TASK_STATES for s in states.values())
+        if last is None or (text != last[1] and (ended or now - last[0] >= self.every)):
+            self._said[grid] = (now, text)
+            self._write(f"{grid}: {text}")
+
+    def _write(self, line: str) -> None:
+        self.stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        self.stream.flush()
+
+
+def _task_line(event: TaskStateChanged) -> str:
+    line = f"{event.task}: {event.state}"
+    if event.state == "running":
+        line += f" (attempt {event.attempt})"
+    if event.error:
+        line += f" - {event.error['type']}: {_first_line(event.error['message'])}"
+    elif event.reason and event.state != "success":
+        line += f" - {event.reason}"
+    return line
 
 
 class LiveProgress:
@@ -83,8 +123,16 @@ class LiveProgress:
                     Text("  ".join(f"{n} {s}" for s, n in counts.items()), style="dim"),
                     Text(format_duration(time.monotonic() - self.started), style="dim"))
         grid.add_row(bar)
+        grids = groups(run)
+        in_grid = {n for names in grids.values() for n in names}
+        for name, names in grids.items():  # one line per grid that is under way
+            states = [run.tasks[n].status for n in names]
+            active = next((s for s in ("running", "retrying", "queued") if s in states), None)
+            if active:
+                grid.add_row(Text.assemble((f"  {active:<9} ", STYLE.get(active, "")),
+                                           (name, "bold"), (f"  {summary(states)}", "dim")))
         for t in run.tasks.values():
-            if t.status in ("running", "retrying", "queued"):
+            if t.status in ("running", "retrying", "queued") and t.name not in in_grid:
                 extra = ""
                 if t.progress:
                     extra = f"cell {t.progress['cell']}/{t.progress['cells']} {t.progress['line']}"
@@ -99,7 +147,6 @@ def _first_line(text: str | None) -> str:
 
 def print_runs(rows: list[dict], console) -> None:
     from rich.table import Table
-    from .run import _seconds_between
     table = Table(box=None, header_style="bold")
     for col in ("run id", "pipeline", "status", "started", "duration"):
         table.add_column(col)
@@ -127,35 +174,96 @@ def _short_value(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+SHOWN_PER_GRID = 5  # instances of a grid whose values and errors ``show`` prints
+
+
 def print_run(run: Run, console) -> None:
+    """The text of ``nborch show``: a grid is one row under its name, and only the values
+    and errors of its first few instances are printed (all are in ``show --json``)."""
     from rich.table import Table
     console.print(f"[bold]{run.pipeline}[/] run [bold]{run.run_id}[/]: "
                   f"[{STYLE.get(run.status, '')}]{run.status}[/] in {format_duration(run.duration)} "
                   f"(started {(run.started_at or '')[:19].replace('T', ' ')}, logical date "
                   f"{run.logical_date})", highlight=False)
+    grids = groups(run)
+    grid_of = {n: g for g, names in grids.items() for n in names}
     table = Table(box=None, header_style="bold")
     for col in ("task", "status", "attempts", "duration", "output notebook"):
         table.add_column(col, overflow="fold")
     for t in run.tasks.values():
+        name = grid_of.get(t.name)
+        if name is not None:
+            if t.name == grids[name][0]:
+                table.add_row(*_grid_row(name, [run.tasks[n] for n in grids[name]]))
+            continue
         status = f"[{STYLE.get(t.status, '')}]{t.status}[/]"
         if t.status == "running" and t.progress:
             status += f" cell {t.progress['cell']}/{t.progress['cells']}"
         table.add_row(t.name, status, str(t.attempts), format_duration(t.duration),
                       _short_path(t.output_path))
     console.print(table)
-    published = [(t.name, k, v) for t in run.tasks.values() for k, v in t.values.items()]
+    shown = _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.values))
+    published = [(t.name, k, v) for t in shown for k, v in t.values.items()]
     if published:
         console.print("[bold]published values[/]")
         for task, key, value in published:
             console.print(f"  {task}.{key} = {_short_value(value)}", highlight=False, markup=False)
+    _more(console, run, grids, lambda t: bool(t.values), "published values")
+    for t in _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.error)):
+        e = t.error
+        cell = f" in cell {e['cell']}" if e.get("cell") is not None else ""
+        console.print(f"\n[red bold]{t.name}[/] failed{cell}: [bold]{e['type']}[/]: "
+                      f"{e['message']}", highlight=False)
+        if e.get("cell_source"):
+            console.print("  " + e["cell_source"].replace("\n", "\n  "), style="dim",
+                          highlight=False, markup=False)
+    _more(console, run, grids, lambda t: bool(t.error), "errors")
+    reasons: dict[tuple[str, str], int] = {}  # a grid's instances share their reasons
     for t in run.tasks.values():
-        if t.error:
-            e = t.error
-            cell = f" in cell {e['cell']}" if e.get("cell") is not None else ""
-            console.print(f"\n[red bold]{t.name}[/] failed{cell}: [bold]{e['type']}[/]: "
-                          f"{e['message']}", highlight=False)
-            if e.get("cell_source"):
-                console.print("  " + e["cell_source"].replace("\n", "\n  "), style="dim",
-                              highlight=False, markup=False)
-        elif t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
-            console.print(f"[dim]{t.name}: {t.reason}[/]", highlight=False)
+        if not t.error and t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
+            key = (grid_of.get(t.name, t.name), t.reason)
+            reasons[key] = reasons.get(key, 0) + 1
+    for (name, reason), count in reasons.items():
+        many = f" ({count} instances)" if name in grids else ""
+        console.print(f"[dim]{name}{many}: {reason}[/]", highlight=False)
+
+
+def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
+    """A grid's row in ``show``: its counts per state, total attempts, overall span."""
+    states = [t.status for t in tasks]
+    worst = next((s for s in ("failed", "upstream_failed", "retrying", "running", "cancelled",
+                              "queued", "pending") if s in states), "success")
+    starts = [t.started_at for t in tasks if t.started_at]
+    ends = [t.ended_at for t in tasks if t.ended_at]
+    ended = all(s in FINAL_TASK_STATES for s in states)
+    duration = _seconds_between(min(starts), max(ends) if ended and ends else None) \
+        if starts else None
+    outputs = [t.output_path for t in tasks if t.output_path]
+    where = _short_path(str(Path(outputs[0]).parent / f"{name}-*.ipynb")) if outputs else ""
+    return (f"{name} (grid)", f"[{STYLE.get(worst, '')}]{summary(states)}[/]",
+            str(sum(t.attempts for t in tasks)), format_duration(duration), where)
+
+
+def _first_per_grid(tasks, grid_of: dict, wanted) -> list:
+    """The tasks for which ``wanted`` holds, at most SHOWN_PER_GRID of each grid."""
+    seen: dict[str, int] = {}
+    out = []
+    for t in tasks:
+        if not wanted(t):
+            continue
+        grid = grid_of.get(t.name)
+        if grid is not None:
+            seen[grid] = seen.get(grid, 0) + 1
+            if seen[grid] > SHOWN_PER_GRID:
+                continue
+        out.append(t)
+    return out
+
+
+def _more(console, run: Run, grids: dict, wanted, what: str) -> None:
+    """Say how many instances of each grid had ``what`` not printed."""
+    for name, names in grids.items():
+        hidden = sum(1 for n in names if wanted(run.tasks[n])) - SHOWN_PER_GRID
+        if hidden > 0:
+            console.print(f"[dim]  ... and {what} of {hidden} more instances of {name} "
+                          f"(nborch show {run.run_id} --json)[/]", highlight=False)

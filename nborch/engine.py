@@ -55,10 +55,10 @@ def parse_logical_date(value: Any) -> datetime:
 def _check_options(max_parallel: Any, pipeline: Pipeline, force: Iterable[str]) -> None:
     if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
         raise SpecError(f"max_parallel must be a whole number >= 1, not {max_parallel!r}")
-    unknown = [f for f in force if f not in pipeline.tasks]
+    unknown = [f for f in force if f not in pipeline.tasks and f not in pipeline.grids]
     if unknown:
         raise SpecError(f"--force names unknown task(s) {', '.join(map(repr, unknown))} "
-                        f"(tasks: {', '.join(pipeline.tasks)})")
+                        f"(tasks: {pipeline.listing()})")
 
 def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = None,
               fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
@@ -70,7 +70,8 @@ def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = No
     prepared = prepare(pipeline, params, run_id=new_run_id(),
                        logical_date=parse_logical_date(logical_date))
     engine = Engine(prepared, Store(home), get_executor(executor),
-                    max_parallel or os.cpu_count() or 1, fail_fast, incremental, force)
+                    max_parallel or os.cpu_count() or 1, fail_fast, incremental,
+                    pipeline.expand(force))
     return engine.start(listeners)
 
 def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str | None = None,
@@ -88,17 +89,18 @@ def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str 
             raise NborchError(f"run {run_id} was started from Python or a notebook, not from a "
                               "pipeline file; resume it with Pipeline.resume(run_id)")
         from .spec import load
-        pipeline = load(previous.source)
+        pipeline = load(previous.source, allow_large_grid=True)  # its grids ran once already
     if set(pipeline.tasks) != set(previous.tasks):
         raise SpecError(f"the pipeline's tasks changed since run {run_id} "
                         f"(then: {', '.join(previous.tasks)}; now: {', '.join(pipeline.tasks)}); "
                         "start a new run instead")
     rerun = {n for n, t in previous.tasks.items() if t.status not in KEPT_ON_RESUME}
     if from_task is not None:
-        if from_task not in pipeline.tasks:
+        if from_task not in pipeline.tasks and from_task not in pipeline.grids:
             raise SpecError(f"--from names unknown task {from_task!r} "
-                            f"(tasks: {', '.join(pipeline.tasks)})")
-        rerun |= _downstream_closure(pipeline, from_task)
+                            f"(tasks: {pipeline.listing()})")
+        for name in pipeline.expand([from_task]):
+            rerun |= _downstream_closure(pipeline, name)
     _check_options(max_parallel, pipeline, ())
     if not rerun:
         raise NborchError(f"run {run_id} has nothing to resume: every task succeeded "
@@ -175,8 +177,8 @@ class Engine:
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
-            tasks={n: {"upstream": list(p.task.upstream), "notebook": str(p.task.notebook)}
-                   for n, p in prepared.tasks.items()},
+            tasks={n: {"upstream": list(p.task.upstream), "notebook": str(p.task.notebook),
+                       "grid": p.task.grid} for n, p in prepared.tasks.items()},
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
             resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())))
@@ -404,6 +406,8 @@ def _resumed(previous: Run, started: RunStarted) -> Run:
     """The live Run of a resume: kept tasks as they were, the others back to pending."""
     run = copy.deepcopy(previous)
     run.status, run.ended_at, run.resumes = "running", None, started.resumes
+    for name, t in run.tasks.items():
+        t.grid = started.tasks[name].get("grid")
     for name in started.rerun:
         t = run.tasks[name]
         t.status, t.started_at, t.ended_at, t.error, t.reason, t.progress = (

@@ -6,6 +6,8 @@ frozen value, so nothing downstream of the spec can change a task behind the eng
 
 from __future__ import annotations
 
+import itertools
+import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +37,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "secrets": (),
 }
 DURATION_OPTIONS = ("retry_delay", "max_retry_delay", "timeout")
+MAX_GRID = 10_000  # instances of one grid, unless allow_large_grid
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class Task:
     cwd: Path | None = None
     env: dict = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    grid: str | None = None  # the grid this task is an instance of
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 is the first retry)."""
@@ -102,6 +106,41 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
     return out, problems
 
 
+@dataclass(frozen=True)
+class Grid:
+    """The instances of a grid task, ``NAME-0``, ``NAME-1``, ...; usable in ``upstream``
+    (which then waits for every instance)."""
+    name: str
+    tasks: tuple[Task, ...]
+
+
+def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[dict]:
+    """The parameter sets of ``grid``: the Cartesian product of its lists, in order (the
+    last parameter varies fastest). Raises SpecError naming ``where`` and the culprit."""
+    if not isinstance(grid, dict) or not grid:
+        raise SpecError(f"{where}: 'grid' must be a mapping from parameter names to lists of "
+                        f"values, such as {{region: [eu, us]}}, not {grid!r}")
+    problems = []
+    for key, values in grid.items():
+        if not isinstance(key, str) or not key.isidentifier():
+            problems.append(f"{where}: grid parameter {key!r} is not a parameter name")
+        elif not isinstance(values, (list, tuple)):
+            problems.append(f"{where}: grid parameter {key!r} must be a list of values, "
+                            f"not {type(values).__name__} {values!r}")
+        elif not values:
+            problems.append(f"{where}: grid parameter {key!r} has an empty list, so the grid "
+                            "would have no instances")
+    if problems:
+        raise SpecError(problems)
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_GRID and not allow_large:
+        shape = " x ".join(str(len(v)) for v in grid.values())
+        raise SpecError(f"{where}: the grid has {size:,} combinations ({shape}), more than "
+                        f"{MAX_GRID:,}; pass --allow-large-grid (allow_large_grid=True in "
+                        "Python) if you mean it")
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+
 def check_task_name(name: Any, where: str) -> str | None:
     """A problem with a task name, or None."""
     if not isinstance(name, str) or not name:
@@ -120,7 +159,8 @@ class Pipeline:
 
         p = Pipeline("daily_sales", retries=2)
         extract = p.notebook("extract.ipynb", parameters={"day": "{{ ds }}"})
-        p.notebook("clean.ipynb", upstream=[extract])
+        regions = p.notebook("region.ipynb", upstream=[extract], grid={"region": ["eu", "us"]})
+        p.notebook("clean.ipynb", upstream=[regions])
         run = p.run(max_parallel=4)
 
     or load one with ``Pipeline.from_yaml(path)`` / ``Pipeline.load(path_or_folder)``.
@@ -128,7 +168,8 @@ class Pipeline:
 
     def __init__(self, name: str, *, parameters: dict | None = None, secrets: Sequence[str] = (),
                  schedule: dict | None = None, source: str | Path | None = None,
-                 root: str | Path | None = None, **defaults: Any):
+                 root: str | Path | None = None, allow_large_grid: bool = False,
+                 **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
                             source=str(source) if source else None)
@@ -146,23 +187,34 @@ class Pipeline:
         self.source = Path(source).resolve() if source else None
         self.root = Path(root).resolve() if root else (self.source.parent if self.source else Path.cwd())
         self.defaults = {**TASK_DEFAULTS, **options}
+        self.allow_large_grid = allow_large_grid
         self.tasks: dict[str, Task] = {}
+        self.grids: dict[str, tuple[str, ...]] = {}  # grid name -> its instances' names
 
     # -- building -----------------------------------------------------------------
 
     def notebook(self, path: str | Path, *, name: str | None = None,
-                 upstream: Iterable[Task | str] = (), parameters: dict | None = None,
-                 **options: Any) -> Task:
+                 upstream: Iterable[Task | Grid | str] = (), parameters: dict | None = None,
+                 grid: dict | None = None, **options: Any) -> Task | Grid:
         """Add a notebook task; ``path`` is relative to the pipeline's folder (the current
-        folder for a pipeline built in Python). Returns the task, usable in ``upstream``."""
+        folder for a pipeline built in Python). Returns the task, usable in ``upstream``.
+
+        With ``grid={"region": ["eu", "us"], ...}`` the notebook runs once per combination
+        of values, as tasks ``NAME-0``, ``NAME-1``, ...; returns the ``Grid``."""
         notebook = (self.root / Path(path)).resolve()
         name = notebook.stem if name is None else name
         problem = check_task_name(name, f"task {name!r}")
         if problem:
             raise SpecError(problem, source=self._where())
         if name in self.tasks:
-            raise SpecError(f"duplicate task name {name!r} (task names default to the notebook's "
+            other = self.tasks[name].grid
+            raise SpecError(f"task name {name!r} is already instance {name!r} of grid {other!r}"
+                            if other else
+                            f"duplicate task name {name!r} (task names default to the notebook's "
                             "file stem; pass name= to tell them apart)", source=self._where())
+        if name in self.grids:
+            raise SpecError(f"duplicate task name {name!r}: it is already the name of a grid "
+                            f"(whose instances are {name}-0, {name}-1, ...)", source=self._where())
         unknown = set(options) - set(TASK_DEFAULTS)
         if unknown:
             raise SpecError(f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}",
@@ -174,17 +226,61 @@ class Pipeline:
         if settings["cwd"] is not None:
             settings["cwd"] = (self.root / Path(settings["cwd"])).resolve()
         settings["secrets"] = tuple(dict.fromkeys(self.secrets + tuple(settings["secrets"])))
-        ups = tuple(u.name if isinstance(u, Task) else str(u) for u in upstream)
+        ups = self.expand(u.name if isinstance(u, (Task, Grid)) else str(u) for u in upstream)
         task = Task(name=name, notebook=notebook, upstream=ups, parameters=dict(parameters or {}),
                     **settings)
+        if grid is not None:
+            return self._add_grid(task, grid)
         self.tasks[name] = task
         return task
+
+    def _add_grid(self, base: Task, grid: Any) -> Grid:
+        """Add one task per combination of ``grid``, named ``NAME-0``, ``NAME-1``, ..."""
+        name, where = base.name, f"task {base.name!r}"
+        try:
+            combinations = grid_combinations(grid, where, self.allow_large_grid)
+        except SpecError as exc:
+            raise SpecError(exc.problems, source=self._where()) from None
+        both = [k for k in combinations[0] if k in base.parameters]
+        if both:
+            raise SpecError(f"{where}: {', '.join(map(repr, both))} set in both 'parameters' and "
+                            "'grid'; give each parameter in one of them", source=self._where())
+        names = [f"{name}-{i}" for i in range(len(combinations))]
+        taken = [n for n in names if n in self.tasks]
+        if taken:
+            raise SpecError(f"{where}: grid instance name {taken[0]!r} collides with task "
+                            f"{taken[0]!r}; rename the grid or that task", source=self._where())
+        instances = tuple(replace(base, name=n, parameters={**base.parameters, **combination},
+                                  grid=name)
+                          for n, combination in zip(names, combinations))
+        self.tasks.update((t.name, t) for t in instances)
+        self.grids[name] = tuple(names)
+        for other, task in self.tasks.items():  # earlier tasks that named this grid upstream
+            if name in task.upstream:
+                self.tasks[other] = replace(task, upstream=self.expand(task.upstream))
+        return Grid(name, instances)
+
+    def expand(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` with each grid name replaced by its instances' names."""
+        out: list[str] = []
+        for name in names:
+            out += self.grids.get(name, (name,))
+        return tuple(dict.fromkeys(out))
 
     def add_upstream(self, name: str, extra: Iterable[str]) -> None:
         """Add edges (from a notebook's own ``upstream = [...]`` declaration)."""
         task = self.tasks[name]
-        merged = tuple(dict.fromkeys(task.upstream + tuple(extra)))
-        self.tasks[name] = replace(task, upstream=merged)
+        self.tasks[name] = replace(task, upstream=self.expand(task.upstream + tuple(extra)))
+
+    def listing(self) -> str:
+        """The task names for a message: a grid as ``NAME-0..NAME-99`` rather than 100 names."""
+        shown: list[str] = []
+        for name, task in self.tasks.items():
+            if task.grid is None:
+                shown.append(name)
+            elif name == self.grids[task.grid][0]:
+                shown.append(f"{name}..{self.grids[task.grid][-1]} (grid {task.grid!r})")
+        return ", ".join(shown)
 
     def _where(self) -> str | None:
         return str(self.source) if self.source else None
@@ -192,15 +288,15 @@ class Pipeline:
     # -- loading ----------------------------------------------------------------------
 
     @classmethod
-    def from_yaml(cls, path: str | Path) -> "Pipeline":
+    def from_yaml(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
         from .spec import load_yaml
-        return load_yaml(path)
+        return load_yaml(path, allow_large_grid=allow_large_grid)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Pipeline":
+    def load(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
         """A pipeline from a YAML file."""
         from .spec import load
-        return load(path)
+        return load(path, allow_large_grid=allow_large_grid)
 
     # -- running ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ class TaskRun:
     notebook: str | None = None
     fingerprint: str | None = None
     result_of: str | None = None
+    grid: str | None = None  # the grid this task is an instance of
 
     @property
     def duration(self) -> float | None:
@@ -44,6 +45,8 @@ class TaskRun:
                 "error": self.error, "upstream": list(self.upstream), "notebook": self.notebook}
         if self.reason:
             data["reason"] = self.reason
+        if self.grid:
+            data["grid"] = self.grid
         if self.status == "running" and self.progress:
             data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
                                 "line": self.progress.get("line", "")}
@@ -128,7 +131,8 @@ class Run:
 
     @classmethod
     def from_start(cls, event: RunStarted) -> "Run":
-        tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"))
+        tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"),
+                               grid=t.get("grid"))
                  for name, t in event.tasks.items()}
         return cls(event.run_id, event.pipeline, "running", event.started_at, None,
                    event.logical_date, event.params, event.source, tasks)

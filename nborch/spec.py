@@ -20,7 +20,6 @@ SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
 NOT_YET = {  # keys of the SPEC that this version does not run yet
     "command": "command tasks",
     "product": "declared products",
-    "grid": "parameter grids",
     "resources": "worker resources (Dask executor)",
     "on_failure": "hooks", "on_success": "hooks", "on_retry": "hooks",
 }
@@ -100,16 +99,17 @@ def unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[st
     return problems
 
 
-def load(path: str | Path) -> Pipeline:
+def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
     """A pipeline from a YAML file, or from a folder (its ``pipeline.yaml`` if it has one,
-    else one task per notebook, with edges from each notebook's ``upstream = [...]``)."""
+    else one task per notebook, with edges from each notebook's ``upstream = [...]``).
+    ``allow_large_grid`` lets a grid have more than ``MAX_GRID`` instances."""
     path = Path(path)
     if path.is_dir():
         for name in ("pipeline.yaml", "pipeline.yml"):
             if (path / name).is_file():
-                return load_yaml(path / name)
+                return load_yaml(path / name, allow_large_grid=allow_large_grid)
         return from_folder(path)
-    return load_yaml(path)
+    return load_yaml(path, allow_large_grid=allow_large_grid)
 
 
 def from_folder(folder: Path) -> Pipeline:
@@ -132,7 +132,7 @@ def from_folder(folder: Path) -> Pipeline:
     return pipeline
 
 
-def load_yaml(path: str | Path) -> Pipeline:
+def load_yaml(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
     path = Path(path)
     source = str(path)
     try:
@@ -141,10 +141,12 @@ def load_yaml(path: str | Path) -> Pipeline:
         raise SpecError("pipeline file not found", source=source) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read pipeline file: {exc}", source=source) from None
-    return from_mapping(parse_yaml_text(text, source), source=path)
+    return from_mapping(parse_yaml_text(text, source), source=path,
+                        allow_large_grid=allow_large_grid)
 
 
-def from_mapping(data: Any, source: Path, default_name: str | None = None) -> Pipeline:
+def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
+                 allow_large_grid: bool = False) -> Pipeline:
     """Build a Pipeline from parsed YAML, collecting every problem before raising."""
     where = str(source)
     if not isinstance(data, dict):
@@ -188,10 +190,12 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None) -> Pi
     problems += default_problems
     try:
         pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
-                            secrets=secrets, schedule=schedule, source=source, **options)
+                            secrets=secrets, schedule=schedule, source=source,
+                            allow_large_grid=allow_large_grid, **options)
     except SpecError as exc:
         problems += exc.problems
-        pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source)
+        pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source,
+                            allow_large_grid=allow_large_grid)
     for task_name, spec in tasks.items():
         here = f"task {task_name!r}{_line(tasks, task_name)}"
         problem = check_task_name(task_name, here)
@@ -220,13 +224,16 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None) -> Pi
         params = spec.get("parameters") or {}
         if not isinstance(params, dict):
             task_problems.append(f"{here}: 'parameters' must be a mapping")
+        if "grid" in spec and spec["grid"] is None:
+            task_problems.append(f"{here}: 'grid'{_line(spec, 'grid')} is empty; give a mapping "
+                                 "from parameter names to lists of values")
         if task_problems:
             problems += task_problems
             continue
         options = {k: v for k, v in spec.items() if k in TASK_DEFAULTS}
         try:
             pipeline.notebook(spec["notebook"], name=task_name, upstream=upstream,
-                              parameters=params, **options)
+                              parameters=params, grid=spec.get("grid"), **options)
         except SpecError as exc:
             problems += [f"{p}{_line(tasks, task_name)}" if p.startswith("task") else p
                          for p in exc.problems]

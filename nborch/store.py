@@ -57,7 +57,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX task_runs_by_task ON task_runs (task, status, ended_at)",
         "ALTER TABLE attempts ADD COLUMN kernel_pid INTEGER",
     ],
-    [  # 3: schedules
+    [  # 3: schedules, grids
+        "ALTER TABLE task_runs ADD COLUMN grid TEXT",
         """CREATE TABLE schedules (
             pipeline TEXT PRIMARY KEY, source TEXT NOT NULL, cron TEXT NOT NULL,
             timezone TEXT NOT NULL, catchup INTEGER NOT NULL, max_active_runs INTEGER NOT NULL,
@@ -216,9 +217,9 @@ class Store:
                 (e.run_id, e.pipeline, e.started_at, e.logical_date, json.dumps(e.params), e.source,
                  e.pid, e.host, process_started(e.pid), time.time()))
             conn.executemany(
-                "INSERT INTO task_runs (run_id, task, position, upstream, notebook, status)"
-                " VALUES (?, ?, ?, ?, ?, 'pending')",
-                [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"))
+                "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, status)"
+                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"))
                  for i, (name, t) in enumerate(e.tasks.items())])
 
     def task_changed(self, e: TaskStateChanged) -> None:
@@ -353,7 +354,8 @@ class Store:
                 started_at=t["started_at"], ended_at=t["ended_at"], output_path=t["output_path"],
                 values=_loads(t["vals"]) or {}, error=_loads(t["error"]), reason=t["reason"],
                 progress=_loads(t["progress"]), upstream=tuple(_loads(t["upstream"])),
-                notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"])
+                notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"],
+                grid=t["grid"])
         return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),

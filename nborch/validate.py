@@ -74,7 +74,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         try:
             infos[name] = inspect_notebook(task.notebook)
         except ValidationError as exc:
-            problems += [f"task {name!r}: {p}" for p in exc.problems]
+            problems += [f"{label(task)}: {p}" for p in exc.problems]
     # A notebook's own ``upstream = [...]`` adds edges (Ploomber's convention).
     for name, info in infos.items():
         declared = info.declared_upstream
@@ -86,8 +86,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     secret_env = _secret_source(pipeline)
     for secret in dict.fromkeys(s for t in pipeline.tasks.values() for s in t.secrets):
         if secret not in secret_env:
-            users = "every task" if secret in pipeline.secrets else "task " + ", ".join(
-                repr(n) for n, t in pipeline.tasks.items() if secret in t.secrets)
+            users = "every task" if secret in pipeline.secrets else ", ".join(dict.fromkeys(
+                label(t) for t in pipeline.tasks.values() if secret in t.secrets))
             problems.append(f"secret {secret!r} (needed by {users}) is not set in the "
                             f"environment or in {_dotenv_path(pipeline)}")
     prepared: dict[str, PreparedTask] = {}
@@ -100,11 +100,11 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
             try:
                 values[key] = render(raw, context)
             except Exception as exc:  # jinja2 errors of every kind
-                problems.append(f"task {name!r}: parameter {key!r}: {template_error(exc)}")
-        problems += parameter_problems(name, task, info, values)
+                problems.append(f"{label(task)}: parameter {key!r}: {template_error(exc)}")
+        problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
         if kernel not in installed_kernels():
-            problems.append(f"task {name!r}: kernel {kernel!r} is not installed (installed: "
+            problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
                             f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
         secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
         inject = bool(task.upstream) or "upstream" in info.parameters
@@ -118,15 +118,22 @@ def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:
     return prepare(pipeline, overrides)
 
 
+def label(task: Task) -> str:
+    """How a problem names a task. A grid's instances share one label, so a problem they
+    all have is reported once, not once per instance."""
+    return f"task {task.name!r}" if task.grid is None else f"grid task {task.grid!r}"
+
+
 def graph_problems(pipeline: Pipeline) -> list[str]:
     problems = []
     for name, task in pipeline.tasks.items():
         for up in task.upstream:
-            if up == name:
-                problems.append(f"task {name!r} lists itself as upstream")
+            if up == name or (task.grid is not None and up in pipeline.grids[task.grid]):
+                problems.append(f"{label(task)} lists itself as upstream")
             elif up not in pipeline.tasks:
-                problems.append(f"task {name!r}: unknown upstream task {up!r} "
-                                f"(tasks: {', '.join(pipeline.tasks)})")
+                problems.append(f"{label(task)}: unknown upstream task {up!r} "
+                                f"(tasks: {pipeline.listing()})")
+    problems = list(dict.fromkeys(problems))
     if not problems:
         cycle = find_cycle({n: t.upstream for n, t in pipeline.tasks.items()})
         if cycle:
@@ -134,25 +141,27 @@ def graph_problems(pipeline: Pipeline) -> list[str]:
     return problems
 
 
-def parameter_problems(name: str, task: Task, info: NotebookInfo, values: dict) -> list[str]:
+def parameter_problems(who: str, task: Task, info: NotebookInfo, values: dict) -> list[str]:
+    """Problems of ``values`` against the notebook's parameters cell; ``who`` is the task's
+    label (see ``label``)."""
     nb = task.notebook
     if values and not info.has_parameters_cell:
-        return [f"task {name!r}: parameters given but {nb} has no cell tagged 'parameters' "
+        return [f"{who}: parameters given but {nb} has no cell tagged 'parameters' "
                 "(tag the cell that holds the defaults)"]
     if not info.parameters:  # a language we cannot inspect: papermill injects as given
         return []
     problems = []
     for key, value in values.items():
         if key == "upstream":
-            problems.append(f"task {name!r}: 'upstream' is injected by nborch and cannot be a parameter")
+            problems.append(f"{who}: 'upstream' is injected by nborch and cannot be a parameter")
             continue
         param = info.parameters.get(key)
         if param is None:
-            problems.append(f"task {name!r}: unknown parameter {key!r} for {nb} "
+            problems.append(f"{who}: unknown parameter {key!r} for {nb} "
                             f"(its parameters: {', '.join(info.parameters)})")
         elif param.has_literal_default and type_mismatch(param.default, value):
             problems.append(
-                f"task {name!r}: parameter {key!r} of {nb} is {type_name(param.default)} "
+                f"{who}: parameter {key!r} of {nb} is {type_name(param.default)} "
                 f"(default {param.default_source}) but gets {type_name(value)} {value!r}")
     return problems
 
