@@ -26,6 +26,7 @@ from .errors import NborchError, SpecError
 from .events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
                      EventBus, RunEnded, RunStarted, TaskStateChanged)
 from .executors import get_executor
+from .hooks import HookRunner
 from .kernels import KernelRequest
 from .model import Pipeline
 from .planner import Planner, Transition
@@ -195,6 +196,11 @@ class Engine:
         self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
         self.bus.subscribe(store)
         self.bus.subscribe(self.run.apply)
+        pipeline = prepared.pipeline
+        task_hooks = {n: p.task.hooks for n, p in prepared.tasks.items() if p.task.hooks}
+        if pipeline.hooks or task_hooks:  # after run.apply: hooks read the updated Run
+            self.bus.subscribe(HookRunner(self.run, pipeline.hooks, task_hooks,
+                                          self.run_dir / "hooks.log", prepared.env))
 
     # -- public -----------------------------------------------------------------------
 

@@ -57,6 +57,7 @@ class Task:
     env: dict = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     grid: str | None = None  # the grid this task is an instance of
+    hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 is the first retry)."""
@@ -141,6 +142,13 @@ def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[
     return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
 
 
+def read_hooks(declared: dict, where: str) -> dict[str, tuple]:
+    """``{"on_failure": [...], ...}`` (YAML items or callables) as ``Hook`` tuples."""
+    from .hooks import parse_hooks
+    return {event: tuple(parse_hooks(value, f"{where}: {event}"))
+            for event, value in declared.items() if value}
+
+
 def check_task_name(name: Any, where: str) -> str | None:
     """A problem with a task name, or None."""
     if not isinstance(name, str) or not name:
@@ -169,6 +177,7 @@ class Pipeline:
     def __init__(self, name: str, *, parameters: dict | None = None, secrets: Sequence[str] = (),
                  schedule: dict | None = None, source: str | Path | None = None,
                  root: str | Path | None = None, allow_large_grid: bool = False,
+                 on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
                  **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
@@ -188,6 +197,8 @@ class Pipeline:
         self.root = Path(root).resolve() if root else (self.source.parent if self.source else Path.cwd())
         self.defaults = {**TASK_DEFAULTS, **options}
         self.allow_large_grid = allow_large_grid
+        self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
+                                 "on_retry": on_retry}, "pipeline")
         self.tasks: dict[str, Task] = {}
         self.grids: dict[str, tuple[str, ...]] = {}  # grid name -> its instances' names
 
@@ -195,7 +206,8 @@ class Pipeline:
 
     def notebook(self, path: str | Path, *, name: str | None = None,
                  upstream: Iterable[Task | Grid | str] = (), parameters: dict | None = None,
-                 grid: dict | None = None, **options: Any) -> Task | Grid:
+                 grid: dict | None = None, on_failure: Any = None, on_success: Any = None,
+                 on_retry: Any = None, **options: Any) -> Task | Grid:
         """Add a notebook task; ``path`` is relative to the pipeline's folder (the current
         folder for a pipeline built in Python). Returns the task, usable in ``upstream``.
 
@@ -227,8 +239,13 @@ class Pipeline:
             settings["cwd"] = (self.root / Path(settings["cwd"])).resolve()
         settings["secrets"] = tuple(dict.fromkeys(self.secrets + tuple(settings["secrets"])))
         ups = self.expand(u.name if isinstance(u, (Task, Grid)) else str(u) for u in upstream)
+        try:
+            hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
+                                "on_retry": on_retry}, f"task {name!r}")
+        except SpecError as exc:
+            raise SpecError(exc.problems, source=self._where()) from None
         task = Task(name=name, notebook=notebook, upstream=ups, parameters=dict(parameters or {}),
-                    **settings)
+                    hooks=hooks, **settings)
         if grid is not None:
             return self._add_grid(task, grid)
         self.tasks[name] = task

@@ -21,8 +21,8 @@ NOT_YET = {  # keys of the SPEC that this version does not run yet
     "command": "command tasks",
     "product": "declared products",
     "resources": "worker resources (Dask executor)",
-    "on_failure": "hooks", "on_success": "hooks", "on_retry": "hooks",
 }
+HOOK_KEYS = ("on_failure", "on_success", "on_retry")
 
 
 class _Mapping(dict):
@@ -191,7 +191,8 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
     try:
         pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
                             secrets=secrets, schedule=schedule, source=source,
-                            allow_large_grid=allow_large_grid, **options)
+                            allow_large_grid=allow_large_grid,
+                            **{k: data.get(k) for k in HOOK_KEYS}, **options)
     except SpecError as exc:
         problems += exc.problems
         pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source,
@@ -233,7 +234,8 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         options = {k: v for k, v in spec.items() if k in TASK_DEFAULTS}
         try:
             pipeline.notebook(spec["notebook"], name=task_name, upstream=upstream,
-                              parameters=params, grid=spec.get("grid"), **options)
+                              parameters=params, grid=spec.get("grid"),
+                              **{k: spec.get(k) for k in HOOK_KEYS}, **options)
         except SpecError as exc:
             problems += [f"{p}{_line(tasks, task_name)}" if p.startswith("task") else p
                          for p in exc.problems]

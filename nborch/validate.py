@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .dag import find_cycle
 from .errors import SpecError, ValidationError
+from .hooks import missing_secret_headers
 from .model import Pipeline, Task
 from .notebooks import NotebookInfo, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
@@ -38,6 +39,7 @@ class PreparedRun:
     logical_date: datetime
     params: dict
     tasks: dict  # name -> PreparedTask, in the pipeline's order
+    env: dict = field(default_factory=dict, repr=False)  # environment + .env: hook settings
 
     @property
     def edges(self) -> dict[str, tuple[str, ...]]:
@@ -90,6 +92,15 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                 label(t) for t in pipeline.tasks.values() if secret in t.secrets))
             problems.append(f"secret {secret!r} (needed by {users}) is not set in the "
                             f"environment or in {_dotenv_path(pipeline)}")
+    owners = [("pipeline", pipeline.hooks)] + [(f"task {n!r}", t.hooks)
+                                               for n, t in pipeline.tasks.items() if t.grid is None]
+    owners += [(f"grid task {g!r}", pipeline.tasks[names[0]].hooks)
+               for g, names in pipeline.grids.items()]
+    for owner, hooks in owners:
+        for event, listed in hooks.items():
+            problems += [f"{owner}: {event}: secret_headers names {var!r}, which is not set in the "
+                         f"environment or in {_dotenv_path(pipeline)}"
+                         for var in missing_secret_headers(listed, secret_env)]
     prepared: dict[str, PreparedTask] = {}
     for name, task in pipeline.tasks.items():
         info = infos.get(name)
@@ -111,7 +122,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash)
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
-    return PreparedRun(pipeline, run_id, logical_date, params, prepared)
+    return PreparedRun(pipeline, run_id, logical_date, params, prepared, secret_env)
 
 
 def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:
@@ -180,7 +191,7 @@ def _secret_source(pipeline: Pipeline) -> dict[str, str]:
     """Secrets come from the process environment, then a ``.env`` beside the pipeline."""
     merged: dict[str, str] = {}
     path = _dotenv_path(pipeline)
-    if any(t.secrets for t in pipeline.tasks.values()) and path.is_file():
+    if path.is_file():
         from dotenv import dotenv_values
         merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
     merged.update(os.environ)

@@ -1,0 +1,198 @@
+"""Hooks with real receivers: an HTTP server and an SMTP server on 127.0.0.1, real commands."""
+
+from __future__ import annotations
+
+import email.policy
+import json
+import socket
+import sys
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from conftest import nborch, run_json, write_notebook, write_pipeline
+from nborch import Pipeline
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST; ``statuses`` are answered in
+    order (then 200)."""
+
+    def __init__(self, statuses=()):
+        self.posts: list[dict] = []
+        self.statuses = list(statuses)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.posts.append({"path": self.path, "headers": dict(self.headers),
+                                       "json": json.loads(body), "answered": status})
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def answered(self, path: str) -> list[dict]:
+        return [p["json"] for p in self.posts if p["path"] == path and p["answered"] == 200]
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def failing_pipeline(folder: Path, **extra) -> Path:
+    write_notebook(folder / "good.ipynb", "import nborch\nnborch.publish('rows', 3)")
+    write_notebook(folder / "bad.ipynb", "x = 1", "raise ValueError('boom')")
+    tasks = {"good": {"notebook": "good.ipynb"},
+             "bad": {"notebook": "bad.ipynb", "upstream": ["good"], **extra.pop("bad", {})}}
+    return write_pipeline(folder, {"name": "alerting", "tasks": tasks, **extra})
+
+
+def test_webhook_and_command_hooks_tell_what_failed(workdir: Path, receiver: Receiver):
+    marker = workdir / "command-env.json"
+    command = [sys.executable, "-c", "import json, os, sys; json.dump({k: v for k, v in "
+               "os.environ.items() if k.startswith('NBORCH_')}, open(sys.argv[1], 'w'))",
+               str(marker)]
+    path = failing_pipeline(
+        workdir,
+        on_failure=[{"webhook": receiver.url("/run"),
+                     "secret_headers": {"X-Token": "HOOK_TOKEN"}, "headers": {"X-Team": "data"}},
+                    {"command": command}],
+        bad={"on_failure": [{"webhook": receiver.url("/task")}]})
+    proc = nborch("run", str(path), "--json", cwd=workdir, env={"HOOK_TOKEN": "s3cr3t-token"})
+    assert proc.returncode == 1, proc.stderr
+    run = run_json(proc)
+    [task_post] = receiver.answered("/task")
+    [run_post] = receiver.answered("/run")
+    assert run_post == {
+        "hook": "on_failure", "pipeline": "alerting", "run_id": run["run_id"],
+        "logical_date": run["logical_date"], "status": "failed", "task": None,
+        "started_at": run["started_at"], "ended_at": run["ended_at"],
+        # cell 3: `upstream` is injected in a cell of its own at the top of bad.ipynb
+        "failed_tasks": [{"task": "bad", "error": {"type": "ValueError", "message": "boom",
+                                                   "cell": 3}}],
+        "output_paths": {"good": run["tasks"]["good"]["output_path"],
+                         "bad": run["tasks"]["bad"]["output_path"]}}
+    assert task_post["task"] == "bad" and task_post["status"] == "failed"
+    assert list(task_post["output_paths"]) == ["bad"]
+    headers = [p["headers"] for p in receiver.posts if p["path"] == "/run"][0]
+    assert headers["X-Token"] == "s3cr3t-token" and headers["X-Team"] == "data"
+    env = json.loads(marker.read_text())
+    assert (env["NBORCH_HOOK"], env["NBORCH_STATUS"], env["NBORCH_FAILED_TASKS"],
+            env["NBORCH_RUN_ID"]) == ("on_failure", "failed", "bad", run["run_id"])
+    assert json.loads(env["NBORCH_PAYLOAD"]) == run_post
+    # The header's secret value is written nowhere nborch writes.
+    for file in (workdir / ".nborch").rglob("*"):
+        if file.is_file():
+            assert b"s3cr3t-token" not in file.read_bytes(), file
+    log = (workdir / ".nborch" / "runs" / run["run_id"] / "hooks.log").read_text()
+    assert log.count(": sent") == 3
+
+
+def test_a_failing_hook_is_logged_and_never_fails_the_run(workdir: Path):
+    flaky = Receiver(statuses=[503])  # the first request fails, the retry gets through
+    write_notebook(workdir / "ok.ipynb", "pass")
+    dead = f"http://127.0.0.1:{free_port()}/nobody-listens"
+    path = write_pipeline(workdir, {"name": "fine", "tasks": {"ok": {"notebook": "ok.ipynb"}},
+                                    "on_success": [{"webhook": dead, "retries": 1},
+                                                   {"command": ["false"]},
+                                                   {"webhook": flaky.url(), "retries": 2}]})
+    proc = nborch("run", str(path), "--json", cwd=workdir)
+    flaky.server.shutdown()
+    assert proc.returncode == 0, proc.stderr
+    run = run_json(proc)
+    assert run["status"] == "success"
+    assert [p["answered"] for p in flaky.posts] == [503, 200]
+    log = (workdir / ".nborch" / "runs" / run["run_id"] / "hooks.log").read_text()
+    assert f"on_success webhook {dead}: FAILED" in log
+    assert "on_success command false: FAILED: RuntimeError: exit code 1" in log
+    assert f"on_success webhook {flaky.url()}: sent" in log
+
+
+def test_email_hook_reaches_an_smtp_server(workdir: Path):
+    from aiosmtpd.controller import Controller
+
+    class Inbox:
+        messages: list = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.messages.append(envelope)
+            return "250 OK"
+
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        path = failing_pipeline(workdir, on_failure=[{"email": ["oncall@example.com"]}])
+        proc = nborch("run", str(path), cwd=workdir, env={
+            "NBORCH_SMTP_HOST": "127.0.0.1", "NBORCH_SMTP_PORT": str(port),
+            "NBORCH_SMTP_FROM": "nborch@example.com"})
+    finally:
+        controller.stop()
+    assert proc.returncode == 1
+    [envelope] = inbox.messages
+    assert envelope.rcpt_tos == ["oncall@example.com"]
+    message = message_from_bytes(envelope.content, policy=email.policy.default)
+    assert message["Subject"] == "[nborch] alerting: failed"
+    body = message.get_content()
+    assert "pipeline alerting: failed" in body and "- bad: ValueError: boom (cell 3)" in body
+
+
+def test_retry_hooks_and_python_callables_from_the_api(workdir: Path):
+    counter = workdir / "tries"
+    write_notebook(workdir / "flaky.ipynb",
+                   f"import os\np = {str(counter)!r}\nn = int(open(p).read()) if os.path.exists(p)"
+                   " else 0\nopen(p, 'w').write(str(n + 1))\nassert n >= 1, 'first try fails'")
+    seen = []
+    p = Pipeline("api_hooks", on_retry=[lambda doc: seen.append(("pipeline", doc))],
+                 on_success=[lambda doc: seen.append(("run", doc))])
+    p.notebook(workdir / "flaky.ipynb", retries=1, retry_delay="0s",
+               on_retry=[lambda doc: seen.append(("task", doc))],
+               on_success=[lambda doc: seen.append(("task-ok", doc))])
+    run = p.run(home=workdir / ".nborch")
+    assert run.status == "success"
+    assert [kind for kind, _ in seen] == ["task", "pipeline", "task-ok", "run"]
+    retry = seen[0][1]
+    assert (retry["hook"], retry["task"], retry["status"]) == ("on_retry", "flaky", "retrying")
+    assert retry["failed_tasks"][0]["error"]["message"] == "first try fails"
+    assert seen[-1][1]["status"] == "success" and seen[-1][1]["failed_tasks"] == []
+
+
+@pytest.mark.parametrize("hooks, message", [
+    ([{"webhook": "ftp://x"}], "webhook must be an http:// or https:// URL"),
+    ([{"command": "notify-send failed"}], "command must be a list of strings"),
+    ([{"webhook": "http://x", "command": ["a"]}], "a hook needs exactly one of"),
+    ([{"webhok": "http://x"}], "a hook needs exactly one of"),
+    ([{"webhook": "http://x", "retry": 3}], "unknown key(s) 'retry' for a webhook hook"),
+    ([{"email": "not-an-address"}], "email must be an address or a list of addresses"),
+    ([{"webhook": "http://x", "secret_headers": {"X-Token": "NOT_SET_ANYWHERE"}}],
+     "NOT_SET_ANYWHERE"),
+])
+def test_bad_hooks_are_validation_errors(workdir: Path, hooks, message):
+    path = failing_pipeline(workdir, on_failure=hooks)
+    proc = nborch("run", str(path), cwd=workdir)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert "on_failure" in proc.stderr
+    assert not (workdir / ".nborch" / "nborch.db").exists()
