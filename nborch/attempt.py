@@ -43,6 +43,7 @@ class AttemptJob:
     env: dict = field(default_factory=dict, repr=False)  # secrets included: never persisted
     timeout: float | None = None
     secret_values: list = field(default_factory=list, repr=False)
+    resources: dict = field(default_factory=dict)  # Dask worker resources the attempt needs
 
 
 @dataclass

@@ -40,7 +40,7 @@ def cmd_run(args) -> int:
     return _follow(args, lambda listeners: pipeline.start(
         params=_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
-        incremental=args.incremental, force=args.force), f"of {pipeline.name} started "
+        incremental=args.incremental, force=args.force, executor=args.executor), f"of {pipeline.name} started "
         f"({len(pipeline.tasks)} tasks)")
 
 
@@ -49,7 +49,8 @@ def cmd_resume(args) -> int:
     run_id = _resolve_run_id(_store(args), args.run_id)
     return _follow(args, lambda listeners: resume_run(
         run_id, from_task=args.from_task, max_parallel=args.max_parallel,
-        fail_fast=args.fail_fast, home=args.home, listeners=listeners), "resumed")
+        fail_fast=args.fail_fast, home=args.home, listeners=listeners, executor=args.executor),
+        "resumed")
 
 
 def _follow(args, start, started_what: str) -> int:
@@ -196,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-parallel", type=int, default=None, metavar="N",
                        help="tasks running at once (default: number of CPUs)")
         p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
+        p.add_argument("--executor", default=None, metavar="EXECUTOR",
+                       help="where tasks run: local (default), dask (a local Dask cluster), or "
+                            "dask://HOST:PORT (an existing Dask scheduler)")
         p.add_argument("--json", action="store_true", help="print the finished run as JSON")
 
     p = sub.add_parser("run", help="run a pipeline")

@@ -400,7 +400,7 @@ class Engine:
             output_path=str(self.run_dir / f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name)),
             env=self._kernel_request(name, attempt).env, timeout=p.task.timeout,
-            secret_values=self.prepared.secret_values)
+            secret_values=self.prepared.secret_values, resources=p.task.resources)
 
 
 def _memory_to_spare(minimum: int = 1 << 30) -> bool:

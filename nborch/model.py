@@ -35,6 +35,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "cwd": None,
     "env": {},
     "secrets": (),
+    "resources": {},
 }
 DURATION_OPTIONS = ("retry_delay", "max_retry_delay", "timeout")
 MAX_GRID = 10_000  # instances of one grid, unless allow_large_grid
@@ -56,6 +57,7 @@ class Task:
     cwd: Path | None = None
     env: dict = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
+    resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
     grid: str | None = None  # the grid this task is an instance of
     hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
 
@@ -98,6 +100,13 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
                 if not isinstance(value, dict):
                     raise ValueError(f"env must be a mapping of names to values, not {value!r}")
                 value = {str(k): str(v) for k, v in value.items()}
+            elif key == "resources":
+                if not isinstance(value, dict) or not all(
+                        isinstance(k, str) and isinstance(v, (int, float))
+                        and not isinstance(v, bool) and v > 0 for k, v in value.items()):
+                    raise ValueError("resources must map resource names to positive numbers, "
+                                     f"such as {{GPU: 1}}, not {value!r}")
+                value = dict(value)
             elif key == "kernel" and value is not None and not isinstance(value, str):
                 raise ValueError(f"kernel must be a kernel name, not {value!r}")
         except ValueError as exc:

@@ -20,7 +20,6 @@ SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
 NOT_YET = {  # keys of the SPEC that this version does not run yet
     "command": "command tasks",
     "product": "declared products",
-    "resources": "worker resources (Dask executor)",
 }
 HOOK_KEYS = ("on_failure", "on_success", "on_retry")
 

@@ -1,4 +1,4 @@
-"""Executors run attempts somewhere: ``local`` threads here, ``dask`` later. Keyed by name."""
+"""Executors run attempts somewhere: ``local`` threads here, or a ``dask`` cluster."""
 
 from __future__ import annotations
 
@@ -14,8 +14,12 @@ def get_executor(name: str | object | None):
     if name is None or name == "local":
         return LocalExecutor()
     if not isinstance(name, str):
+        if type(name).__name__ == "Client":  # a distributed.Client given through the API
+            from .dask import DaskExecutor
+            return DaskExecutor(name)
         return name  # an executor object given through the API
     if name == "dask" or name.startswith(("dask://", "tcp://")):
-        raise SpecError("the dask executor is not available in this version of nborch; "
-                        "use --executor local")
-    raise SpecError(f"unknown executor {name!r}; use 'local'")
+        from .dask import DaskExecutor
+        return DaskExecutor(name)
+    raise SpecError(f"unknown executor {name!r}; use 'local', 'dask' (a local Dask cluster) "
+                    "or dask://HOST:PORT (an existing Dask scheduler)")

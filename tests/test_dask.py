@@ -1,0 +1,209 @@
+"""The Dask executor on real clusters: a LocalCluster of worker processes, and a separately
+started ``dask scheduler`` with ``dask worker`` processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import nborch, run_json, write_notebook, write_pipeline
+from nborch import Pipeline, Store
+
+distributed = pytest.importorskip("distributed")
+
+# The kernel of a task runs under the worker process: its parent's pid says which worker.
+PUBLISH_WORKER = "import os, nborch\nnborch.publish('worker_pid', os.getppid())"
+
+
+@pytest.fixture(scope="module")
+def local_cluster():
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                       dashboard_address=None)
+    client = distributed.Client(cluster)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def worker_pids(client) -> dict[str, int]:
+    return client.run(os.getpid)
+
+
+def test_diamond_runs_on_the_workers_and_values_flow(workdir: Path, local_cluster):
+    write_notebook(workdir / "root.ipynb", PUBLISH_WORKER + "\nnborch.publish('n', 20)")
+    write_notebook(workdir / "left.ipynb", "import nborch\nnborch.publish('n', "
+                   "upstream['root']['values']['n'] + 1)", parameters="upstream = {}")
+    write_notebook(workdir / "right.ipynb", "import nborch\nnborch.publish('n', "
+                   "upstream['root']['values']['n'] * 2)", parameters="upstream = {}")
+    write_notebook(workdir / "join.ipynb", "import nborch\nnborch.publish('total', "
+                   "upstream['left']['values']['n'] + upstream['right']['values']['n'])\n"
+                   "print('joined')", parameters="upstream = {}")
+    p = Pipeline("diamond", root=workdir)
+    root = p.notebook("root.ipynb")
+    left, right = p.notebook("left.ipynb", upstream=[root]), p.notebook("right.ipynb",
+                                                                        upstream=[root])
+    p.notebook("join.ipynb", upstream=[left, right])
+    seen = []
+    handle = p.start(executor=local_cluster, home=workdir / ".nborch",
+                     listeners=[lambda e: seen.append(type(e).__name__)])
+    run = handle.wait(180)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    assert run.values["join"]["total"] == 61
+    assert run.values["root"]["worker_pid"] in worker_pids(local_cluster).values()
+    # Progress and output came back from the workers as events, and the log has the output.
+    assert {"AttemptProgress", "AttemptOutput", "KernelStarted"} <= set(seen)
+    assert "joined" in Store(workdir / ".nborch").log_path(run.run_id, "join").read_text()
+    assert Path(run.tasks["join"].output_path).is_file()
+    # The caller's client is left open for its owner.
+    assert local_cluster.status == "running"
+
+
+def test_cancel_stops_the_kernel_on_the_worker(workdir: Path, local_cluster):
+    pids = workdir / "pids"
+    write_notebook(workdir / "slow.ipynb",
+                   f"import os, time\nopen({str(pids)!r}, 'w').write(str(os.getpid()))\n"
+                   "time.sleep(300)")
+    p = Pipeline("cancelme", root=workdir)
+    p.notebook("slow.ipynb")
+    handle = p.start(executor=local_cluster, home=workdir / ".nborch")
+    deadline = time.monotonic() + 120
+    while not pids.exists() or not pids.read_text():
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.1)
+    kernel = int(pids.read_text())
+    handle.cancel()
+    run = handle.wait(120)
+    assert run.status == "cancelled" and run.tasks["slow"].status == "cancelled"
+    deadline = time.monotonic() + 30
+    while psutil.pid_exists(kernel) and psutil.Process(kernel).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the kernel on the worker is still running"
+        time.sleep(0.1)
+
+
+# -- a scheduler and workers started as their own processes ------------------------------------
+
+class DaskProcesses:
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.procs: list[subprocess.Popen] = []
+        port = _free_port()
+        self.address = f"127.0.0.1:{port}"
+        self._start("scheduler", "--host", "127.0.0.1", "--port", str(port),
+                    "--dashboard-address", ":0")
+        self.client = distributed.Client(self.address, timeout="60s")
+
+    def worker(self, *args: str) -> None:
+        before = len(self.client.scheduler_info()["workers"])
+        self._start("worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                    "--dashboard-address", ":0", *args)
+        self.client.wait_for_workers(before + 1, timeout=60)
+
+    def _start(self, *args: str) -> None:
+        self.procs.append(subprocess.Popen(
+            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True))
+
+    def stop(self) -> None:
+        self.client.close()
+        for proc in reversed(self.procs):
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def dask_processes(tmp_path):
+    cluster = DaskProcesses(tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+def test_resources_pin_a_task_and_the_cli_uses_an_existing_scheduler(workdir: Path,
+                                                                      dask_processes):
+    dask_processes.worker()
+    dask_processes.worker("--resources", "GPU=1")
+    gpu_worker = next(address for address, info in
+                      dask_processes.client.scheduler_info()["workers"].items()
+                      if info.get("resources", {}).get("GPU"))
+    gpu_pid = dask_processes.client.run(os.getpid, workers=[gpu_worker])[gpu_worker]
+    for name in "abc":
+        write_notebook(workdir / f"{name}.ipynb", PUBLISH_WORKER)
+    path = write_pipeline(workdir, {"name": "pinned", "tasks": {
+        "a": {"notebook": "a.ipynb", "resources": {"GPU": 1}},
+        "b": {"notebook": "b.ipynb", "resources": {"GPU": 1}},
+        "c": {"notebook": "c.ipynb", "upstream": ["a", "b"], "resources": {"GPU": 1}}}})
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    run = run_json(proc)
+    assert {run["tasks"][t]["values"]["worker_pid"] for t in "abc"} == {gpu_pid}
+    bad = nborch("validate", str(write_pipeline(workdir, {"name": "bad", "tasks": {
+        "a": {"notebook": "a.ipynb", "resources": {"GPU": "one"}}}}, "bad.yaml")), cwd=workdir)
+    assert bad.returncode == 2 and "resources must map resource names to positive numbers" \
+        in bad.stderr
+
+
+def test_a_worker_killed_mid_task_is_survived(workdir: Path, dask_processes):
+    dask_processes.worker()
+    dask_processes.worker()
+    marks = workdir / "marks"
+    marks.mkdir()
+    # Each execution leaves its worker's pid; the first one then waits to be killed.
+    write_notebook(workdir / "victim.ipynb",
+                   f"import os, time\nmarks = {str(marks)!r}\nfirst = not os.listdir(marks)\n"
+                   "tmp = marks + '.tmp'\nopen(tmp, 'w').write(str(os.getpid()))\n"
+                   "os.replace(tmp, os.path.join(marks, str(os.getppid())))\n"
+                   "if first:\n    time.sleep(300)\n"
+                   "import nborch\nnborch.publish('done_on', os.getppid())")
+    write_notebook(workdir / "after.ipynb", "pass")
+    p = Pipeline("survivor", root=workdir, retries=1, retry_delay="1s")
+    victim = p.notebook("victim.ipynb")
+    p.notebook("after.ipynb", upstream=[victim])
+    handle = p.start(executor=f"dask://{dask_processes.address}", home=workdir / ".nborch")
+    deadline = time.monotonic() + 120
+    while not os.listdir(marks):
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.1)
+    doomed = int(os.listdir(marks)[0])
+    orphan = int((marks / str(doomed)).read_text())  # the kernel the dead worker started
+    os.kill(doomed, signal.SIGKILL)  # the worker process, with the kernel under it
+    run = handle.wait(240)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    assert run.values["victim"]["done_on"] != doomed
+    assert len(os.listdir(marks)) == 2  # ran again, elsewhere, once
+    deadline = time.monotonic() + 30  # a kernel notices its parent is gone and exits
+    while psutil.pid_exists(orphan) and psutil.Process(orphan).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the dead worker's kernel is still running"
+        time.sleep(0.2)
+
+
+def test_an_unreachable_scheduler_is_a_clear_error(workdir: Path):
+    write_notebook(workdir / "a.ipynb", "pass")
+    path = write_pipeline(workdir, {"name": "nowhere", "tasks": {"a": {"notebook": "a.ipynb"}}})
+    proc = nborch("run", str(path), "--executor", f"dask://127.0.0.1:{_free_port()}",
+                  cwd=workdir, timeout=120)
+    assert proc.returncode == 1
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in proc.stderr
+    assert Store(workdir / ".nborch").list_runs() == []
