@@ -18,6 +18,8 @@ from typing import Mapping, Sequence
 from urllib.parse import quote
 
 from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
+from .grouping import groups
+from .grouping import summary as grid_summary
 from .run import Run
 from .templating import format_duration
 
@@ -122,9 +124,17 @@ def layout(edges: Mapping[str, Sequence[str]]) -> SvgGraph | None:
 
 
 def status_lines(run: Run) -> dict[str, str]:
-    """What a run view writes under each task's name: the running cell, else the duration."""
+    """What a run view writes under each node's name: the running cell, else the duration;
+    for a grid, how many of its instances are done (and failed)."""
     out = {}
+    for grid, names in groups(run).items():
+        states = [run.tasks[n].status for n in names]
+        done = sum(s in ("success", "skipped") for s in states)
+        failed = states.count("failed")
+        out[grid] = f"{done}/{len(states)}" + (f" · {failed} failed" if failed else "")
     for name, t in run.tasks.items():
+        if t.grid:
+            continue
         if t.status == "running" and t.progress:
             out[name] = f"cell {t.progress['cell']}/{t.progress['cells']}"  # as progress_text
         elif t.status == "running":
@@ -137,11 +147,31 @@ def status_lines(run: Run) -> dict[str, str]:
 
 
 def run_edges(run: Run) -> dict[str, tuple[str, ...]]:
-    return {name: tuple(t.upstream) for name, t in run.tasks.items()}
+    """The graph of a run's views: one node per task, and one per grid (not per instance),
+    so a 500-instance grid stays one node and the graph stays fast."""
+    node = {name: t.grid or name for name, t in run.tasks.items()}
+    edges: dict[str, tuple[str, ...]] = {}
+    for name, t in run.tasks.items():
+        ups = tuple(dict.fromkeys(node[u] for u in t.upstream))
+        edges[node[name]] = tuple(dict.fromkeys(edges.get(node[name], ()) + ups))
+    return edges
+
+
+def grid_state(states: list[str]) -> str:
+    """One state for a grid's node: busy while any instance is, then the worst outcome."""
+    for state in ("running", "retrying", "queued", "failed", "upstream_failed", "cancelled",
+                  "pending"):
+        if state in states:
+            return state
+    return "skipped" if all(s == "skipped" for s in states) else "success"
 
 
 def states_of(run: Run) -> dict[str, str]:
-    return {name: t.status for name, t in run.tasks.items()}
+    """State by graph node (see ``run_edges``)."""
+    out = {name: t.status for name, t in run.tasks.items() if not t.grid}
+    out.update({grid: grid_state([run.tasks[n].status for n in names])
+                for grid, names in groups(run).items()})
+    return out
 
 
 # -- small pieces -------------------------------------------------------------------------
@@ -237,29 +267,59 @@ _TR = ' valign="top" style="border-top:1px solid #f3f4f6"'
 _TABLE = f'cellpadding="3" cellspacing="0" style="{FONT};border-collapse:collapse;margin:6px 0"'
 
 
-def task_table(run: Run, base: Path | None = None, max_height: str | None = "360px") -> str:
-    """One row per task: state, attempt, duration, executed notebook, values, progress.
+def task_row(t, base: Path | None) -> str:
+    values = "<br>".join(f"<code>{esc(k)}</code> = {esc(short_json(v, 60))}"
+                         for k, v in t.values.items())
+    progress = progress_text(t)
+    if not progress and t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
+        progress = t.reason
+    duration = esc(format_duration(t.duration)) if t.started_at else ""
+    return (f'<tr data-task="{esc(t.name)}"{_TR}><td><b>{esc(t.name)}</b></td>'
+            f"<td>{state_badge(t.status)}</td><td>{t.attempts or ''}</td>"
+            f"<td>{duration}</td><td>{link(t.output_path, base)}</td><td>{values}</td>"
+            f"<td>{esc(progress)}</td></tr>")
+
+
+def grid_row(run: Run, grid: str, names: list[str], expand: bool, base: Path | None) -> str:
+    """A grid as one row (its instances summed up); with ``expand``, its instances' rows
+    follow, folded in a ``<details>`` (for pages that are not re-rendered)."""
+    states = [run.tasks[n].status for n in names]
+    row = (f'<tr data-task="{esc(grid)}" class="nborch-grid"{_TR}><td><b>{esc(grid)}</b> '
+           f'<span style="color:#6b7280">(grid)</span></td><td>{state_badge(grid_state(states))}'
+           f"</td><td></td><td></td><td></td><td></td><td>{esc(grid_summary(states))}</td></tr>")
+    if not expand:
+        return row
+    inner = "".join(task_row(run.tasks[n], base) for n in names)
+    return (f'{row}<tr><td colspan="7"><details><summary>{len(names)} instances of '
+            f'{esc(grid)}</summary><table {_TABLE}><tbody>{inner}</tbody></table></details>'
+            "</td></tr>")
+
+
+def task_table(run: Run, base: Path | None = None, max_height: str | None = "360px",
+               expand_grids: bool = True) -> str:
+    """One row per task (state, attempt, duration, executed notebook, values, progress) and
+    one per grid, its instances folded under it (``expand_grids``) or left out.
 
     Styled with attributes and few inline styles: it stays small for a 500-task run and
     looks the same where style sheets are stripped.
     """
-    rows = []
+    rows, grids = [], groups(run)
     for t in run.tasks.values():
-        values = "<br>".join(f"<code>{esc(k)}</code> = {esc(short_json(v, 60))}"
-                             for k, v in t.values.items())
-        progress = progress_text(t)
-        if not progress and t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
-            progress = t.reason
-        duration = esc(format_duration(t.duration)) if t.started_at else ""
-        rows.append(f'<tr data-task="{esc(t.name)}"{_TR}><td><b>{esc(t.name)}</b></td>'
-                    f"<td>{state_badge(t.status)}</td><td>{t.attempts or ''}</td>"
-                    f"<td>{duration}</td><td>{link(t.output_path, base)}</td><td>{values}</td>"
-                    f"<td>{esc(progress)}</td></tr>")
+        if not t.grid:
+            rows.append(task_row(t, base))
+        elif grids[t.grid][0] == t.name:
+            rows.append(grid_row(run, t.grid, grids[t.grid], expand_grids, base))
     head = "".join(f'<th style="{_TH}">{c}</th>' for c in
                    ("task", "state", "attempt", "duration", "notebook", "values", "progress"))
     box = f"overflow:auto;max-height:{max_height}" if max_height else ""
     return (f'<div class="nborch-tasks" style="{box}"><table {_TABLE}><thead><tr>{head}</tr>'
             f'</thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def instance_table(run: Run, names: list[str], base: Path | None = None) -> str:
+    """The rows of one grid's instances (the widget shows them in a folding panel)."""
+    return (f'<div class="nborch-tasks" style="overflow:auto;max-height:360px"><table {_TABLE}>'
+            f'<tbody>{"".join(task_row(run.tasks[n], base) for n in names)}</tbody></table></div>')
 
 
 def error_details(task_name: str, error: dict, open_: bool = False, label: str = "failed") -> str:

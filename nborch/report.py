@@ -16,6 +16,7 @@ from markupsafe import Markup
 
 from . import htmlview
 from .graph import STATE_COLORS
+from .grouping import groups
 from .run import Run
 from .store import Store, utcnow
 from .templating import format_duration
@@ -124,7 +125,8 @@ def _seconds(start: str, end: str) -> float:
 
 
 def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
-    """Bars and ticks of the Gantt chart: one row per task, one bar per attempt."""
+    """Bars and ticks of the Gantt chart: one row per task, one bar per attempt; a grid is
+    one row holding the bars of all its instances (named in each bar's tooltip)."""
     now = now or utcnow()
     start = run.started_at or min((a["started_at"] for a in attempts), default=now)
     end = run.ended_at or now
@@ -136,10 +138,21 @@ def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
     by_task: dict[str, list[dict]] = {}
     for a in attempts:
         by_task.setdefault(a["task"], []).append(a)
+    grids = groups(run)
+    lines = []  # (row name, its tasks, its state, why it did not run)
+    for name, task in run.tasks.items():
+        if not task.grid:
+            lines.append((name, [name], task.status, task.reason))
+        elif grids[task.grid][0] == name:
+            members = grids[task.grid]
+            lines.append((task.grid, members,
+                          htmlview.grid_state([run.tasks[m].status for m in members]), None))
     rows = []
-    for i, (name, task) in enumerate(run.tasks.items()):
+    for i, (row_name, members, status_of_row, reason) in enumerate(lines):
         bars = []
-        for a in sorted(by_task.get(name, []), key=lambda a: a["attempt"]):
+        for a in sorted((a for m in members for a in by_task.get(m, [])),
+                        key=lambda a: (a["started_at"], a["attempt"])):
+            name = a["task"]
             a_end = a["ended_at"] or end
             x0 = max(0.0, _seconds(start, a["started_at"])) * scale
             width = max(2.0, _seconds(a["started_at"], a_end) * scale)
@@ -150,8 +163,8 @@ def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
                          "title": f"{name} attempt {a['attempt']}: {status}, "
                                   f"{format_duration(_seconds(a['started_at'], a_end))}"
                                   + (f" ({a['error']['type']})" if a.get("error") else "")})
-        rows.append({"name": name, "y": i * ROW, "bars": bars, "status": task.status,
-                     "reason": task.reason})
+        rows.append({"name": row_name, "y": i * ROW, "bars": bars, "status": status_of_row,
+                     "reason": reason})
     axis_y = len(rows) * ROW + 2
     ticks = [{"x": round(LABEL_WIDTH + CHART_WIDTH * k / 5, 1),
               "label": format_duration(span * k / 5)} for k in range(6)]

@@ -509,6 +509,39 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     assert "cell 7/20" not in view.table.value
 
 
+def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
+    states = ["success"] * 37 + ["failed"] * 2 + ["running"] * 3 + ["pending"] * 458
+    tasks = {"extract": TaskRun("extract", status="success")}
+    tasks.update({f"region-{i}": TaskRun(f"region-{i}", status=state, upstream=("extract",),
+                                         grid="region")
+                  for i, state in enumerate(states)})
+    tasks["report"] = TaskRun("report", upstream=tuple(f"region-{i}" for i in range(500)))
+    run = Run("r1", "p", tasks=tasks)
+    assert htmlview.run_edges(run) == {"extract": (), "region": ("extract",),
+                                       "report": ("region",)}
+    assert htmlview.states_of(run) == {"extract": "success", "region": "running",
+                                       "report": "pending"}
+    assert htmlview.status_lines(run)["region"] == "37/500 · 2 failed"
+    view = RunView(run)
+    assert fills(view.graph.value) == {"extract": GREEN, "region": STATE_COLORS["running"],
+                                       "report": "#e5e7eb"}
+    assert view.table.value.count("<tr data-task=") == 3 and "region-7" not in view.table.value
+    assert "37/500 done, 2 failed, 3 running, 458 pending" in view.table.value
+    [panel] = view.grid_panels.children
+    assert view.grid_panels.titles == ("region (grid): 37/500 done, 2 failed, 3 running, "
+                                       "458 pending",)
+    assert panel.value.count("<tr data-task=") == 500
+    # A page that is not re-rendered folds the instances under the grid's row instead.
+    page = htmlview.task_table(run)
+    assert page.count("<details>") == 1 and page.count("<tr data-task=") == 503
+    for i in (39, 40):  # two running instances fail
+        run.tasks[f"region-{i}"].status = "failed"
+    view.show(run)
+    assert view.grid_panels.titles[0] == ("region (grid): 37/500 done, 4 failed, 1 running, "
+                                          "458 pending")
+    assert "37/500 · 4 failed" in view.graph.value
+
+
 def test_arrow_form_builds_the_graph():
     p = from_arrows("a.ipynb >> b.ipynb >> d.ipynb\n# a comment\n\n"
                     "a.ipynb >> c.ipynb >> d.ipynb  # two chains meet\nlonely.ipynb\n",

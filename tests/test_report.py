@@ -129,3 +129,24 @@ def test_timeline_of_a_running_run_draws_open_attempts(finished_run):
     assert [b["status"] for b in rows["broken"]["bars"]] == ["running"]
     assert rows["after"]["bars"] == [] and rows["after"]["status"] == "upstream_failed"
     assert len(chart["ticks"]) == 6 and chart["ticks"][0]["label"] == "0.0s"
+
+
+def test_a_grid_is_one_node_one_timeline_row_and_a_folded_table(tmp_path: Path):
+    from nborch.report import render_report, timeline
+    write_notebook(tmp_path / "region.ipynb", "import nborch\nnborch.publish('r', region)",
+                   parameters="region = 'eu'")
+    write_notebook(tmp_path / "join.ipynb", "pass")
+    p = Pipeline("gridded", root=tmp_path)
+    regions = p.notebook("region.ipynb", name="by_region", grid={"region": ["eu", "us", "apac"]})
+    p.notebook("join.ipynb", upstream=[regions])
+    run = p.run(home=tmp_path / ".nborch")
+    assert run.status == "success"
+    attempts = Store(tmp_path / ".nborch").attempts(run.run_id)
+    chart = timeline(run, attempts)
+    assert [r["name"] for r in chart["rows"]] == ["by_region", "join"]
+    assert sorted(b["title"].split()[0] for b in chart["rows"][0]["bars"]) == [
+        "by_region-0", "by_region-1", "by_region-2"]
+    page = render_report(run, attempts)
+    nodes = re.findall(r'<g id="([^"]+)" class="node">', page)
+    assert nodes == ["by_region", "join"]
+    assert "3/3 done" in page and page.count("<details><summary>3 instances of by_region") == 1

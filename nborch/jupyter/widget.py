@@ -18,6 +18,7 @@ import ipywidgets as w
 
 from .. import htmlview
 from ..events import KEPT_ON_RESUME, AttemptProgress, RunEnded, TaskStateChanged
+from ..grouping import groups
 from ..run import Run
 
 log = logging.getLogger("nborch")
@@ -137,6 +138,10 @@ class RunView:
         self.graph.add_class("nborch-graph-live")
         self.legend = w.HTML(htmlview.legend())
         self.table = w.HTML()
+        # One folding panel per grid, with its instances: a panel keeps its open state while
+        # its content is re-rendered (an HTML <details> would fold at every update).
+        self.grid_panels = w.Accordion(layout=w.Layout(display="none"))
+        self.grid_panels.add_class("nborch-grids")
         self.errors = w.HTML()
         self._on_stop, self._on_retry = on_stop, on_retry
         self._stopping = False
@@ -146,7 +151,7 @@ class RunView:
         self.widget = RunViewBox([
             self.header, w.HBox([self.bar, self.stop_button, self.retry_button, self.summary],
                                 layout=w.Layout(align_items="center")),
-            self.graph, self.legend, self.table, self.errors])
+            self.graph, self.legend, self.table, self.grid_panels, self.errors])
         self.widget.add_class("nborch-run-view")
         self.show(run)
 
@@ -175,7 +180,8 @@ class RunView:
         self.summary.value = (f'<span style="{htmlview.FONT};color:#374151">'
                               f"{htmlview.esc(htmlview.summary_text(run) + stopping + notice)}</span>")
         self.graph.value = htmlview.graph_block(graph.draw(run) if graph else None)
-        self.table.value = htmlview.task_table(run, self.base)
+        self.table.value = htmlview.task_table(run, self.base, expand_grids=False)
+        self._show_grids(run)
         self.errors.value = htmlview.errors_html(run)
         self.widget.summary = htmlview.text_summary(run)
         self.stop_button.disabled = not running or self._stopping
@@ -183,6 +189,19 @@ class RunView:
             t.status not in KEPT_ON_RESUME for t in run.tasks.values())
         self.retry_button.layout.display = "" if retryable else "none"
         self.retry_button.disabled = not retryable
+
+    def _show_grids(self, run: Run) -> None:
+        grids = groups(run)
+        if len(self.grid_panels.children) != len(grids):
+            self.grid_panels.children = [w.HTML() for _ in grids]
+            self.grid_panels.layout.display = "" if grids else "none"
+        titles = []
+        for panel, (grid, names) in zip(self.grid_panels.children, grids.items()):
+            panel.value = htmlview.instance_table(run, names, self.base)
+            titles.append(f"{grid} (grid): "
+                          + htmlview.grid_summary([run.tasks[n].status for n in names]))
+        if tuple(titles) != tuple(self.grid_panels.titles):
+            self.grid_panels.titles = tuple(titles)
 
     def snapshot(self) -> str:
         return htmlview.snapshot(self.run, self.graph_for(self.run), self.base)
