@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import nbformat
@@ -157,7 +155,6 @@ class AttemptRunner:
 
         job = self.job
         started = utcnow()
-        Path(job.output_path).parent.mkdir(parents=True, exist_ok=True)
         timer = threading.Timer(job.timeout, self._on_timeout) if job.timeout else None
         error = None
         with open(job.log_path, "a", encoding="utf-8") as log_file:
@@ -240,12 +237,9 @@ class AttemptRunner:
     def _save(self) -> str | None:
         if self.nb is None:
             return None
-        path = Path(self.job.output_path)
-        text = self.masker.text(nbformat.writes(self.nb))
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-        return str(path)
+        from . import outputs
+        outputs.write_text(self.job.output_path, self.masker.text(nbformat.writes(self.nb)))
+        return self.job.output_path
 
 
 def _published_values(nb) -> dict:

@@ -40,7 +40,8 @@ def cmd_run(args) -> int:
     return _follow(args, lambda listeners: pipeline.start(
         params=_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
-        incremental=args.incremental, force=args.force, executor=args.executor), f"of {pipeline.name} started "
+        incremental=args.incremental, force=args.force, executor=args.executor,
+        output_dir=args.output_dir), f"of {pipeline.name} started "
         f"({len(pipeline.tasks)} tasks)")
 
 
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--incremental", action="store_true",
                    help="skip tasks whose notebook, parameters, kernel and upstream results are "
                         "unchanged since their last successful run")
+    p.add_argument("--output-dir", default=None, metavar="DIR|URL",
+                   help="where executed notebooks go (a folder, or an fsspec URL such as "
+                        "s3://bucket/prefix); default: the store's runs/ folder")
     p.add_argument("--force", action="append", default=[], metavar="TASK",
                    help="with --incremental, run TASK (or every instance of grid TASK) even if "
                         "it is up to date (repeatable)")

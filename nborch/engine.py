@@ -25,6 +25,7 @@ from .dag import downstream_map
 from .errors import NborchError, SpecError
 from .events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
                      EventBus, RunEnded, RunStarted, TaskStateChanged)
+from . import outputs
 from .executors import get_executor
 from .hooks import HookRunner
 from .kernels import KernelRequest
@@ -64,15 +65,18 @@ def _check_options(max_parallel: Any, pipeline: Pipeline, force: Iterable[str]) 
 def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = None,
               fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
               listeners: Sequence = (), executor: Any = None, incremental: bool = False,
-              force: Iterable[str] = ()) -> "RunHandle":
-    """Validate completely, then start the run in a background thread."""
+              force: Iterable[str] = (), output_dir: str | Path | None = None) -> "RunHandle":
+    """Validate completely, then start the run in a background thread. Executed notebooks go
+    under ``output_dir`` (a folder or an fsspec URL) when given, else in the store."""
     force = tuple(force)
     _check_options(max_parallel, pipeline, force)
+    if output_dir is not None:
+        outputs.check(str(output_dir))
     prepared = prepare(pipeline, params, run_id=new_run_id(),
                        logical_date=parse_logical_date(logical_date))
     engine = Engine(prepared, Store(home), get_executor(executor),
                     max_parallel or os.cpu_count() or 1, fail_fast, incremental,
-                    pipeline.expand(force))
+                    pipeline.expand(force), output_dir=output_dir)
     return engine.start(listeners)
 
 def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str | None = None,
@@ -110,7 +114,7 @@ def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str 
                                   if k in pipeline.parameters},
                        run_id=run_id, logical_date=parse_logical_date(previous.logical_date))
     engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
-                    fail_fast, previous=previous, rerun=rerun)
+                    fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir)
     return engine.start(listeners)
 
 def _downstream_closure(pipeline: Pipeline, name: str) -> set[str]:
@@ -159,7 +163,8 @@ class RunHandle:
 class Engine:
     def __init__(self, prepared: PreparedRun, store: Store, executor, max_parallel: int,
                  fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
-                 previous: Run | None = None, rerun: set[str] | None = None):
+                 previous: Run | None = None, rerun: set[str] | None = None,
+                 output_dir: str | Path | None = None):
         self.prepared = prepared
         self.store = store
         self.executor = executor
@@ -168,6 +173,9 @@ class Engine:
         self.force = set(force)
         self.bus = EventBus()
         self.run_dir = store.run_dir(prepared.run_id).resolve()
+        self.output_dir = str(output_dir) if output_dir is not None else None
+        self.notebooks = (outputs.join(self.output_dir, prepared.run_id) if self.output_dir
+                          else str(self.run_dir))  # where executed notebooks go
         self.finished = threading.Event()
         self._inbox: queue.Queue = queue.Queue()
         self._running: dict[str, Any] = {}  # task -> attempt handle (has .cancel())
@@ -182,7 +190,8 @@ class Engine:
                        "grid": p.task.grid} for n, p in prepared.tasks.items()},
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
-            resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())))
+            resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())),
+            output_dir=self.output_dir)
         self._started_event = started
         tasks = {n: p.task for n, p in prepared.tasks.items()}
         if previous is None:
@@ -296,7 +305,7 @@ class Engine:
         fingerprint = self._fingerprint(name)
         last = self.store.last_success(self.prepared.pipeline.name, name)
         if not last or last["fingerprint"] != fingerprint or \
-                not (last["output_path"] and Path(last["output_path"]).exists()):
+                not (last["output_path"] and outputs.exists(last["output_path"])):
             return False
         move = self.planner.skip(name, f"up to date with run {last['result_of']}")
         if name in self._warming:
@@ -358,9 +367,9 @@ class Engine:
         first, rest = moves[0], moves[1:]
         output = result.output_path
         if first.state == RETRYING and output:
-            kept = Path(output).with_name(f"{name}.attempt-{first.attempt}.ipynb")
-            os.replace(output, kept)
-            output = str(kept)
+            kept = outputs.sibling(output, f"{name}.attempt-{first.attempt}.ipynb")
+            outputs.move(output, kept)
+            output = kept
         done = first.state == SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
@@ -397,7 +406,7 @@ class Engine:
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt, notebook=str(p.task.notebook),
             parameters=parameters, kernel=p.kernel, cwd=str(p.task.workdir),
-            output_path=str(self.run_dir / f"{name}.ipynb"),
+            output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name)),
             env=self._kernel_request(name, attempt).env, timeout=p.task.timeout,
             secret_values=self.prepared.secret_values, resources=p.task.resources)

@@ -33,6 +33,7 @@ class RunStarted:
     host: str
     resumes: int = 0        # 0 for a new run; n for its n-th resume
     rerun: tuple = ()       # on a resume: the tasks that run again
+    output_dir: str | None = None  # where executed notebooks go (default: the store)
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class Run:
     source: str | None = None
     tasks: dict = field(default_factory=dict)  # name -> TaskRun
     resumes: int = 0
+    output_dir: str | None = None  # --output-dir of the run, if any
     # Where the run lives, so ``resume()`` can find it again; not part of the record.
     home: Any = field(default=None, repr=False, compare=False)
     pipeline_obj: Any = field(default=None, repr=False, compare=False)

@@ -59,6 +59,7 @@ MIGRATIONS: list[list[str]] = [
     ],
     [  # 3: schedules, grids
         "ALTER TABLE task_runs ADD COLUMN grid TEXT",
+        "ALTER TABLE runs ADD COLUMN output_dir TEXT",
         """CREATE TABLE schedules (
             pipeline TEXT PRIMARY KEY, source TEXT NOT NULL, cron TEXT NOT NULL,
             timezone TEXT NOT NULL, catchup INTEGER NOT NULL, max_active_runs INTEGER NOT NULL,
@@ -213,9 +214,10 @@ class Store:
                 return
             conn.execute(
                 "INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params, source,"
-                " pid, host, pid_started, heartbeat_at) VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?)",
+                " pid, host, pid_started, heartbeat_at, output_dir)"
+                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (e.run_id, e.pipeline, e.started_at, e.logical_date, json.dumps(e.params), e.source,
-                 e.pid, e.host, process_started(e.pid), time.time()))
+                 e.pid, e.host, process_started(e.pid), time.time(), e.output_dir))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, status)"
                 " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
@@ -359,7 +361,8 @@ class Store:
         return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
-                   source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home)
+                   source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
+                   output_dir=r["output_dir"])
 
     def attempts(self, run_id: str, task: str | None = None) -> list[dict]:
         sql = ("SELECT run_id, task, attempt, status, started_at, ended_at, output_path, error"

@@ -52,6 +52,7 @@ def test_diamond_runs_on_the_workers_and_values_flow(workdir: Path, local_cluste
     p.notebook("join.ipynb", upstream=[left, right])
     seen = []
     handle = p.start(executor=local_cluster, home=workdir / ".nborch",
+                     output_dir=workdir / "shared",  # not the store's folder
                      listeners=[lambda e: seen.append(type(e).__name__)])
     run = handle.wait(180)
     assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
@@ -60,7 +61,9 @@ def test_diamond_runs_on_the_workers_and_values_flow(workdir: Path, local_cluste
     # Progress and output came back from the workers as events, and the log has the output.
     assert {"AttemptProgress", "AttemptOutput", "KernelStarted"} <= set(seen)
     assert "joined" in Store(workdir / ".nborch").log_path(run.run_id, "join").read_text()
+    assert Path(run.tasks["join"].output_path) == workdir / "shared" / run.run_id / "join.ipynb"
     assert Path(run.tasks["join"].output_path).is_file()
+    assert not list((workdir / ".nborch").rglob("*.ipynb"))
     # The caller's client is left open for its owner.
     assert local_cluster.status == "running"
 

@@ -1,0 +1,68 @@
+"""--output-dir: executed notebooks in a folder of the user's choice or behind an fsspec URL."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import nbformat
+
+from conftest import nborch, run_json, write_notebook, write_pipeline
+from nborch import Pipeline, Store
+
+
+def flaky_pipeline(folder: Path) -> Pipeline:
+    counter = folder / "tries"
+    write_notebook(folder / "flaky.ipynb",
+                   f"import os, nborch\np = {str(counter)!r}\n"
+                   "n = int(open(p).read()) if os.path.exists(p) else 0\n"
+                   "open(p, 'w').write(str(n + 1))\nassert n >= 1, 'first try fails'\n"
+                   "nborch.publish('n', n)")
+    write_notebook(folder / "after.ipynb", "import nborch\nnborch.publish('seen', "
+                   "upstream['flaky']['notebook'])", parameters="upstream = {}")
+    p = Pipeline("outside", root=folder, retries=1, retry_delay="0s")
+    p.notebook("flaky.ipynb")
+    p.notebook("after.ipynb", upstream=["flaky"])
+    return p
+
+
+def test_notebooks_go_to_an_fsspec_url(workdir: Path):
+    p = flaky_pipeline(workdir)
+    url = "memory://nborch-outputs/daily"
+    run = p.run(home=workdir / ".nborch", output_dir=url)
+    assert run.status == "success"
+    base = f"{url}/{run.run_id}"
+    assert run.tasks["flaky"].output_path == f"{base}/flaky.ipynb"
+    assert run.values["after"]["seen"] == f"{base}/flaky.ipynb"  # downstream gets the URL
+    fs = fsspec.filesystem("memory")
+    names = sorted(Path(f).name for f in fs.ls(f"/nborch-outputs/daily/{run.run_id}",
+                                               detail=False))
+    assert names == ["after.ipynb", "flaky.attempt-1.ipynb", "flaky.ipynb"]
+    with fsspec.open(f"{base}/flaky.attempt-1.ipynb", "r") as f:
+        failed = nbformat.read(f, as_version=4)
+    assert "first try fails" in json.dumps(failed.cells[-1].outputs)
+    # Nothing of the notebooks in the store; the store records where they are.
+    assert not list((workdir / ".nborch").rglob("*.ipynb"))
+    stored = Store(workdir / ".nborch").get_run(run.run_id)
+    assert stored.output_dir == url and stored.tasks["after"].output_path == f"{base}/after.ipynb"
+    # An incremental run finds the outputs there and skips.
+    again = p.run(home=workdir / ".nborch", output_dir=url, incremental=True)
+    assert {t.status for t in again.tasks.values()} == {"skipped"}
+
+
+def test_output_dir_folder_from_the_cli_and_resume_keeps_it(workdir: Path):
+    write_notebook(workdir / "a.ipynb", "pass")
+    write_notebook(workdir / "b.ipynb", "import os\nassert os.path.exists('fixed')")
+    path = write_pipeline(workdir, {"name": "elsewhere", "tasks": {
+        "a": {"notebook": "a.ipynb"}, "b": {"notebook": "b.ipynb", "upstream": ["a"]}}})
+    proc = nborch("run", str(path), "--output-dir", "shared/out", "--json", cwd=workdir)
+    assert proc.returncode == 1
+    run = run_json(proc)
+    out = workdir / "shared" / "out" / run["run_id"]
+    assert run["tasks"]["a"]["output_path"] == str(out / "a.ipynb") and (out / "b.ipynb").is_file()
+    (workdir / "fixed").touch()
+    resumed = run_json(nborch("resume", run["run_id"], "--json", cwd=workdir, check=True))
+    assert resumed["tasks"]["b"]["output_path"] == str(out / "b.ipynb")
+    bad = nborch("run", str(path), "--output-dir", "nosuchscheme://x/y", cwd=workdir)
+    assert bad.returncode == 2 and "--output-dir nosuchscheme://x/y" in bad.stderr
