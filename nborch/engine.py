@@ -407,7 +407,7 @@ class Engine:
             run_id=self.run.run_id, task=name, attempt=attempt, notebook=str(p.task.notebook),
             parameters=parameters, kernel=p.kernel, cwd=str(p.task.workdir),
             output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
-            log_path=str(self.store.log_path(self.run.run_id, name)),
+            log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
             env=self._kernel_request(name, attempt).env, timeout=p.task.timeout,
             secret_values=self.prepared.secret_values, resources=p.task.resources)
 

@@ -210,3 +210,43 @@ def test_an_unreachable_scheduler_is_a_clear_error(workdir: Path):
     assert proc.returncode == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in proc.stderr
     assert Store(workdir / ".nborch").list_runs() == []
+
+
+def test_a_lost_scheduler_fails_the_run_clearly_and_resume_completes_it(workdir: Path,
+                                                                         tmp_path_factory):
+    first = DaskProcesses(tmp_path_factory.mktemp("first-cluster"))
+    try:
+        first.worker()
+        gate = workdir / "gate"
+        write_notebook(workdir / "quick.ipynb", "import nborch\nnborch.publish('ok', 1)")
+        write_notebook(workdir / "slow.ipynb", f"import os, time\nwhile not os.path.exists("
+                       f"{str(gate)!r}):\n    time.sleep(0.1)")
+        path = write_pipeline(workdir, {"name": "fragile", "tasks": {
+            "quick": {"notebook": "quick.ipynb"},
+            "slow": {"notebook": "slow.ipynb", "upstream": ["quick"]}}})
+        p = Pipeline.from_yaml(path)
+        handle = p.start(executor=f"dask://{first.address}", home=workdir / ".nborch")
+        store = Store(workdir / ".nborch")
+        deadline = time.monotonic() + 120
+        while store.get_run(handle.run_id).tasks["slow"].status != "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(first.procs[0].pid, signal.SIGKILL)  # the scheduler
+        run = handle.wait(240)
+    finally:
+        first.stop()
+    assert run.status == "failed"
+    assert run.tasks["quick"].status == "success"
+    assert run.tasks["slow"].error["type"] == "DaskSchedulerLost"
+    assert "lost the connection to the Dask scheduler" in run.tasks["slow"].error["message"]
+    second = DaskProcesses(tmp_path_factory.mktemp("second-cluster"))
+    try:
+        second.worker()
+        gate.touch()
+        resumed = nborch("resume", run.run_id, "--executor", f"dask://{second.address}",
+                         "--json", cwd=workdir)
+    finally:
+        second.stop()
+    assert resumed.returncode == 0, resumed.stderr
+    done = run_json(resumed)
+    assert done["status"] == "success" and done["tasks"]["quick"]["attempts"] == 1

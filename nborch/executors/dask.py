@@ -73,13 +73,26 @@ class DaskExecutor:
     def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
                done: Callable[[AttemptResult], None]) -> "DaskAttempt":
         key = f"nborch-{job.run_id}-{job.task}-{job.attempt}-{uuid.uuid4().hex[:6]}"
+        if self.client.status != "running":  # the scheduler is gone: start nothing new
+            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
+            return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
         future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
                                     pure=False, resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
         started = utcnow()
-        future.add_done_callback(lambda f: done(_result(f, started, attempt.cancelled)))
+        future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
         return attempt
+
+    def _lost(self) -> dict:
+        return _error("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
+                      f"{self.client.scheduler.address}; once it is back, `nborch resume` runs "
+                      "what did not finish")
+
+    def _result(self, future, started: str, cancelled: bool) -> AttemptResult:
+        if future.status == "cancelled" and not cancelled and self.client.status != "running":
+            return AttemptResult("failed", started, utcnow(), None, {}, self._lost())
+        return _result(future, started, cancelled)
 
     def release(self, task: str, attempt: int) -> None:
         self._emitters.pop((task, attempt), None)
@@ -115,6 +128,8 @@ class DaskAttempt:
     def cancel(self) -> None:
         distributed = _import_distributed()
         self.cancelled = True
+        if self.future is None or self.client.status != "running":
+            return
         distributed.Event(self.key, client=self.client).set()  # stops a running attempt
         self.future.cancel()  # drops one that has not started
 

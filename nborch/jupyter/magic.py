@@ -31,7 +31,7 @@ _HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this k
 RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[41;97m"
 USAGE = """\
 %%orchestrate [--wait] [--dry-run] [-p KEY=VALUE]... [--max-parallel N] [--name NAME]
-              [--out NAME] [--executor local] [--incremental] [--schedule "CRON"]
+              [--out NAME] [--executor local|dask|dask://HOST:PORT] [--incremental] [--schedule "CRON"]
 extract.ipynb >> clean.ipynb >> report.ipynb      (or a YAML pipeline, or pipeline.yaml)
 
 %orchestrate status [RUN_ID]     redisplay a run (live while it runs; default: the latest)
@@ -175,7 +175,8 @@ class OrchestrateMagics(Magics):
               help="tasks running at once (default: number of CPUs)")
     @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
               help="a parameter (repeatable); value read as YAML: 4, true, eu")
-    @argument("--executor", default=None, help="where tasks run: local (default)")
+    @argument("--executor", default=None,
+              help="where tasks run: local (default), dask, or dask://HOST:PORT")
     @argument("--incremental", action="store_true", help="skip tasks that are up to date")
     @argument("--dry-run", action="store_true", help="validate and draw the graph; run nothing")
     @argument("--wait", action="store_true",

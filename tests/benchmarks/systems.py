@@ -1,0 +1,135 @@
+"""Run one system on one scenario in this (fresh) process and print a JSON measurement.
+
+    python systems.py SYSTEM FOLDER PARALLEL WORKDIR
+
+``wall`` is timed around the work only, after imports, for the in-process systems (that is
+how a library user meets them) and around whole commands for the command-line ones.
+``cpu`` is this orchestrating process's own CPU time (kernels are other processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from pathlib import Path
+
+
+def _edges(folder: Path) -> dict[str, list[str]]:
+    import ast
+    import nbformat
+    edges = {}
+    for path in sorted(folder.glob("*.ipynb")):
+        cell = nbformat.read(path, as_version=4).cells[0].source
+        edges[path.stem] = ast.literal_eval(cell.splitlines()[0].split("=", 1)[1].strip())
+    from graphlib import TopologicalSorter
+    order = list(TopologicalSorter(edges).static_order())
+    return {t: edges[t] for t in order}
+
+
+def nborch_api(folder: Path, parallel: int, work: Path):
+    import nborch.papermill_engine  # noqa: F401  (imports papermill, as the baselines do)
+    from nborch import Pipeline
+    pipeline = Pipeline.load(folder)
+    start = time.perf_counter()
+    run = pipeline.run(max_parallel=parallel, home=work / ".nborch")
+    assert run.status == "success", run.to_dict()
+    return time.perf_counter() - start
+
+
+def nborch_dask(folder: Path, parallel: int, work: Path):
+    """The same run on a Dask LocalCluster (started and stopped inside the timing, as
+    ``--executor dask`` does)."""
+    import nborch.papermill_engine  # noqa: F401
+    from nborch import Pipeline
+    pipeline = Pipeline.load(folder)
+    start = time.perf_counter()
+    run = pipeline.run(max_parallel=parallel, home=work / ".nborch", executor="dask")
+    assert run.status == "success", run.to_dict()
+    return time.perf_counter() - start
+
+
+def nborch_cli(folder: Path, parallel: int, work: Path):
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "nborch", "--home", str(work / ".nborch"), "run",
+                    str(folder), "--max-parallel", str(parallel)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def papermill_seq(folder: Path, parallel: int, work: Path):
+    import papermill as pm
+    edges = _edges(folder)
+    start = time.perf_counter()
+    for task in edges:
+        pm.execute_notebook(str(folder / f"{task}.ipynb"), str(work / f"{task}.ipynb"),
+                            progress_bar=False)
+    return time.perf_counter() - start
+
+
+def papermill_threads(folder: Path, parallel: int, work: Path):
+    """A small DAG runner: papermill's API in ``parallel`` threads as dependencies allow."""
+    import papermill as pm
+    edges = _edges(folder)
+    start = time.perf_counter()
+    done: set[str] = set()
+    running: dict = {}
+    with ThreadPoolExecutor(parallel) as pool:
+        while len(done) < len(edges):
+            for task, ups in edges.items():
+                if task not in done and task not in running.values() and \
+                        len(running) < parallel and all(u in done for u in ups):
+                    future = pool.submit(pm.execute_notebook, str(folder / f"{task}.ipynb"),
+                                         str(work / f"{task}.ipynb"), progress_bar=False)
+                    running[future] = task
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()
+                done.add(running.pop(future))
+    return time.perf_counter() - start
+
+
+def papermill_cli(folder: Path, parallel: int, work: Path):
+    papermill = Path(sys.executable).with_name("papermill")
+    start = time.perf_counter()
+    for task in _edges(folder):
+        subprocess.run([str(papermill), "--no-progress-bar", str(folder / f"{task}.ipynb"),
+                        str(work / f"{task}.ipynb")], check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def _ploomber(executor: str):
+    def run(folder: Path, parallel: int, work: Path):
+        ploomber = Path(os.environ["NBORCH_BENCH_PLOOMBER"]) / "bin" / "ploomber"
+        spec = folder.parent / f"{folder.name}-ploomber" / f"pipeline.{executor}.yaml"
+        env = {**os.environ, "PLOOMBER_STATS_ENABLED": "false"}
+        start = time.perf_counter()
+        subprocess.run([str(ploomber), "build", "--entry-point", str(spec), "--force"],
+                       cwd=spec.parent, check=True, capture_output=True, env=env)
+        return time.perf_counter() - start
+    return run
+
+
+SYSTEMS = {
+    "nborch": nborch_api,
+    "nborch (CLI)": nborch_cli,
+    "nborch (dask executor)": nborch_dask,
+    "papermill API, sequential": papermill_seq,
+    "papermill API, threads": papermill_threads,
+    "papermill CLI, per notebook": papermill_cli,
+    "ploomber build (serial)": _ploomber("serial"),
+    "ploomber build (parallel)": _ploomber("parallel"),
+}
+
+
+if __name__ == "__main__":  # (a guard Dask's worker processes need)
+    system, folder, parallel, work = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
+    work.mkdir(parents=True, exist_ok=True)
+    cpu0 = time.process_time()
+    wall = SYSTEMS[system](folder, parallel, work)
+    print(json.dumps({"wall": wall, "cpu": time.process_time() - cpu0,
+                      "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
