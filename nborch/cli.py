@@ -12,17 +12,6 @@ from .errors import NborchError, SpecError
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
 
-def _params(pairs: list[str]) -> dict:
-    from .spec import parse_scalar
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
-        out[key.strip()] = parse_scalar(value)
-    return out
-
-
 def _console():
     from rich.console import Console
     # Piped output is read by people in logs and CI, not by an 80-column terminal.
@@ -35,10 +24,10 @@ def _store(args):
 
 
 def cmd_run(args) -> int:
-    from .spec import load
+    from .spec import load, parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     return _follow(args, lambda listeners: pipeline.start(
-        params=_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
+        params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
         incremental=args.incremental, force=args.force, executor=args.executor,
         output_dir=args.output_dir), f"of {pipeline.name} started "
@@ -84,10 +73,10 @@ def _follow(args, start, started_what: str) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .spec import load
+    from .spec import load, parse_params
     from .validate import prepare
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
-    prepared = prepare(pipeline, _params(args.param))
+    prepared = prepare(pipeline, parse_params(args.param))
     grids = len(pipeline.grids)
     grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
     print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({len(prepared.tasks)} tasks"

@@ -27,6 +27,15 @@ class KernelRequest:
         return (self.name, self.cwd, self.env) == (other.name, other.cwd, other.env)
 
 
+def _ipc_prefix() -> str:
+    """An absolute, unique path prefix for a kernel's IPC sockets (client and kernel run in
+    different folders, so a relative one would not meet). Short: socket paths are limited
+    to about 100 bytes."""
+    import secrets
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f"nborch-{secrets.token_hex(6)}")
+
+
 class Kernel:
     """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
     the owning thread; ``kill`` may be called from any thread."""
@@ -46,7 +55,10 @@ class Kernel:
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
-        km = AsyncKernelManager(kernel_name=self.request.name)
+        # IPC sockets: no TCP ports to pick, so no port race between kernels started at once
+        # (papermill#511), and nothing listening on the network.
+        km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
+                                ip=_ipc_prefix())
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
         run_sync(km.start_kernel)(cwd=self.request.cwd, env={**os.environ, **self.request.env},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -74,6 +74,17 @@ def parse_yaml_text(text: str, source: str) -> Any:
         raise SpecError(f"invalid YAML: {exc}", source=source) from None
 
 
+def parse_params(pairs: list[str]) -> dict:
+    """``-p KEY=VALUE`` options (CLI and magic) as a dict of YAML scalars."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
+        out[key.strip()] = parse_scalar(value)
+    return out
+
+
 def parse_scalar(text: str) -> Any:
     """Read ``-p KEY=VALUE`` values as YAML scalars: ``4`` is 4, ``true`` is True."""
     try:

@@ -35,6 +35,30 @@ def write_notebook(path: Path, *cells: str, parameters: str | None = None,
     return path
 
 
+def ipc_kernel_manager(kernel_name: str = "python3"):
+    """A kernel manager for a controlling notebook's kernel, on IPC sockets: kernels started
+    at the same moment by parallel tests cannot race for TCP ports (papermill#511)."""
+    import secrets
+    import tempfile
+    from jupyter_client.manager import AsyncKernelManager
+    return AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(
+        tempfile.gettempdir(), f"nborch-test-{secrets.token_hex(6)}"))
+
+
+def kernels_of(run_id: str) -> list:
+    """The live processes (kernels) started for run ``run_id``: they carry its id."""
+    import psutil
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("NBORCH_RUN_ID") == run_id and \
+                    proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except psutil.Error:
+            pass
+    return found
+
+
 def write_pipeline(folder: Path, spec: dict, name: str = "pipeline.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")

@@ -250,3 +250,25 @@ def test_a_lost_scheduler_fails_the_run_clearly_and_resume_completes_it(workdir:
     assert resumed.returncode == 0, resumed.stderr
     done = run_json(resumed)
     assert done["status"] == "success" and done["tasks"]["quick"]["attempts"] == 1
+
+
+def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir: Path,
+                                                                         dask_processes):
+    dask_processes.worker()
+    value = "dask-s3cr3t-v4lue"
+    (workdir / ".env").write_text(f"TOKEN={value}\n")
+    write_notebook(workdir / "use.ipynb", "import nborch\ntoken = nborch.secret('TOKEN')\n"
+                   "print('token', token)\nnborch.publish('length', len(token))")
+    path = write_pipeline(workdir, {"name": "sec", "secrets": ["TOKEN"],
+                                    "tasks": {"use": {"notebook": "use.ipynb"}}})
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    run = run_json(proc)
+    assert run["tasks"]["use"]["values"] == {"length": len(value)}  # the kernel had the value
+    assert "token ***" in Path(run["tasks"]["use"]["output_path"]).read_text()
+    assert value not in proc.stdout + proc.stderr
+    for folder in (workdir, dask_processes.folder):  # the store, outputs, the worker's folder
+        for file in folder.rglob("*"):
+            if file.is_file() and file.name != ".env":
+                assert value.encode() not in file.read_bytes(), file

@@ -19,11 +19,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
 from nbclient import NotebookClient
 
-from conftest import REPO, write_notebook
+from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
 from nborch import Store
 from nborch.events import AttemptProgress, RunStarted, TaskStateChanged
 from nborch.graph import STATE_COLORS
@@ -54,7 +53,7 @@ def controlling_notebook(*cells: str) -> nbformat.NotebookNode:
 def execute(folder: Path, *cells: str, allow_errors: bool = False) -> nbformat.NotebookNode:
     """Run ``cells`` top to bottom in one kernel started in ``folder``; keep widget state."""
     nb = controlling_notebook(*cells)
-    NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=allow_errors,
+    NotebookClient(nb, timeout=180, km=ipc_kernel_manager(), allow_errors=allow_errors,
                    store_widget_state=True, resources={"metadata": {"path": str(folder)}}).execute()
     return nb
 
@@ -293,7 +292,7 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
         "%%orchestrate --wait\nslow.ipynb >> after.ipynb",
         "from nborch import Store\nr = Store().get_run(_nborch_run.run_id)\n"
         "print(r.run_id, r.status, r.tasks['slow'].status, r.tasks['after'].status)")
-    client = NotebookClient(nb, timeout=120, kernel_name="python3", allow_errors=True,
+    client = NotebookClient(nb, timeout=120, km=ipc_kernel_manager(), allow_errors=True,
                             resources={"metadata": {"path": str(workdir)}})
     store = Store(workdir / ".nborch")
 
@@ -317,18 +316,8 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
     assert f"run {run_id} cancelled: the kernel was interrupted" in message
     assert "Traceback" not in message
     assert 'class="nborch-snapshot"' in html_of(nb.cells[1])
-    assert _kernels_of(run_id) == []
+    assert kernels_of(run_id) == []
 
-
-def _kernels_of(run_id: str) -> list[int]:
-    found = []
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("NBORCH_RUN_ID") == run_id:
-                found.append(proc.pid)
-        except psutil.Error:
-            continue
-    return found
 
 
 def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
@@ -388,7 +377,7 @@ def test_demo_notebook_runs_headless(tmp_path: Path, monkeypatch):
                     ignore=shutil.ignore_patterns(".nborch", ".ipynb_checkpoints"))
     path = tmp_path / "notebooks" / "orchestrate_demo.ipynb"
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3", store_widget_state=True,
+    NotebookClient(nb, timeout=300, km=ipc_kernel_manager(), store_widget_state=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     runs = Store(path.parent / ".nborch").list_runs()
     assert [r["status"] for r in runs] == ["success"]

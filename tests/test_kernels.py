@@ -6,24 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 
 from nborch import Pipeline
 from nborch.attempt import AttemptJob
 from nborch.executors.local import LocalExecutor
 from nborch.kernels import KernelRequest
-from conftest import write_notebook
+from conftest import kernels_of, write_notebook
 
-
-def kernels_of(run_id: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("NBORCH_RUN_ID") == run_id and proc.status() != psutil.STATUS_ZOMBIE:
-                found.append(proc)
-        except psutil.Error:
-            pass
-    return found
 
 
 def test_every_task_gets_a_fresh_kernel_of_its_own(workdir: Path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -13,10 +12,9 @@ import time
 from pathlib import Path
 
 import nbformat
-import pytest
 
 from nborch import Pipeline, Store
-from nborch.events import RunEnded, RunStarted
+from nborch.events import RunStarted
 from conftest import nborch, run_json, write_notebook, write_pipeline
 
 

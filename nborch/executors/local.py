@@ -136,10 +136,13 @@ class LocalExecutor:
         return claimed, len(unready) - claimed
 
     def discard(self, task: str) -> None:
-        """Stop kernels warmed for a task that will not run after all."""
+        """Stop kernels warmed for a task that will not run after all (``shutdown`` still
+        waits for them to be gone)."""
         with self._lock:
             for key in [k for k, slot in self._slots.items() if k[0] == task and not slot.claimed]:
-                self._slots.pop(key).discard()
+                slot = self._slots.pop(key)
+                slot.discard()
+                self._finishing.append(slot)
 
     def _ready(self) -> None:
         self.on_kernel_ready()

@@ -96,17 +96,6 @@ def unquote(value: str) -> str:
     return value
 
 
-def parse_params(pairs: list[str]) -> dict:
-    from ..spec import parse_scalar
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
-        out[key.strip()] = parse_scalar(value)
-    return out
-
-
 def body_kind(body: str, root: Path) -> str:
     """``arrows``, ``yaml`` (a pipeline in the cell) or ``file`` (one line naming a YAML file
     or a folder of notebooks, read as ``nborch run`` reads it)."""
@@ -213,6 +202,7 @@ class OrchestrateMagics(Magics):
     def _orchestrate(self, args, body: str):
         root = Path.cwd()
         try:
+            from ..spec import parse_params
             params = parse_params(args.param)
             pipeline = read_body(body, root, notebook_stem(self.shell.user_ns), args.name, params)
             if args.dry_run:
