@@ -37,7 +37,8 @@ def write_notebook(path: Path, *cells: str, parameters: str | None = None,
 
 def ipc_kernel_manager(kernel_name: str = "python3"):
     """A kernel manager for a controlling notebook's kernel, on IPC sockets: kernels started
-    at the same moment by parallel tests cannot race for TCP ports (papermill#511)."""
+    at the same moment by parallel tests cannot race for TCP ports (papermill#511). Execute
+    with ``cleanup_kc=True``: nbclient leaves a kernel it was given running otherwise."""
     import secrets
     import tempfile
     from jupyter_client.manager import AsyncKernelManager

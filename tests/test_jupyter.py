@@ -54,7 +54,8 @@ def execute(folder: Path, *cells: str, allow_errors: bool = False) -> nbformat.N
     """Run ``cells`` top to bottom in one kernel started in ``folder``; keep widget state."""
     nb = controlling_notebook(*cells)
     NotebookClient(nb, timeout=180, km=ipc_kernel_manager(), allow_errors=allow_errors,
-                   store_widget_state=True, resources={"metadata": {"path": str(folder)}}).execute()
+                   store_widget_state=True, resources={"metadata": {"path": str(folder)}}
+                   ).execute(cleanup_kc=True)
     return nb
 
 
@@ -305,7 +306,7 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
                 return
             time.sleep(0.1)
 
-    with client.setup_kernel():
+    with client.setup_kernel(cleanup_kc=True):
         client.execute_cell(nb.cells[0], 0)
         threading.Thread(target=interrupt_once_slow_runs, daemon=True).start()
         client.execute_cell(nb.cells[1], 1)
@@ -317,7 +318,6 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
     assert "Traceback" not in message
     assert 'class="nborch-snapshot"' in html_of(nb.cells[1])
     assert kernels_of(run_id) == []
-
 
 
 def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
@@ -378,7 +378,7 @@ def test_demo_notebook_runs_headless(tmp_path: Path, monkeypatch):
     path = tmp_path / "notebooks" / "orchestrate_demo.ipynb"
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=300, km=ipc_kernel_manager(), store_widget_state=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
+                   resources={"metadata": {"path": str(path.parent)}}).execute(cleanup_kc=True)
     runs = Store(path.parent / ".nborch").list_runs()
     assert [r["status"] for r in runs] == ["success"]
     run = Store(path.parent / ".nborch").get_run(runs[0]["run_id"])
