@@ -35,7 +35,7 @@ PLAN = {  # scenario -> systems measured (nborch first)
     "fan16": ["nborch", "nborch (dask executor)", PM_SEQ, PM_THREADS, PL_PARALLEL],
     "dag50": ["nborch", PM_SEQ, PM_THREADS, PL_SERIAL, PL_PARALLEL],
     "imports": ["nborch", PM_SEQ, PM_CLI],
-    "cells2000": ["nborch", PM_SEQ],
+    "cells2000": ["nborch"],  # papermill's API saves after every cell: >15 min here
     "run200": ["nborch"],
 }
 
