@@ -436,13 +436,34 @@ class Store:
 
 
 def stop_orphan_kernel(pid: int, run_id: str) -> bool:
-    """Kill a kernel left by a crashed run, if it still runs and is that run's kernel."""
+    """Kill a kernel left by a crashed run, if it still runs and is that run's kernel, and
+    remove its connection file and IPC sockets (nobody else will)."""
     import psutil
     try:
         proc = psutil.Process(pid)
         if proc.environ().get("NBORCH_RUN_ID") != run_id:
             return False  # the pid was reused by an unrelated process
+        cmdline = proc.cmdline()
         os.killpg(os.getpgid(pid), signal.SIGKILL)
-        return True
     except (psutil.Error, ProcessLookupError, PermissionError):
         return False
+    if "-f" in cmdline[:-1]:
+        _remove_connection_files(cmdline[cmdline.index("-f") + 1])
+    return True
+
+
+def _remove_connection_files(connection_file: str) -> None:
+    try:
+        info = json.loads(Path(connection_file).read_text())
+    except (OSError, ValueError):
+        return
+    paths = [connection_file]
+    if info.get("transport") == "ipc":
+        paths += [f"{info['ip']}-{info[key]}" for key in
+                  ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
+                  if key in info]
+    for path in paths:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
