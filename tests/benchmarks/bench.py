@@ -37,7 +37,7 @@ PLAN = {  # scenario -> systems measured (nborch first)
     "imports": ["nborch", PM_SEQ, PM_CLI],
     # papermill's API saves after every cell by default: over 15 min here, so the baseline
     # is papermill saving once at the end
-    "cells2000": ["nborch", "papermill API, one save"],
+    "cells2000": ["nborch", "nborch, progress hooks off", "papermill API, one save"],
     "run200": ["nborch"],
 }
 

@@ -41,6 +41,19 @@ def nborch_api(folder: Path, parallel: int, work: Path):
     return time.perf_counter() - start
 
 
+def nborch_no_progress(folder: Path, parallel: int, work: Path):
+    """nborch with its per-cell progress hooks removed: what progress events cost."""
+    import nborch.papermill_engine as engine
+    init = engine.NborchClient.__init__
+
+    def without_hooks(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        self.on_cell_execute = self.on_cell_executed = None
+
+    engine.NborchClient.__init__ = without_hooks
+    return nborch_api(folder, parallel, work)
+
+
 def nborch_dask(folder: Path, parallel: int, work: Path):
     """The same run on a Dask LocalCluster (started and stopped inside the timing, as
     ``--executor dask`` does)."""
@@ -130,6 +143,7 @@ SYSTEMS = {
     "nborch": nborch_api,
     "nborch (CLI)": nborch_cli,
     "nborch (dask executor)": nborch_dask,
+    "nborch, progress hooks off": nborch_no_progress,
     "papermill API, sequential": papermill_seq,
     "papermill API, threads": papermill_threads,
     "papermill API, one save": papermill_seq_nosave,
