@@ -167,7 +167,7 @@ class AttemptRunner:
             self.kernel.attach_stderr(sinks["stderr"])
             try:
                 papermill.execute_notebook(
-                    job.notebook, None, parameters=job.parameters, engine_name=ENGINE_NAME,
+                    _source(job.notebook), None, parameters=job.parameters, engine_name=ENGINE_NAME,
                     kernel_name=job.kernel, progress_bar=False, request_save_on_cell_execute=False,
                     stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
                     nborch_attempt=self, km=self.kernel.km, nborch_kc=self.kernel.kc)
@@ -240,6 +240,13 @@ class AttemptRunner:
         from . import outputs
         outputs.write_text(self.job.output_path, self.masker.text(nbformat.writes(self.nb)))
         return self.job.output_path
+
+
+def _source(notebook: str):
+    """What papermill executes: the path of an ``.ipynb``, or a script notebook read with
+    jupytext (its executed copy is saved as ``.ipynb``)."""
+    from .notebooks import is_script, read_notebook
+    return read_notebook(notebook) if is_script(notebook) else notebook
 
 
 def _published_values(nb) -> dict:

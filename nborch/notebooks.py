@@ -1,4 +1,9 @@
-"""Reading task notebooks: parameters cell, kernel, declared upstream. Cached by mtime."""
+"""Reading task notebooks: parameters cell, kernel, declared upstream. Cached by mtime.
+
+A task's notebook is an ``.ipynb`` file or a ``.py`` script in a jupytext format (percent
+``# %%`` cells or light), read with jupytext; its parameters cell is the one tagged
+``parameters`` (``# %% tags=["parameters"]``).
+"""
 
 from __future__ import annotations
 
@@ -46,8 +51,48 @@ class NotebookInfo:
         return None
 
 
+SCRIPT_SUFFIXES = (".py",)
+
+
+def is_script(path: Path | str) -> bool:
+    return str(path).endswith(SCRIPT_SUFFIXES)
+
+
+def looks_like_script_notebook(path: Path) -> bool:
+    """A ``.py`` file of a folder pipeline is a task only when jupytext would recognise it
+    as a notebook on sight (a jupytext header or ``# %%`` cells): helper modules are not."""
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:20000]
+    except OSError:
+        return False
+    return "jupytext:" in head[:2000] or any(line.startswith("# %%")
+                                             for line in head.splitlines())
+
+
+def _read_script(path: Path) -> nbformat.NotebookNode:
+    try:
+        import jupytext
+    except ImportError:
+        raise ValidationError(f"{path} is a script notebook: reading it needs jupytext "
+                              "(pip install jupytext)") from None
+    try:
+        return jupytext.read(path)
+    except FileNotFoundError:
+        raise ValidationError(f"notebook not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read notebook {path}: {exc}") from None
+    except Exception as exc:  # jupytext's assorted parse errors
+        raise ValidationError(f"{path} is not a notebook jupytext can read: {exc}") from None
+
+
 def read_notebook(path: Path) -> nbformat.NotebookNode:
-    """Read and validate a notebook, raising ValidationError naming the file."""
+    """Read and validate a notebook (``.ipynb``, or a jupytext ``.py`` script), raising
+    ValidationError naming the file."""
+    if is_script(path):
+        nb = _read_script(Path(path))
+        nb.metadata.setdefault("kernelspec", {}).setdefault("name", "python3")
+        nb.metadata.kernelspec.setdefault("language", "python")
+        return nb
     try:
         with open(path, encoding="utf-8") as fh:
             nb = nbformat.read(fh, as_version=4)

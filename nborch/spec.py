@@ -124,10 +124,13 @@ def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
 
 def from_folder(folder: Path) -> Pipeline:
     folder = folder.resolve()
-    notebooks = sorted(p for p in folder.glob("*.ipynb")
+    from .notebooks import looks_like_script_notebook
+    notebooks = sorted(p for p in [*folder.glob("*.ipynb"),
+                                   *filter(looks_like_script_notebook, folder.glob("*.py"))]
                        if not p.name.startswith((".", "_")) and not p.stem.endswith("-checkpoint"))
     if not notebooks:
-        raise SpecError("no notebooks (*.ipynb) in this folder", source=str(folder))
+        raise SpecError("no notebooks (*.ipynb, or *.py with jupytext '# %%' cells) in this "
+                        "folder", source=str(folder))
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name) or "pipeline"
     pipeline = Pipeline(name, root=folder)
     pipeline.source = folder
