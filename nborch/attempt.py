@@ -54,6 +54,13 @@ class AttemptResult:
     error: dict | None = None
 
 
+def error_dict(kind: str, message: str, cell: int | None = None,
+               traceback: str | None = None) -> dict:
+    """An attempt's error as stored and shown: ``{"type", "message", "cell", ...}``."""
+    return {"type": kind, "message": message, "cell": cell, "cell_source": None,
+            "traceback": traceback}
+
+
 class Masker:
     """Replaces secret values with ``***`` in text and JSON-able data."""
 
@@ -198,14 +205,12 @@ class AttemptRunner:
         from nbclient.exceptions import DeadKernelError
         process = self.kernel.process
         if isinstance(exc, DeadKernelError) or (process is not None and process.poll() is not None):
-            return {"type": "DeadKernelError", "message": self._death_reason(),
-                    "cell": self._running_cell[0] + 1 if self._running_cell else None,
-                    "cell_source": None, "traceback": None}
+            return error_dict("DeadKernelError", self._death_reason(),
+                              self._running_cell[0] + 1 if self._running_cell else None)
         kind = type(exc).__name__
         if "kernel" in kind.lower() or isinstance(exc, RuntimeError):
             kind = "KernelStartError" if self._running_cell is None else kind
-        return {"type": kind, "message": str(exc) or kind, "cell": None, "cell_source": None,
-                "traceback": None}
+        return error_dict(kind, str(exc) or kind)
 
     def _death_reason(self) -> str:
         code = None

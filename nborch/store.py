@@ -306,8 +306,8 @@ class Store:
     def _record_crash(self, row: sqlite3.Row) -> None:
         run_id, now = row["run_id"], utcnow()
         why = f"the nborch process (pid {row['pid']} on {row['host']}) died while this task ran"
-        error = json.dumps({"type": "OrchestratorDied", "message": why, "cell": None,
-                            "cell_source": None, "traceback": None})
+        from .attempt import error_dict
+        error = json.dumps(error_dict("OrchestratorDied", why))
         with self._write() as conn:
             if conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] \
                     != "running":

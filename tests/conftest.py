@@ -46,6 +46,14 @@ def ipc_kernel_manager(kernel_name: str = "python3"):
         tempfile.gettempdir(), f"nborch-test-{secrets.token_hex(6)}"))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def kernels_of(run_id: str) -> list:
     """The live processes (kernels) started for run ``run_id``: they carry its id."""
     import psutil

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import nborch, run_json, write_notebook, write_pipeline
+from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch import Pipeline, Store
 
 distributed = pytest.importorskip("distributed")
@@ -98,7 +98,7 @@ class DaskProcesses:
     def __init__(self, folder: Path):
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
-        port = _free_port()
+        port = free_port()
         self.address = f"127.0.0.1:{port}"
         self._start("scheduler", "--host", "127.0.0.1", "--port", str(port),
                     "--dashboard-address", ":0")
@@ -127,13 +127,6 @@ class DaskProcesses:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -205,7 +198,7 @@ def test_a_worker_killed_mid_task_is_survived(workdir: Path, dask_processes):
 def test_an_unreachable_scheduler_is_a_clear_error(workdir: Path):
     write_notebook(workdir / "a.ipynb", "pass")
     path = write_pipeline(workdir, {"name": "nowhere", "tasks": {"a": {"notebook": "a.ipynb"}}})
-    proc = nborch("run", str(path), "--executor", f"dask://127.0.0.1:{_free_port()}",
+    proc = nborch("run", str(path), "--executor", f"dask://127.0.0.1:{free_port()}",
                   cwd=workdir, timeout=120)
     assert proc.returncode == 1
     assert "cannot reach the Dask scheduler at tcp://127.0.0.1:" in proc.stderr

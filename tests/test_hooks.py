@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.policy
 import json
-import socket
 import sys
 import threading
 from email import message_from_bytes
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import nborch, run_json, write_notebook, write_pipeline
+from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch import Pipeline
 
 
@@ -53,12 +52,6 @@ def receiver():
     r = Receiver()
     yield r
     r.server.shutdown()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def failing_pipeline(folder: Path, **extra) -> Path:

@@ -24,7 +24,7 @@ import uuid
 from typing import Any, Callable
 
 from .. import events
-from ..attempt import AttemptJob, AttemptResult
+from ..attempt import AttemptJob, AttemptResult, error_dict
 from ..errors import NborchError, SpecError
 from ..kernels import KernelRequest
 from ..store import utcnow
@@ -85,7 +85,7 @@ class DaskExecutor:
         return attempt
 
     def _lost(self) -> dict:
-        return _error("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
+        return error_dict("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
                       f"{self.client.scheduler.address}; once it is back, `nborch resume` runs "
                       "what did not finish")
 
@@ -138,20 +138,15 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
     if future.status == "finished":
         return future.result()
     if cancelled or future.status == "cancelled":
-        return AttemptResult("cancelled", started, utcnow(), None, {}, _error(
+        return AttemptResult("cancelled", started, utcnow(), None, {}, error_dict(
             "Cancelled", "the run was cancelled"))
     exc = future.exception()
     kind = type(exc).__name__
     if kind == "KilledWorker":
         message = ("the Dask worker running it died (Dask gave up after the workers it tried "
                    f"died too): {exc}")
-        return AttemptResult("failed", started, utcnow(), None, {}, _error("WorkerLost", message))
-    return AttemptResult("failed", started, utcnow(), None, {}, _error(kind, str(exc) or kind))
-
-
-def _error(kind: str, message: str) -> dict:
-    return {"type": kind, "message": message, "cell": None, "cell_source": None,
-            "traceback": None}
+        return AttemptResult("failed", started, utcnow(), None, {}, error_dict("WorkerLost", message))
+    return AttemptResult("failed", started, utcnow(), None, {}, error_dict(kind, str(exc) or kind))
 
 
 # -- on the worker ----------------------------------------------------------------------------
@@ -177,7 +172,7 @@ def run_on_worker(job: AttemptJob, request: KernelRequest, topic: str, key: str
         kernel.start()
     except Exception as exc:
         kernel.shutdown()
-        return AttemptResult("failed", started, utcnow(), None, {}, _error(
+        return AttemptResult("failed", started, utcnow(), None, {}, error_dict(
             "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
     runner = AttemptRunner(job, kernel, emit)
     finished = threading.Event()

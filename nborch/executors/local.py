@@ -13,7 +13,7 @@ import threading
 import traceback
 from typing import Callable
 
-from ..attempt import AttemptJob, AttemptResult, AttemptRunner
+from ..attempt import AttemptJob, AttemptResult, AttemptRunner, error_dict
 from ..kernels import Kernel, KernelRequest
 from ..store import utcnow
 
@@ -77,9 +77,8 @@ class _Slot:
             status = "cancelled" if self._cancelled else "failed"
             message = "the run was cancelled" if self._cancelled else \
                 f"kernel {self.request.name!r} did not start: {self._start_error}"
-            done(AttemptResult(status, started, utcnow(), None, {}, {
-                "type": "KernelStartError", "message": message, "cell": None,
-                "cell_source": None, "traceback": None}))
+            done(AttemptResult(status, started, utcnow(), None, {},
+                               error_dict("KernelStartError", message)))
             return
         self.runner = AttemptRunner(job, self.kernel, emit)
         if self._cancelled:
@@ -88,9 +87,9 @@ class _Slot:
             result = self.runner.run()
         except Exception as exc:  # a bug of ours must still end the attempt
             log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
-            result = AttemptResult("failed", started, utcnow(), None, {}, {
-                "type": "NborchInternalError", "message": f"{type(exc).__name__}: {exc}",
-                "cell": None, "cell_source": None, "traceback": traceback.format_exc()})
+            result = AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+                "NborchInternalError", f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc()))
         done(result)
 
 
