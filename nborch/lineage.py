@@ -16,7 +16,6 @@ import os
 import queue
 import threading
 import uuid
-from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -40,8 +39,8 @@ def configured(env: Any = os.environ) -> bool:
         return False
     return bool(env.get("OPENLINEAGE_URL") or env.get("OPENLINEAGE_CONFIG")
                 or any(k.startswith("OPENLINEAGE__TRANSPORT__") for k in env)
-                or Path("openlineage.yml").is_file()
-                or (Path.home() / ".openlineage" / "openlineage.yml").is_file())
+                or os.path.isfile("openlineage.yml")
+                or os.path.isfile(os.path.expanduser("~/.openlineage/openlineage.yml")))
 
 
 def emitter(secret_values: list[str]) -> "Emitter | None":
