@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -42,6 +43,16 @@ class AttemptJob:
     timeout: float | None = None
     secret_values: list = field(default_factory=list, repr=False)
     resources: dict = field(default_factory=dict)  # Dask worker resources the attempt needs
+    command: tuple | None = None  # a command task's argv (then ``notebook`` is empty)
+    products: dict = field(default_factory=dict)  # declared products: name -> path
+
+
+def make_runner(job: AttemptJob, kernel, emit: Callable[[Any], None]):
+    """The runner of an attempt: a notebook on ``kernel``, or a command (no kernel)."""
+    if job.command is not None:
+        from .command import CommandRunner
+        return CommandRunner(job, emit)
+    return AttemptRunner(job, kernel, emit)
 
 
 @dataclass
@@ -82,26 +93,64 @@ class Masker:
         return json.loads(encoded)
 
 
-class _LogSink:
-    """The attempt's log file, also streamed as events. papermill writes stream outputs here."""
+class LogSinks:
+    """An attempt's log file, open for the attempt: ``sinks["stdout"]`` and
+    ``sinks["stderr"]`` write masked text to it and stream it as output events."""
 
-    def __init__(self, attempt: "AttemptRunner", handle, stream: str):
-        self.attempt, self.handle, self.stream = attempt, handle, stream
+    def __init__(self, job: AttemptJob, masker: Masker, emit: Callable[[Any], None],
+                 started: str):
+        self.job, self.masker, self.emit, self.started = job, masker, emit, started
+        self.lock = threading.Lock()
+        self.handle = None
+        self._sinks = {s: _LogSink(self, s) for s in ("stdout", "stderr")}
+
+    def __enter__(self) -> "LogSinks":
+        self.handle = open(self.job.log_path, "a", encoding="utf-8")
+        self.handle.write(f"--- attempt {self.job.attempt} started {self.started} ---\n")
+        self.handle.flush()
+        return self
+
+    def __getitem__(self, stream: str) -> "_LogSink":
+        return self._sinks[stream]
+
+    def close(self, ended: str, error: dict | None) -> None:
+        with self.lock:
+            self.handle.write(f"--- attempt {self.job.attempt} ended {ended}: "
+                              f"{'ok' if error is None else error['type']} ---\n")
+
+    def __exit__(self, *exc_info) -> None:
+        with self.lock:
+            self.handle.close()
+
+
+class _LogSink:
+    """One stream of the log. papermill writes a notebook's stream outputs here."""
+
+    def __init__(self, log: LogSinks, stream: str):
+        self.log, self.stream = log, stream
 
     def write(self, text: str) -> None:
         if not text:
             return
-        text = self.attempt.masker.text(text)
-        with self.attempt.log_lock:
-            if self.handle.closed:  # the kernel's stderr can trail the attempt's end
+        log = self.log
+        text = log.masker.text(text)
+        with log.lock:
+            if log.handle is None or log.handle.closed:  # a kernel's stderr can trail the end
                 return
-            self.handle.write(text)
-            self.handle.flush()
-        job = self.attempt.job
-        self.attempt.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
+            log.handle.write(text)
+            log.handle.flush()
+        job = log.job
+        log.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
 
     def flush(self) -> None:
         pass
+
+
+def make_product_dirs(job: AttemptJob) -> None:
+    """Create the parent folders of the task's declared products (local paths only)."""
+    for path in job.products.values():
+        if "://" not in path:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
 
 
 class AttemptRunner:
@@ -113,7 +162,6 @@ class AttemptRunner:
         self.kernel = kernel
         self.emit = emit
         self.masker = Masker(job.secret_values)
-        self.log_lock = threading.Lock()
         self.nb = None
         self._stop_reason: str | None = None  # "cancel" | "timeout"
         self._lock = threading.Lock()
@@ -161,13 +209,11 @@ class AttemptRunner:
         from .papermill_engine import ENGINE_NAME
 
         job = self.job
+        make_product_dirs(job)
         started = utcnow()
         timer = threading.Timer(job.timeout, self._on_timeout) if job.timeout else None
         error = None
-        with open(job.log_path, "a", encoding="utf-8") as log_file:
-            log_file.write(f"--- attempt {job.attempt} started {started} ---\n")
-            log_file.flush()
-            sinks = {s: _LogSink(self, log_file, s) for s in ("stdout", "stderr")}
+        with LogSinks(job, self.masker, self.emit, started) as sinks:
             if timer:
                 timer.daemon = True
                 timer.start()
@@ -192,8 +238,7 @@ class AttemptRunner:
             if error is not None and self._stop_reason == "timeout":
                 error = self._timeout_error(error)
             ended = utcnow()
-            log_file.write(f"--- attempt {job.attempt} ended {ended}: "
-                           f"{'ok' if error is None else error['type']} ---\n")
+            sinks.close(ended, error)
         status = "success" if error is None else (
             "cancelled" if self._stop_reason == "cancel" else "failed")
         output_path = self._save()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from . import __version__
@@ -169,6 +170,19 @@ def cmd_report(args) -> int:
     return EXIT_OK
 
 
+def cmd_publish(args) -> int:
+    from .inside import publish
+    try:
+        value = json.loads(args.value)
+    except ValueError:
+        value = args.value  # not JSON: the text itself
+    publish(args.name, value)
+    if not os.environ.get("NBORCH_VALUES_FILE"):
+        print(f"nborch publish: not inside an nborch command task; {args.name} was not recorded",
+              file=sys.stderr)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nborch", description="Run Jupyter notebooks as an orchestrated pipeline.")
@@ -250,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default=None, metavar="FILE.html",
                    help="where to write it (default: run-RUN_ID.html)")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("publish", help="inside a command task: publish a value for downstream "
+                                        "tasks and the run record")
+    p.add_argument("name")
+    p.add_argument("value", help="read as JSON (42, true, [1, 2], {\"a\": 1}), else as text")
+    p.set_defaults(func=cmd_publish)
 
     from .schedule_cli import add_parsers
     add_parsers(sub)

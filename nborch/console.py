@@ -168,6 +168,12 @@ def _short_path(path: str | None) -> str:
     return rel if not rel.startswith("..") else path
 
 
+def _short_command(argv: list[str]) -> str:
+    import shlex
+    text = "$ " + shlex.join(argv)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _short_value(value) -> str:
     import json
     text = json.dumps(value)
@@ -188,7 +194,7 @@ def print_run(run: Run, console) -> None:
     grids = groups(run)
     grid_of = {n: g for g, names in grids.items() for n in names}
     table = Table(box=None, header_style="bold")
-    for col in ("task", "status", "attempts", "duration", "output notebook"):
+    for col in ("task", "status", "attempts", "duration", "output notebook or command"):
         table.add_column(col, overflow="fold")
     for t in run.tasks.values():
         name = grid_of.get(t.name)
@@ -200,8 +206,17 @@ def print_run(run: Run, console) -> None:
         if t.status == "running" and t.progress:
             status += f" cell {t.progress['cell']}/{t.progress['cells']}"
         table.add_row(t.name, status, str(t.attempts), format_duration(t.duration),
-                      _short_path(t.output_path))
+                      _short_path(t.output_path) if t.command is None else _short_command(t.command))
     console.print(table)
+    shown = _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.products))
+    products = [(t.name, k, v) for t in shown for k, v in t.products.items()]
+    if products:
+        console.print("[bold]products[/]")
+        for task, key, path in products:
+            missing = "" if "://" in path or Path(path).exists() else "  (missing)"
+            console.print(f"  {task}.{key} = {_short_path(path)}{missing}", highlight=False,
+                          markup=False)
+    _more(console, run, grids, lambda t: bool(t.products), "products")
     shown = _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.values))
     published = [(t.name, k, v) for t in shown for k, v in t.values.items()]
     if published:

@@ -186,8 +186,7 @@ class Engine:
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
-            tasks={n: {"upstream": list(p.task.upstream), "notebook": str(p.task.notebook),
-                       "grid": p.task.grid} for n, p in prepared.tasks.items()},
+            tasks={n: _task_record(p) for n, p in prepared.tasks.items()},
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
             resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())),
@@ -297,6 +296,8 @@ class Engine:
                for u in p.task.upstream}
         doc = {"source": p.source_hash, "parameters": p.parameters, "kernel": p.kernel,
                "upstream": ups}
+        if p.products:  # only when declared, so older fingerprints stay valid
+            doc["products"] = p.products
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def _up_to_date(self, name: str) -> bool:
@@ -306,8 +307,12 @@ class Engine:
         self._stale.add(name)  # checked once: its upstream cannot change while it waits
         fingerprint = self._fingerprint(name)
         last = self.store.last_success(self.prepared.pipeline.name, name)
+        p = self.prepared.tasks[name]
+        kept = list(p.products.values())  # what the earlier run left that this one would reuse
+        if p.command is None:
+            kept.append(last and last["output_path"])
         if not last or last["fingerprint"] != fingerprint or \
-                not (last["output_path"] and outputs.exists(last["output_path"])):
+                not all(path and outputs.exists(path) for path in kept):
             return False
         move = self.planner.skip(name, f"up to date with run {last['result_of']}")
         if name in self._warming:
@@ -347,7 +352,7 @@ class Engine:
         for name in self.planner.soon_ready():
             if budget <= 0:
                 break
-            if name in warm or name in self._running:
+            if name in warm or name in self._running or self.prepared.tasks[name].command:
                 continue
             attempt = self.planner.attempt[name] + 1
             prewarm(name, attempt, self._kernel_request(name, attempt))
@@ -381,10 +386,10 @@ class Engine:
             result_of=self.run.run_id if done else None))
         self._apply(rest)
 
-    def _kernel_request(self, name: str, attempt: int) -> KernelRequest:
-        """The kernel an attempt needs: known before its upstream tasks finish."""
+    def _env(self, name: str, attempt: int) -> dict:
+        """The environment of a task's kernel or command: its ``env``, run details, secrets."""
         p = self.prepared.tasks[name]
-        env = {
+        return {
             **p.task.env,
             "NBORCH_RUN_ID": self.run.run_id,
             "NBORCH_TASK": name,
@@ -394,24 +399,44 @@ class Engine:
             "NBORCH_HOME": str(self.store.home.resolve()),
             **p.secrets,
         }
-        return KernelRequest(p.kernel, str(p.task.workdir), env)
+
+    def _kernel_request(self, name: str, attempt: int) -> KernelRequest | None:
+        """The kernel an attempt needs (None for a command): known before its upstream
+        tasks finish."""
+        p = self.prepared.tasks[name]
+        if p.command is not None:
+            return None
+        return KernelRequest(p.kernel, str(p.task.workdir), self._env(name, attempt))
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
         upstream = {}
         for up in p.task.upstream:
             t = self.run.tasks[up]
-            upstream[up] = {"notebook": t.output_path, "values": t.values}
+            upstream[up] = {"notebook": t.output_path, "values": t.values,
+                            **self.prepared.tasks[up].products}
+        env = self._env(name, attempt)
         parameters = dict(p.parameters)
-        if p.inject_upstream:
+        if p.command is not None:
+            env["NBORCH_UPSTREAM"] = json.dumps(upstream)
+        elif p.inject_upstream:
             parameters["upstream"] = upstream
         return AttemptJob(
-            run_id=self.run.run_id, task=name, attempt=attempt, notebook=str(p.task.notebook),
-            parameters=parameters, kernel=p.kernel, cwd=str(p.task.workdir),
-            output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
+            run_id=self.run.run_id, task=name, attempt=attempt,
+            notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
+            cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
-            env=self._kernel_request(name, attempt).env, timeout=p.task.timeout,
-            secret_values=self.prepared.secret_values, resources=p.task.resources)
+            env=env, timeout=p.task.timeout, secret_values=self.prepared.secret_values,
+            resources=p.task.resources, command=p.command, products=p.products)
+
+
+def _task_record(p) -> dict:
+    """A task as ``RunStarted`` announces it (and the store records it)."""
+    record = {"upstream": list(p.task.upstream), "grid": p.task.grid, "products": p.products,
+              "notebook": str(p.task.notebook) if p.task.notebook else None}
+    if p.command is not None:
+        record["command"] = list(p.command)
+    return record
 
 
 def _memory_to_spare(minimum: int = 1 << 30) -> bool:
@@ -424,7 +449,8 @@ def _resumed(previous: Run, started: RunStarted) -> Run:
     run = copy.deepcopy(previous)
     run.status, run.ended_at, run.resumes = "running", None, started.resumes
     for name, t in run.tasks.items():
-        t.grid = started.tasks[name].get("grid")
+        record = started.tasks[name]
+        t.grid, t.command, t.products = record["grid"], record.get("command"), record["products"]
     for name in started.rerun:
         t = run.tasks[name]
         t.status, t.started_at, t.ended_at, t.error, t.reason, t.progress = (

@@ -276,8 +276,16 @@ def task_row(t, base: Path | None) -> str:
     duration = esc(format_duration(t.duration)) if t.started_at else ""
     return (f'<tr data-task="{esc(t.name)}"{_TR}><td><b>{esc(t.name)}</b></td>'
             f"<td>{state_badge(t.status)}</td><td>{t.attempts or ''}</td>"
-            f"<td>{duration}</td><td>{link(t.output_path, base)}</td><td>{values}</td>"
+            f"<td>{duration}</td><td>{_notebook_cell(t, base)}</td><td>{values}</td>"
             f"<td>{esc(progress)}</td></tr>")
+
+
+def _notebook_cell(t, base: Path | None) -> str:
+    """The executed notebook's link, or a command task's command line."""
+    if t.command is None:
+        return link(t.output_path, base)
+    import shlex
+    return f"<code>$ {esc(shlex.join(t.command))}</code>"
 
 
 def grid_row(run: Run, grid: str, names: list[str], expand: bool, base: Path | None) -> str:

@@ -17,8 +17,10 @@ _published: dict[str, Any] = {}
 def publish(name: str, value: Any) -> None:
     """Publish a JSON-serialisable ``value`` under ``name`` for downstream tasks and the run record.
 
-    The value is recorded as an output of the cell that calls this, so it travels with the
-    executed notebook; outside an nborch run it is only recorded there.
+    In a notebook the value is recorded as an output of the cell that calls this, so it
+    travels with the executed notebook; outside an nborch run it is only recorded there.
+    In a command task (a Python script, or ``nborch publish``) it goes to the file the
+    task's runner reads.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"nborch.publish: name must be a non-empty string, not {name!r}")
@@ -29,6 +31,11 @@ def publish(name: str, value: Any) -> None:
             f"nborch.publish({name!r}, ...): the value is not JSON-serialisable ({exc}); "
             "convert it first, e.g. int(x), float(x), str(x), x.tolist() or df.to_dict()") from None
     _published[name] = value
+    values_file = os.environ.get("NBORCH_VALUES_FILE")
+    if values_file:  # set for command tasks only
+        with open(values_file, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"name": name, "value": value}) + "\n")
+        return
     try:
         from IPython import get_ipython
         from IPython.display import display

@@ -44,7 +44,7 @@ MAX_GRID = 10_000  # instances of one grid, unless allow_large_grid
 @dataclass(frozen=True)
 class Task:
     name: str
-    notebook: Path
+    notebook: Path | None  # None for a command task
     upstream: tuple[str, ...] = ()
     parameters: dict = field(default_factory=dict)
     retries: int = 0
@@ -60,6 +60,8 @@ class Task:
     resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
     grid: str | None = None  # the grid this task is an instance of
     hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
+    command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
+    product: str | dict | None = None  # declared output(s): a path template or name -> template
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 is the first retry)."""
@@ -70,8 +72,13 @@ class Task:
 
     @property
     def workdir(self) -> Path:
-        """Where the task's kernel runs: its notebook's folder unless ``cwd`` says otherwise."""
+        """Where the task runs: its notebook's folder (a command: the pipeline's folder, set
+        as ``cwd`` when the task is made) unless ``cwd`` says otherwise."""
         return self.cwd or self.notebook.parent
+
+    @property
+    def kind(self) -> str:
+        return "command" if self.command is not None else "notebook"
 
 
 def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
@@ -158,6 +165,28 @@ def read_hooks(declared: dict, where: str) -> dict[str, tuple]:
             for event, value in declared.items() if value}
 
 
+RESERVED_PRODUCTS = ("notebook", "values")  # keys ``upstream[task]`` already has
+
+
+def check_product(product: Any, where: str) -> list[str]:
+    """Problems with a ``product`` declaration: a path, or a mapping of names to paths."""
+    if isinstance(product, str) and product:
+        return []
+    if not isinstance(product, dict) or not product:
+        return [f"{where}: 'product' must be a path or a mapping of names to paths, "
+                f"not {product!r}"]
+    problems = []
+    for key, path in product.items():
+        if key in RESERVED_PRODUCTS:
+            problems.append(f"{where}: a product cannot be named {key!r}: upstream[task] "
+                            f"already has {key!r}; rename it")
+        elif not isinstance(key, str) or not key:
+            problems.append(f"{where}: product name {key!r} must be a non-empty string")
+        if not isinstance(path, str) or not path:
+            problems.append(f"{where}: product {key!r} must be a path, not {path!r}")
+    return problems
+
+
 def check_task_name(name: Any, where: str) -> str | None:
     """A problem with a task name, or None."""
     if not isinstance(name, str) or not name:
@@ -215,15 +244,42 @@ class Pipeline:
 
     def notebook(self, path: str | Path, *, name: str | None = None,
                  upstream: Iterable[Task | Grid | str] = (), parameters: dict | None = None,
-                 grid: dict | None = None, on_failure: Any = None, on_success: Any = None,
-                 on_retry: Any = None, **options: Any) -> Task | Grid:
+                 grid: dict | None = None, product: str | dict | None = None,
+                 on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
+                 **options: Any) -> Task | Grid:
         """Add a notebook task; ``path`` is relative to the pipeline's folder (the current
         folder for a pipeline built in Python). Returns the task, usable in ``upstream``.
 
         With ``grid={"region": ["eu", "us"], ...}`` the notebook runs once per combination
-        of values, as tasks ``NAME-0``, ``NAME-1``, ...; returns the ``Grid``."""
+        of values, as tasks ``NAME-0``, ``NAME-1``, ...; returns the ``Grid``. ``product``
+        declares the files it writes (a path, or a mapping of names to paths)."""
         notebook = (self.root / Path(path)).resolve()
-        name = notebook.stem if name is None else name
+        return self._add(notebook.stem if name is None else name, notebook=notebook,
+                         upstream=upstream, parameters=parameters, grid=grid, product=product,
+                         hooks={"on_failure": on_failure, "on_success": on_success,
+                                "on_retry": on_retry}, options=options)
+
+    def command(self, argv: Sequence[str], *, name: str | None = None,
+                upstream: Iterable[Task | Grid | str] = (), product: str | dict | None = None,
+                on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
+                **options: Any) -> Task:
+        """Add a command task: ``argv`` runs without a shell, each argument a template (see
+        the docs), in ``cwd`` (default: the pipeline's folder). Exit code 0 is success."""
+        if isinstance(argv, str) or not isinstance(argv, (list, tuple)) or not argv or \
+                not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in argv):
+            raise SpecError(f"task {name or argv!r}: 'command' must be a non-empty list of "
+                            "arguments such as [dbt, build, --select, orders] (no shell: "
+                            "one list item per argument)", source=self._where())
+        argv = tuple(str(a) for a in argv)
+        options.setdefault("cwd", self.defaults["cwd"] or self.root)
+        return self._add(Path(argv[0]).stem if name is None else name, command=argv,
+                         upstream=upstream, product=product,
+                         hooks={"on_failure": on_failure, "on_success": on_success,
+                                "on_retry": on_retry}, options=options)
+
+    def _add(self, name: str, *, notebook: Path | None = None,
+             command: tuple[str, ...] | None = None, upstream: Iterable, parameters=None,
+             grid=None, product=None, hooks: dict, options: dict) -> Task | Grid:
         problem = check_task_name(name, f"task {name!r}")
         if problem:
             raise SpecError(problem, source=self._where())
@@ -241,6 +297,8 @@ class Pipeline:
             raise SpecError(f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}",
                             source=self._where())
         converted, problems = normalize_options(options, f"task {name!r}")
+        if product is not None:
+            problems += check_product(product, f"task {name!r}")
         if problems:
             raise SpecError(problems, source=self._where())
         settings = {**self.defaults, **converted}
@@ -249,12 +307,11 @@ class Pipeline:
         settings["secrets"] = tuple(dict.fromkeys(self.secrets + tuple(settings["secrets"])))
         ups = self.expand(u.name if isinstance(u, (Task, Grid)) else str(u) for u in upstream)
         try:
-            hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
-                                "on_retry": on_retry}, f"task {name!r}")
+            hooks = read_hooks(hooks, f"task {name!r}")
         except SpecError as exc:
             raise SpecError(exc.problems, source=self._where()) from None
         task = Task(name=name, notebook=notebook, upstream=ups, parameters=dict(parameters or {}),
-                    hooks=hooks, **settings)
+                    hooks=hooks, command=command, product=product, **settings)
         if grid is not None:
             return self._add_grid(task, grid)
         self.tasks[name] = task

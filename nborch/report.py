@@ -99,6 +99,15 @@ TEMPLATE = """<!DOCTYPE html>
 <h2>Tasks</h2>
 {{ table }}
 
+{% if products %}
+<h2>Products</h2>
+<table class="values"><thead><tr><th>task</th><th>name</th><th>path</th></tr></thead><tbody>
+{% for task, name, path in products %}
+<tr><td><b>{{ task }}</b></td><td><code>{{ name }}</code></td><td><code>{{ path }}</code></td></tr>
+{% endfor %}
+</tbody></table>
+{% endif %}
+
 <h2>Published values</h2>
 {% if values %}
 <table class="values"><thead><tr><th>task</th><th>name</th><th>value</th></tr></thead><tbody>
@@ -185,6 +194,8 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
               if a.get("error")]
     values = [(t.name, key, json.dumps(value, indent=2, ensure_ascii=False))
               for t in run.tasks.values() for key, value in t.values.items()]
+    products = [(t.name, key, path) for t in run.tasks.values()
+                for key, path in t.products.items()]
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     page = env.from_string(TEMPLATE)
     safe = Markup
@@ -196,6 +207,7 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
         graph=safe(htmlview.graph_block(svg)), legend=safe(htmlview.legend()),
         timeline=timeline(run, attempts), attempt_colors=ATTEMPT_COLORS,
         table=safe(htmlview.task_table(run, base, max_height=None)), values=values,
+        products=products,
         errors=[safe(e) for e in errors], version=__version__,
         written=htmlview.short_time(utcnow()))
 

@@ -34,6 +34,8 @@ class TaskRun:
     fingerprint: str | None = None
     result_of: str | None = None
     grid: str | None = None  # the grid this task is an instance of
+    command: list | None = None  # a command task's argv
+    products: dict = field(default_factory=dict)  # declared products: name -> path
 
     @property
     def duration(self) -> float | None:
@@ -47,6 +49,10 @@ class TaskRun:
             data["reason"] = self.reason
         if self.grid:
             data["grid"] = self.grid
+        if self.command is not None:
+            data["command"] = self.command
+        if self.products:
+            data["products"] = self.products
         if self.status == "running" and self.progress:
             data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
                                 "line": self.progress.get("line", "")}
@@ -133,7 +139,8 @@ class Run:
     @classmethod
     def from_start(cls, event: RunStarted) -> "Run":
         tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"),
-                               grid=t.get("grid"))
+                               grid=t.get("grid"), command=t.get("command"),
+                               products=t.get("products") or {})
                  for name, t in event.tasks.items()}
         return cls(event.run_id, event.pipeline, "running", event.started_at, None,
                    event.logical_date, event.params, event.source, tasks)

@@ -17,10 +17,6 @@ PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets
 TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid", "resources",
              "on_failure", "on_success", "on_retry", *TASK_DEFAULTS)
 SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
-NOT_YET = {  # keys of the SPEC that this version does not run yet
-    "command": "command tasks",
-    "product": "declared products",
-}
 HOOK_KEYS = ("on_failure", "on_success", "on_retry")
 
 
@@ -166,8 +162,6 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         raise SpecError("a pipeline file must be a YAML mapping with at least 'name' and 'tasks'",
                         source=where)
     problems = unknown_keys(data, PIPELINE_KEYS, "pipeline")
-    problems += [f"{NOT_YET[k]} ({k}{_line(data, k)}) are not supported by this version of nborch"
-                 for k in data if k in NOT_YET]
     name = data.get("name", default_name)
     if name is None:
         problems.append("pipeline: missing 'name'")
@@ -220,16 +214,16 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
             problems.append(f"{here}: must be a mapping with at least 'notebook'")
             continue
         task_problems = unknown_keys(spec, TASK_KEYS, here)
-        task_problems += [f"{here}: {NOT_YET[k]} ({k}{_line(spec, k)}) are not supported by this "
-                          "version of nborch" for k in spec if k in NOT_YET and k != "command"]
         has_nb, has_cmd = "notebook" in spec, "command" in spec
         if has_nb == has_cmd:
             task_problems.append(f"{here}: give exactly one of 'notebook' and 'command'"
                                  + (", not both" if has_nb else ""))
-        elif has_cmd:
-            task_problems.append(f"{here}: command tasks are not supported by this version of nborch")
-        elif not isinstance(spec["notebook"], str) or not spec["notebook"]:
+        elif has_nb and (not isinstance(spec["notebook"], str) or not spec["notebook"]):
             task_problems.append(f"{here}: 'notebook' must be a path")
+        elif has_cmd:
+            task_problems += [f"{here}: '{k}'{_line(spec, k)} is for notebook tasks; a command "
+                              "gets its values in its arguments ({{ params.NAME }})"
+                              for k in ("parameters", "grid", "kernel") if k in spec]
         upstream = spec.get("upstream") or []
         if isinstance(upstream, str):
             upstream = [upstream]
@@ -245,10 +239,14 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
             problems += task_problems
             continue
         options = {k: v for k, v in spec.items() if k in TASK_DEFAULTS}
+        common = {"name": task_name, "upstream": upstream, "product": spec.get("product"),
+                  **{k: spec.get(k) for k in HOOK_KEYS}, **options}
         try:
-            pipeline.notebook(spec["notebook"], name=task_name, upstream=upstream,
-                              parameters=params, grid=spec.get("grid"),
-                              **{k: spec.get(k) for k in HOOK_KEYS}, **options)
+            if has_cmd:
+                pipeline.command(spec["command"], **common)
+            else:
+                pipeline.notebook(spec["notebook"], parameters=params, grid=spec.get("grid"),
+                                  **common)
         except SpecError as exc:
             problems += [f"{p}{_line(tasks, task_name)}" if p.startswith("task") else p
                          for p in exc.problems]

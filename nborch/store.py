@@ -66,6 +66,10 @@ MIGRATIONS: list[list[str]] = [
             paused INTEGER NOT NULL DEFAULT 0, last_slot TEXT, created_at TEXT NOT NULL)""",
         "CREATE INDEX runs_by_logical_date ON runs (pipeline, logical_date)",
     ],
+    [  # 4: command tasks, declared products
+        "ALTER TABLE task_runs ADD COLUMN command TEXT",
+        "ALTER TABLE task_runs ADD COLUMN products TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -219,9 +223,10 @@ class Store:
                 (e.run_id, e.pipeline, e.started_at, e.logical_date, json.dumps(e.params), e.source,
                  e.pid, e.host, process_started(e.pid), time.time(), e.output_dir))
             conn.executemany(
-                "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, status)"
-                " VALUES (?, ?, ?, ?, ?, ?, 'pending')",
-                [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"))
+                "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
+                " products, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"),
+                  _dumps(t.get("command")), _dumps(t.get("products") or None))
                  for i, (name, t) in enumerate(e.tasks.items())])
 
     def task_changed(self, e: TaskStateChanged) -> None:
@@ -357,7 +362,7 @@ class Store:
                 values=_loads(t["vals"]) or {}, error=_loads(t["error"]), reason=t["reason"],
                 progress=_loads(t["progress"]), upstream=tuple(_loads(t["upstream"])),
                 notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"],
-                grid=t["grid"])
+                grid=t["grid"], command=_loads(t["command"]), products=_loads(t["products"]) or {})
         return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),

@@ -26,10 +26,19 @@ DEFAULT_KERNEL = "python3"
 class PreparedTask:
     task: Task
     parameters: dict          # rendered, type-checked; without ``upstream``
-    kernel: str
+    kernel: str | None        # None for a command task
     inject_upstream: bool     # False only for a task with no upstream whose cell lacks it
     secrets: dict = field(default_factory=dict, repr=False)  # name -> value, never stored
     source_hash: str = ""
+    command: tuple[str, ...] | None = None  # rendered argv of a command task
+    product: str | dict | None = None       # rendered, absolute (URLs as given)
+
+    @property
+    def products(self) -> dict[str, str]:
+        """Declared products by name; a single path is named ``product``."""
+        if self.product is None:
+            return {}
+        return {"product": self.product} if isinstance(self.product, str) else dict(self.product)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     problems: list[str] = []
     infos: dict[str, NotebookInfo] = {}
     for name, task in pipeline.tasks.items():
+        if task.command is not None:
+            continue  # a command has no cells to read
         try:
             infos[name] = inspect_notebook(task.notebook)
         except ValidationError as exc:
@@ -104,25 +115,102 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     prepared: dict[str, PreparedTask] = {}
     for name, task in pipeline.tasks.items():
         info = infos.get(name)
-        if info is None:  # its notebook could not be read: already reported
+        if info is None and task.command is None:  # unreadable notebook: already reported
             continue
-        values = {}
-        for key, raw in task.parameters.items():
-            try:
-                values[key] = render(raw, context)
-            except Exception as exc:  # jinja2 errors of every kind
-                problems.append(f"{label(task)}: parameter {key!r}: {template_error(exc)}")
+        values = _render_all(task.parameters, context, f"{label(task)}: parameter", problems)
+        product = _render_product(pipeline, task, {**context, "task": name, "parameters": values},
+                                  problems)
+        secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
+        if task.command is not None:
+            argv = _render_all(dict(enumerate(task.command)),
+                               {**context, "task": name, "product": product},
+                               f"{label(task)}: command argument", problems)
+            argv = tuple(str(argv[i]) for i in sorted(argv))
+            if len(argv) == len(task.command):
+                problems += _program_problems(task, argv[0])
+            prepared[name] = PreparedTask(task, {}, None, False, secrets,
+                                          _hash([argv, task.env]), command=argv, product=product)
+            continue
+        if product is not None and "product" in values:
+            problems.append(f"{label(task)}: 'product' is injected from the task's declared "
+                            "product; do not also give it as a parameter")
         problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
         if kernel not in installed_kernels():
             problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
                             f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
-        secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
+        if product is not None and "product" in info.parameters:
+            values["product"] = product  # a notebook that declares `product` gets it
         inject = bool(task.upstream) or "upstream" in info.parameters
-        prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash)
+        prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash,
+                                      product=product)
+    problems += _shared_products(prepared)
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
     return PreparedRun(pipeline, run_id, logical_date, params, prepared, secret_env)
+
+
+def _render_all(templates: dict, context: dict, what: str, problems: list[str]) -> dict:
+    """``templates`` rendered; each failure appended to ``problems`` as "WHAT KEY: why"."""
+    out = {}
+    for key, raw in templates.items():
+        try:
+            out[key] = render(raw, context)
+        except Exception as exc:  # jinja2 errors of every kind
+            problems.append(f"{what} {key!r}: {template_error(exc)}")
+    return out
+
+
+def _render_product(pipeline: Pipeline, task: Task, context: dict,
+                    problems: list[str]) -> str | dict | None:
+    """The task's declared product(s), rendered and made absolute (relative paths are
+    relative to the pipeline's folder; URLs stay as written)."""
+    if task.product is None:
+        return None
+    single = isinstance(task.product, str)
+    raw = {"product": task.product} if single else task.product
+    rendered = _render_all(raw, context, f"{label(task)}: product", problems)
+    paths = {}
+    for key, value in rendered.items():
+        value = str(value)
+        paths[key] = value if "://" in value else str((pipeline.root / value).resolve())
+    return paths.get("product") if single else paths
+
+
+def _shared_products(prepared: dict[str, PreparedTask]) -> list[str]:
+    """Two tasks declaring the same product would overwrite each other's output."""
+    owner: dict[str, str] = {}
+    problems = []
+    for name, p in prepared.items():
+        for path in p.products.values():
+            if path in owner:
+                problems.append(f"tasks {owner[path]!r} and {name!r} both declare product {path}; "
+                                "give each task its own (a grid can use {{ task }} or "
+                                "{{ parameters.NAME }} in the path)")
+            owner.setdefault(path, name)
+    return problems
+
+
+def _program_problems(task: Task, program: str) -> list[str]:
+    """A command whose program cannot be found fails before anything runs."""
+    import shutil
+
+    from .command import search_path
+    path = search_path(task.env)
+    if os.sep in program:
+        found = (task.workdir / program).is_file()
+    else:
+        found = shutil.which(program, path=path) is not None
+    if found:
+        return []
+    where = f"in {task.workdir}" if os.sep in program else "on PATH"
+    return [f"{label(task)}: program {program!r} of its command is not found {where}"]
+
+
+def _hash(value) -> str:
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:

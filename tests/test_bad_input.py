@@ -330,6 +330,56 @@ def case_neither_notebook_nor_command(root):
                 [PIPELINE, "'b'", "notebook", "command"])
 
 
+def case_product_named_notebook(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"notebook": "nb/b.ipynb",
+                                      "product": {"notebook": "out/b.ipynb"}})),
+                [PIPELINE, "'b'", "'notebook'", "product"])
+
+
+def case_product_named_values(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"command": ["true"], "product": {"values": "v.json"}})),
+                [PIPELINE, "'b'", "'values'", "product"])
+
+
+def case_product_not_a_path(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"notebook": "nb/b.ipynb", "product": ["a.csv"]})),
+                [PIPELINE, "'b'", "product"])
+
+
+def case_two_tasks_one_product(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(a={"notebook": "nb/a.ipynb", "product": "out/x.csv"},
+                                   b={"command": ["true"], "product": "out/x.csv"})),
+                [PIPELINE, "'a'", "'b'", "x.csv"])
+
+
+def case_command_as_string(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"command": "echo hi && rm -rf /"})),
+                [PIPELINE, "'b'", "command", "list"])
+
+
+def case_command_program_missing(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"command": ["nborch-no-such-program", "--x"]})),
+                [PIPELINE, "'b'", "'nborch-no-such-program'", "not found"])
+
+
+def case_command_with_parameters(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"command": ["true"], "parameters": {"x": 1}})),
+                [PIPELINE, "'b'", "'parameters'", "command"])
+
+
+def case_command_bad_template(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"command": ["echo", "{{ params.nope }}"]})),
+                [PIPELINE, "'b'", "nope"])
+
+
 def case_missing_secret_task(root):
     _notebooks(root)
     return Case(_write(root, _spec(b={"notebook": "nb/b.ipynb", "secrets": [UNSET_SECRET]})),

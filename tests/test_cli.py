@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import os
 import signal
 import sqlite3
@@ -23,11 +25,15 @@ def test_demo_pipeline_runs_and_is_recorded(workdir: Path):
     assert run["status"] == "success"
     assert run["params"] == {"seed": 42, "n_rows": 500}
     tasks = run["tasks"]
-    assert list(tasks) == ["generate", "clean", "by_region", "by_product", "report"]
-    for task in tasks.values():
+    assert list(tasks) == ["generate", "clean", "by_region", "by_product", "report", "export"]
+    for name, task in tasks.items():
         assert set(task) >= {"status", "attempts", "started_at", "ended_at", "output_path",
                              "values", "error"}
-        assert Path(task["output_path"]).is_file()
+        assert name == "export" or Path(task["output_path"]).is_file()
+    # The command task got the notebooks' values and wrote its declared product.
+    export = json.loads(Path(tasks["export"]["products"]["product"]).read_text())
+    assert export["total_revenue"] == tasks["report"]["values"]["total_revenue"]
+    assert tasks["export"]["values"]["exported"] == tasks["export"]["products"]["product"]
     assert tasks["generate"]["values"]["row_count"] == 500
     assert tasks["clean"]["values"]["row_count"] + tasks["clean"]["values"]["dropped_rows"] == 500
     total = tasks["report"]["values"]["total_revenue"]

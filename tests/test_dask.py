@@ -265,3 +265,22 @@ def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir:
         for file in folder.rglob("*"):
             if file.is_file() and file.name != ".env":
                 assert value.encode() not in file.read_bytes(), file
+
+
+def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):
+    """A command task on the cluster: its output, values and product come back."""
+    p = Pipeline("cmd_dask", root=workdir)
+    made = p.command([sys.executable, "-c", "import os, pathlib, sys, nborch\n"
+                      "pathlib.Path(sys.argv[1]).write_text('x')\n"
+                      "print('on the worker')\n"
+                      "nborch.publish('parent', os.getppid())", "{{ product }}"],
+                     name="make", product="out/x.txt")
+    write_notebook(workdir / "use.ipynb", "import nborch\n"
+                   "nborch.publish('x', open(upstream['make']['product']).read())",
+                   parameters="upstream = {}")
+    p.notebook("use.ipynb", upstream=[made])
+    run = p.start(executor=local_cluster, home=workdir / ".nborch").wait(180)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    assert run.values["make"]["parent"] in worker_pids(local_cluster).values()
+    assert run.values["use"]["x"] == "x"
+    assert "on the worker" in Store(workdir / ".nborch").log_path(run.run_id, "make").read_text()

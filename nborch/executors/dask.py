@@ -151,12 +151,13 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
 
 # -- on the worker ----------------------------------------------------------------------------
 
-def run_on_worker(job: AttemptJob, request: KernelRequest, topic: str, key: str
+def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, key: str
                   ) -> AttemptResult:
-    """One attempt, on a Dask worker: a fresh kernel, the notebook, the kernel stopped."""
+    """One attempt, on a Dask worker: a fresh kernel, the notebook, the kernel stopped (or,
+    for a command task, the command)."""
     import distributed
 
-    from ..attempt import AttemptRunner
+    from ..attempt import make_runner
     from ..kernels import Kernel
 
     worker = distributed.get_worker()
@@ -166,15 +167,16 @@ def run_on_worker(job: AttemptJob, request: KernelRequest, topic: str, key: str
             worker.log_event(topic, {"type": type(event).__name__,
                                      "fields": dataclasses.asdict(event)})
 
-    kernel = Kernel(request)
+    kernel = Kernel(request) if request is not None else None
     started = utcnow()
     try:
-        kernel.start()
+        if kernel is not None:
+            kernel.start()
     except Exception as exc:
         kernel.shutdown()
         return AttemptResult("failed", started, utcnow(), None, {}, error_dict(
             "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
-    runner = AttemptRunner(job, kernel, emit)
+    runner = make_runner(job, kernel, emit)
     finished = threading.Event()
     cancel = distributed.Event(key, client=distributed.get_client())
     threading.Thread(target=_watch_cancel, args=(cancel, runner, finished), daemon=True).start()
@@ -182,7 +184,8 @@ def run_on_worker(job: AttemptJob, request: KernelRequest, topic: str, key: str
         return runner.run()
     finally:
         finished.set()
-        kernel.shutdown()
+        if kernel is not None:
+            kernel.shutdown()
 
 
 def _watch_cancel(cancel, runner, finished: threading.Event) -> None:

@@ -13,7 +13,7 @@ import threading
 import traceback
 from typing import Callable
 
-from ..attempt import AttemptJob, AttemptResult, AttemptRunner, error_dict
+from ..attempt import AttemptJob, AttemptResult, error_dict, make_runner
 from ..kernels import Kernel, KernelRequest
 from ..store import utcnow
 
@@ -22,14 +22,15 @@ log = logging.getLogger("nborch")
 
 class _Slot:
     """A thread holding one kernel for one attempt: start the kernel, wait for the job,
-    run it, report, then shut the kernel down (after reporting, off the critical path)."""
+    run it, report, then shut the kernel down (after reporting, off the critical path).
+    A command task's slot (``request`` None) has no kernel."""
 
-    def __init__(self, key: tuple, request: KernelRequest, on_ready: Callable[[], None]):
+    def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None]):
         self.key = key
         self.request = request
         self.ready = threading.Event()
-        self.kernel = Kernel(request)
-        self.runner: AttemptRunner | None = None
+        self.kernel = Kernel(request) if request is not None else None
+        self.runner = None
         self.claimed = False  # given its job (or discarded)
         self._jobs: queue.Queue = queue.Queue()
         self._on_ready = on_ready
@@ -51,23 +52,26 @@ class _Slot:
         self._cancelled = True
         if self.runner is not None:
             self.runner.cancel()
-        else:
+        elif self.kernel is not None:
             self.kernel.kill()
 
     def _main(self) -> None:
-        try:
-            self.kernel.start()
-        except Exception as exc:
-            self._start_error = exc
+        if self.kernel is not None:
+            try:
+                self.kernel.start()
+            except Exception as exc:
+                self._start_error = exc
         self.ready.set()
-        self._on_ready()
+        if self.kernel is not None:
+            self._on_ready()
         item = self._jobs.get()
         try:
             if item is not None:
                 self._attempt(*item)
         finally:
             try:
-                self.kernel.shutdown()
+                if self.kernel is not None:
+                    self.kernel.shutdown()
             except Exception:
                 log.debug("kernel shutdown failed", exc_info=True)
 
@@ -80,7 +84,7 @@ class _Slot:
             done(AttemptResult(status, started, utcnow(), None, {},
                                error_dict("KernelStartError", message)))
             return
-        self.runner = AttemptRunner(job, self.kernel, emit)
+        self.runner = make_runner(job, self.kernel, emit)
         if self._cancelled:
             self.runner.cancel()
         try:
@@ -102,14 +106,16 @@ class LocalExecutor:
         self._lock = threading.Lock()
         self.on_kernel_ready: Callable[[], None] = lambda: None
 
-    def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
+    def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
                done: Callable[[AttemptResult], None]) -> _Slot:
         """Run ``job``; ``done(result)`` is called from the attempt's thread. Uses the kernel
-        warmed for it when it matches ``request``. Returns a handle with ``cancel()``."""
+        warmed for it when it matches ``request`` (None: a command, no kernel). Returns a
+        handle with ``cancel()``."""
         key = (job.task, job.attempt)
         with self._lock:
             slot = self._slots.get(key)
-            if slot is None or slot.claimed or not slot.request.same_as(request):
+            if slot is None or slot.claimed or request is None or \
+                    not slot.request.same_as(request):
                 if slot is not None:
                     slot.discard()
                 slot = self._slots[key] = _Slot(key, request, self._ready)

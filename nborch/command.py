@@ -1,0 +1,157 @@
+"""One attempt of a command task: a program run without a shell, its output the task's log.
+
+The program runs in a process group of its own, so a timeout or a cancel stops everything
+it started. ``nborch publish NAME VALUE`` (or ``nborch.publish`` in a Python script) inside
+it appends to the file named by ``NBORCH_VALUES_FILE``; those are the task's values.
+Secrets reach the program in its environment and are masked in its log and error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from typing import Any, Callable
+
+from .attempt import AttemptJob, AttemptResult, LogSinks, Masker, error_dict, make_product_dirs
+from .store import utcnow
+
+STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
+DRAIN_GRACE = 1.0  # seconds to wait for output after the program exits (background children)
+VALUES_ENV = "NBORCH_VALUES_FILE"
+
+
+def search_path(env: dict) -> str:
+    """The ``PATH`` a command runs with: nborch's own Python environment first, as if it
+    were activated, so ``nborch publish`` (and the tools installed beside nborch, such as
+    dbt) are found even when nborch was started by its full path."""
+    path = env.get("PATH", os.environ.get("PATH", os.defpath))
+    here = os.path.dirname(sys.executable)
+    return path if path.split(os.pathsep)[0] == here else here + os.pathsep + path
+
+
+class CommandRunner:
+    """Runs ``job.command``; same interface as ``AttemptRunner`` (``run``, ``cancel``)."""
+
+    def __init__(self, job: AttemptJob, emit: Callable[[Any], None] = lambda event: None):
+        self.job = job
+        self.emit = emit
+        self.masker = Masker(job.secret_values)
+        self.process: subprocess.Popen | None = None
+        self._stop_reason: str | None = None  # "cancel" | "timeout"
+        self._lock = threading.Lock()
+        self._last_stderr = ""
+
+    # -- control, from any thread -----------------------------------------------------
+
+    def cancel(self) -> None:
+        self._stop("cancel")
+
+    def _stop(self, reason: str) -> None:
+        with self._lock:
+            if self._stop_reason or self.process is None or self.process.returncode is not None:
+                self._stop_reason = self._stop_reason or reason
+                return
+            self._stop_reason = reason
+        self._signal_group(signal.SIGTERM)
+        timer = threading.Timer(STOP_GRACE, self._signal_group, (signal.SIGKILL,))
+        timer.daemon = True
+        timer.start()
+
+    def _signal_group(self, signum: int) -> None:
+        try:
+            os.killpg(self.process.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass  # the whole group is gone already
+
+    # -- the attempt ------------------------------------------------------------------
+
+    def run(self) -> AttemptResult:
+        job = self.job
+        make_product_dirs(job)
+        fd, values_file = tempfile.mkstemp(prefix="nborch-values-", suffix=".jsonl")
+        os.close(fd)
+        env = {**os.environ, **job.env, VALUES_ENV: values_file}
+        env["PATH"] = search_path(env)
+        started = utcnow()
+        with LogSinks(job, self.masker, self.emit, started) as sinks:
+            try:
+                error = self._execute(env, sinks)
+            except OSError as exc:  # not found, not executable, bad cwd
+                error = error_dict("CommandNotStarted", f"{job.command[0]}: {exc.strerror or exc}")
+            ended = utcnow()
+            sinks.close(ended, error)
+        values = self.masker.data(_read_values(values_file))
+        os.unlink(values_file)
+        status = "success" if error is None else (
+            "cancelled" if self._stop_reason == "cancel" else "failed")
+        return AttemptResult(status, started, ended, None, values, self.masker.data(error))
+
+    def _execute(self, env: dict, sinks: "LogSinks") -> dict | None:
+        job = self.job
+        with self._lock:
+            if self._stop_reason == "cancel":
+                return error_dict("Cancelled", "the run was cancelled")
+            self.process = subprocess.Popen(
+                list(job.command), cwd=job.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        readers = [threading.Thread(target=self._pump, args=(pipe, sinks[stream], stream),
+                                    daemon=True)
+                   for pipe, stream in ((self.process.stdout, "stdout"),
+                                        (self.process.stderr, "stderr"))]
+        for reader in readers:
+            reader.start()
+        try:
+            code = self.process.wait(timeout=job.timeout)
+        except subprocess.TimeoutExpired:
+            self._stop("timeout")
+            code = self.process.wait()
+        for reader in readers:
+            reader.join(DRAIN_GRACE)
+        if any(reader.is_alive() for reader in readers):
+            # A child left running in the background still holds the output open.
+            self._signal_group(signal.SIGKILL)
+            for reader in readers:
+                reader.join()
+        return self._error(code)
+
+    def _pump(self, pipe, sink, stream: str) -> None:
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                line = raw.decode("utf-8", errors="replace")
+                if stream == "stderr" and line.strip():
+                    self._last_stderr = line.strip()
+                sink.write(line)
+
+    def _error(self, code: int) -> dict | None:
+        program = self.job.command[0]
+        if self._stop_reason == "timeout":
+            return error_dict("TimeoutError", f"{program} stopped after its timeout of "
+                              f"{self.job.timeout:g}s")
+        if self._stop_reason == "cancel":
+            return error_dict("Cancelled", "the run was cancelled")
+        if code == 0:
+            return None
+        if code < 0:
+            message = f"{program} was killed by {signal.Signals(-code).name}"
+        else:
+            message = f"{program} exited with code {code}"
+        if self._last_stderr:
+            message += f"; its last error output: {self._last_stderr[:300]}"
+        return error_dict("CommandFailed", self.masker.text(message))
+
+
+def _read_values(path: str) -> dict:
+    values = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                item = json.loads(line)
+                values[item["name"]] = item["value"]
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn line from a killed program
+    return values
