@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 import uuid
 from datetime import datetime
@@ -159,3 +160,33 @@ def test_without_the_client_a_configured_run_warns_and_runs(workdir: Path):
                        "PYTHONPATH": str(shadow.parent)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("pip install 'nborch[lineage]'") == 1
+
+
+def test_declared_products_are_output_datasets(workdir: Path, receiver: Receiver):
+    # Configured by an openlineage.yml in the current folder, as the client reads it.
+    (workdir / "openlineage.yml").write_text(
+        f"transport:\n  type: http\n  url: {receiver.url('')}\n  timeout: 3\n")
+    write = "import sys; [open(p, 'w').close() for p in sys.argv[1:]]"
+    path = write_pipeline(workdir, {"name": "made", "tasks": {
+        "make": {"command": [sys.executable, "-c", write, "{{ product.data }}",
+                             "{{ product.summary }}"],
+                 "product": {"data": "out/data.csv", "summary": "out/summary.txt"}}}})
+    proc = nborch("run", str(path), "--json", cwd=workdir)
+    assert proc.returncode == 0, proc.stderr
+    assert run_json(proc)["tasks"]["make"]["products"] == {
+        "data": str(workdir / "out" / "data.csv"),
+        "summary": str(workdir / "out" / "summary.txt")}
+    jobs = by_job(receiver)
+    assert [e["eventType"] for e in jobs["made.make"]] == ["START", "COMPLETE"]
+    for event in jobs["made.make"]:
+        assert [(o["namespace"], o["name"]) for o in event["outputs"]] == [
+            ("file", str(workdir / "out" / "data.csv")),
+            ("file", str(workdir / "out" / "summary.txt"))]
+    assert all(e["outputs"] == [] for e in jobs["made"])
+
+
+def test_dataset_names_follow_the_openlineage_naming_spec():
+    from nborch.lineage import dataset_name
+    assert dataset_name("/data/out.csv") == ("file", "/data/out.csv")
+    assert dataset_name("file:///data/out.csv") == ("file", "/data/out.csv")
+    assert dataset_name("s3://bucket/runs/out.csv") == ("s3://bucket", "runs/out.csv")
