@@ -30,10 +30,11 @@ import scenarios  # noqa: E402
 PM_SEQ, PM_THREADS, PM_CLI = ("papermill API, sequential", "papermill API, threads",
                               "papermill CLI, per notebook")
 PL_SERIAL, PL_PARALLEL = "ploomber build (serial)", "ploomber build (parallel)"
+NOT_FORKED = "nborch, kernels not forked"
 PLAN = {  # scenario -> systems measured (nborch first)
-    "chain10": ["nborch", "nborch (CLI)", PM_SEQ, PM_CLI, PL_SERIAL, PL_PARALLEL],
-    "fan16": ["nborch", "nborch (dask executor)", PM_SEQ, PM_THREADS, PL_PARALLEL],
-    "dag50": ["nborch", PM_SEQ, PM_THREADS, PL_SERIAL, PL_PARALLEL],
+    "chain10": ["nborch", "nborch (CLI)", NOT_FORKED, PM_SEQ, PM_CLI, PL_SERIAL, PL_PARALLEL],
+    "fan16": ["nborch", NOT_FORKED, "nborch (dask executor)", PM_SEQ, PM_THREADS, PL_PARALLEL],
+    "dag50": ["nborch", NOT_FORKED, PM_SEQ, PM_THREADS, PL_SERIAL, PL_PARALLEL],
     "imports": ["nborch", PM_SEQ, PM_CLI],
     # papermill's API saves after every cell by default: over 15 min here, so the baseline
     # is papermill saving once at the end
@@ -71,6 +72,30 @@ def kernel_start_cpu(samples: int = 5) -> float:
         costs.append(times.user + times.system)
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+    return statistics.median(costs)
+
+
+def forked_kernel_cpu(samples: int = 5) -> float:
+    """The same as ``kernel_start_cpu`` for a kernel forked from nborch's template."""
+    import psutil
+    from jupyter_core.utils import run_sync
+
+    from nborch.forkserver import KernelTemplate
+    from nborch.kernels import Kernel, KernelRequest
+    template = KernelTemplate()
+    costs = []
+    try:
+        for _ in range(samples):
+            kernel = Kernel(KernelRequest("python3", os.getcwd(), {}), template)
+            kernel.start()
+            kernel.kc.execute("1")
+            while run_sync(kernel.kc.get_shell_msg)(timeout=30)["msg_type"] != "execute_reply":
+                pass
+            times = psutil.Process(kernel.pid).cpu_times()
+            costs.append(times.user + times.system)
+            kernel.shutdown()
+    finally:
+        template.close()
     return statistics.median(costs)
 
 
@@ -144,8 +169,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         floor_cpu = kernel_start_cpu()
+        forked_cpu = forked_kernel_cpu()
         lines.append(f"One kernel start (start, run `1`, as CPU of the kernel process): "
-                     f"{floor_cpu:.2f} CPU-s.")
+                     f"{floor_cpu:.2f} CPU-s started from scratch, {forked_cpu:.2f} CPU-s "
+                     "forked from nborch's kernel template.")
         lines.append("")
         for name in PLAN:
             if name not in wanted:
@@ -161,9 +188,12 @@ def main() -> int:
                           file=sys.stderr, flush=True)
             lines += table(scenario, results)
             if name == "fan16":
-                floor = (len(scenario.edges) * floor_cpu) / (os.cpu_count() or 1) + scenario.ideal
-                lines += [f"Floor for fan16 (18 kernel starts on {os.cpu_count()} CPUs + 0.5 s): "
-                          f"{floor:.2f} s.", ""]
+                cpus = os.cpu_count() or 1
+                floor = (len(scenario.edges) * floor_cpu) / cpus + scenario.ideal
+                forked = (len(scenario.edges) * forked_cpu) / cpus + scenario.ideal
+                lines += [f"Floor for fan16 (18 kernel starts on {cpus} CPUs + 0.5 s): "
+                          f"{floor:.2f} s with kernels started from scratch, {forked:.2f} s "
+                          "with forked ones.", ""]
         if "big" in wanted:
             lines += ["### big: planning a 500-task DAG (no execution)", "",
                       "| step | median |", "|---|---|", *big_dag(root, args.reps), ""]

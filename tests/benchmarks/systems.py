@@ -41,6 +41,12 @@ def nborch_api(folder: Path, parallel: int, work: Path):
     return time.perf_counter() - start
 
 
+def nborch_not_forked(folder: Path, parallel: int, work: Path):
+    """nborch starting every kernel from scratch instead of forking it from its template."""
+    os.environ["NBORCH_FORK_KERNELS"] = "0"
+    return nborch_api(folder, parallel, work)
+
+
 def nborch_no_progress(folder: Path, parallel: int, work: Path):
     """nborch with its per-cell progress hooks removed: what progress events cost."""
     import nborch.papermill_engine as engine
@@ -142,6 +148,7 @@ def _ploomber(executor: str):
 SYSTEMS = {
     "nborch": nborch_api,
     "nborch (CLI)": nborch_cli,
+    "nborch, kernels not forked": nborch_not_forked,
     "nborch (dask executor)": nborch_dask,
     "nborch, progress hooks off": nborch_no_progress,
     "papermill API, sequential": papermill_seq,
