@@ -422,6 +422,8 @@ class Engine:
             env["NBORCH_UPSTREAM"] = json.dumps(upstream)
         elif p.inject_upstream:
             parameters["upstream"] = upstream
+        if ploomber is not None and "product" in parameters:  # last, as Ploomber injects it
+            parameters["product"] = parameters.pop("product")
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt,
             notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",

@@ -329,7 +329,8 @@ class Pipeline:
         """Add one task per combination of ``grid``, named ``NAME-0``, ``NAME-1``, ...
         (or as a ``GridInstances`` names them)."""
         name, where = base.name, f"task {base.name!r}"
-        if not isinstance(grid, GridInstances):
+        named = isinstance(grid, GridInstances)
+        if not named:
             try:
                 combinations = grid_combinations(grid, where, self.allow_large_grid)
             except SpecError as exc:
@@ -345,8 +346,9 @@ class Pipeline:
         if taken:
             raise SpecError(f"{where}: grid instance name {taken[0]!r} collides with task "
                             f"{taken[0]!r}; rename the grid or that task", source=self._where())
-        instances = tuple(replace(base, name=n, parameters={**base.parameters, **combination},
-                                  product=product, grid=name)
+        instances = tuple(replace(base, name=n, product=product, grid=name, parameters=(
+                                      {**combination, **base.parameters} if named  # Ploomber's
+                                      else {**base.parameters, **combination}))    # order
                           for n, combination, product in grid.instances)
         self.tasks.update((t.name, t) for t in instances)
         self.grids[name] = tuple(names)

@@ -81,9 +81,9 @@ def clean(product, upstream, factor):
 HOOKS = """
 import json
 
-def check_clean(product, params):
-    with open(product + ".checked", "w") as out:
-        json.dump({"product": product, "factor": params["factor"]}, out)
+def check_clean(product, params):  # str(): Ploomber passes a File object
+    with open(str(product) + ".checked", "w") as out:
+        json.dump({"product": str(product), "factor": params["factor"]}, out)
 
 def pipeline_done(suffix="!"):
     with open("pipeline-done.txt", "w") as out:
