@@ -41,7 +41,8 @@ from typing import Any, Callable
 import nbformat
 
 from .errors import SpecError
-from .model import TASK_DEFAULTS, GridInstances, Pipeline, Task, check_task_name, grid_combinations
+from .model import (TASK_DEFAULTS, GridInstances, Pipeline, Task, check_task_name,
+                    grid_combinations)
 from .notebooks import NotebookInfo, inspect_node, read_notebook
 from .templating import render, template_error
 
@@ -216,6 +217,8 @@ class _Reader:
         if not isinstance(mapping, dict):
             return
         for key in mapping:
+            if key in UNSUPPORTED and mapping[key] is None:
+                continue  # e.g. `serializer: null`, which turns a pipeline-wide one off
             if key in UNSUPPORTED:
                 self.problems.append(f"{where}: {key!r} is not supported: {UNSUPPORTED[key]}")
             elif key not in allowed:
