@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from contextlib import nullcontext
 
 from . import __version__
 from .errors import NborchError, SpecError
@@ -55,22 +56,42 @@ def _follow(args, start, started_what: str) -> int:
         if isinstance(event, RunStarted):
             print(f"run {event.run_id} {started_what}", file=out, flush=True)
 
-    handle = start([announce] + ([] if live else [PlainProgress(out)]))
-    try:
-        if live:
-            with LiveProgress(handle.run) as view:
-                handle.subscribe(view)
+    metrics = serve_metrics(args, lambda text: print(text, file=out, flush=True))
+    with metrics or nullcontext():  # stops serving when the run ends
+        handle = start([announce] + ([] if live else [PlainProgress(out)]) +
+                       ([metrics] if metrics else []))
+        try:
+            if live:
+                with LiveProgress(handle.run) as view:
+                    handle.subscribe(view)
+                    run = handle.wait()
+            else:
                 run = handle.wait()
-        else:
-            run = handle.wait()
-    except KeyboardInterrupt:
-        print("cancelled: kernels stopped, states recorded", file=sys.stderr)
-        run = handle.run
+        except KeyboardInterrupt:
+            print("cancelled: kernels stopped, states recorded", file=sys.stderr)
+            run = handle.run
     if args.json:
         print(json.dumps(run.to_dict(), indent=2))
     else:
         print_run(run, _console())
     return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+
+
+def serve_metrics(args, say):
+    """The metrics listener, serving already, when ``--metrics-port`` is given; else None."""
+    if args.metrics_port is None:
+        return None
+    from .metrics import Metrics
+    metrics = Metrics().serve(args.metrics_port, args.metrics_host)
+    say(f"serving metrics on http://{args.metrics_host}:{metrics.port}/metrics")
+    return metrics
+
+
+def with_metrics(p) -> None:
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on PORT at /metrics (needs nborch[metrics])")
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                   help="address to serve metrics on (default 0.0.0.0: every interface)")
 
 
 def cmd_validate(args) -> int:
@@ -205,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where tasks run: local (default), dask (a local Dask cluster), or "
                             "dask://HOST:PORT (an existing Dask scheduler)")
         p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+        with_metrics(p)
 
     p = sub.add_parser("run", help="run a pipeline")
     p.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")

@@ -25,7 +25,7 @@ from .dag import downstream_map
 from .errors import NborchError, SpecError
 from .events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
                      EventBus, RunEnded, RunStarted, TaskStateChanged)
-from . import outputs
+from . import lineage, outputs
 from .executors import get_executor
 from .hooks import HookRunner
 from .kernels import KernelRequest
@@ -210,6 +210,8 @@ class Engine:
         if pipeline.hooks or task_hooks:  # after run.apply: hooks read the updated Run
             self.bus.subscribe(HookRunner(self.run, pipeline.hooks, task_hooks,
                                           self.run_dir / "hooks.log", prepared.env))
+        if (lineage_emitter := lineage.emitter(prepared.secret_values)) is not None:
+            self.bus.subscribe(lineage_emitter)  # OpenLineage events, when configured
 
     # -- public -----------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 STARTUP_TIMEOUT = 60.0
+IOPUB_LOOK = 0.02  # seconds to wait for an iopub message before asking again
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,42 @@ def _ipc_prefix() -> str:
     return os.path.join(tempfile.gettempdir(), f"nborch-{secrets.token_hex(6)}")
 
 
+async def _await_ready(km, kc, timeout: float) -> None:
+    """Return once the kernel answers on its shell channel and its iopub messages reach us.
+
+    jupyter_client's ``wait_for_ready`` does the same, but gives iopub 0.2 s per try and
+    usually needs a second try (the first status messages go out before our subscription
+    is in place): about 0.25 s of every start spent waiting. Trying again at once after a
+    short look costs a few more kernel_info round trips instead.
+    """
+    import time
+    from queue import Empty
+    deadline = time.monotonic() + timeout
+    while True:
+        kc.kernel_info()
+        try:
+            reply = await kc.get_shell_msg(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except Empty:
+            reply = None
+        if reply is not None and reply["msg_type"] == "kernel_info_reply":
+            try:
+                await kc.get_iopub_msg(timeout=IOPUB_LOOK)
+                return
+            except Empty:
+                pass
+        if not await km.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
 class Kernel:
     """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
     the owning thread; ``kill`` may be called from any thread."""
 
-    def __init__(self, request: KernelRequest):
+    def __init__(self, request: KernelRequest, template=None):
         self.request = request
+        self.template = template  # a forkserver.KernelTemplate to fork the kernel from
         self.km = None
         self.kc = None
         self.pid: int | None = None
@@ -59,6 +90,11 @@ class Kernel:
         # (papermill#511), and nothing listening on the network.
         km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
                                 ip=_ipc_prefix())
+        if self.template is not None:
+            import uuid
+            from .forkserver import provisioner_for
+            km.kernel_id = str(uuid.uuid4())
+            km.provisioner = provisioner_for(km, self.template)
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
         run_sync(km.start_kernel)(cwd=self.request.cwd, env={**os.environ, **self.request.env},
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -73,7 +109,7 @@ class Kernel:
         kc = km.client()
         kc.start_channels()
         try:
-            run_sync(kc.wait_for_ready)(timeout=timeout)
+            run_sync(_await_ready)(km, kc, timeout)
         except Exception:
             kc.stop_channels()
             raise

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import nullcontext
 from datetime import date, datetime, timezone
 
-from .cli import EXIT_FAILED, EXIT_OK, _store
+from .cli import EXIT_FAILED, EXIT_OK, _store, serve_metrics, with_metrics
 from .errors import NborchError, SpecError
 
 
@@ -87,11 +88,17 @@ def cmd_schedule_remove(args) -> int:
 
 def cmd_scheduler(args) -> int:
     from .scheduler import Scheduler
-    scheduler = Scheduler(args.home, grace=_duration(args.grace),
-                          say=lambda text: print(text, flush=True))
-    for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
-        signal.signal(signum, lambda *_: scheduler.stop())
-    scheduler.serve(wait_for_lock=args.wait)
+    def say(text: str) -> None:
+        print(text, flush=True)
+
+    grace = _duration(args.grace)  # a bad --grace is reported before the port is taken
+    metrics = serve_metrics(args, say)
+    with metrics or nullcontext():
+        scheduler = Scheduler(args.home, grace=grace, say=say,
+                              listeners=[metrics] if metrics else [])
+        for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
+            signal.signal(signum, lambda *_: scheduler.stop())
+        scheduler.serve(wait_for_lock=args.wait)
     return EXIT_OK
 
 
@@ -137,6 +144,7 @@ def add_parsers(sub) -> None:
                         "cancelled (default 5m)")
     p.add_argument("--wait", action="store_true",
                    help="if another scheduler is active, wait and take over when it stops")
+    with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
 
     p = sub.add_parser("backfill", help="run every slot of a pipeline's schedule in a date range")

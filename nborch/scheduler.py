@@ -17,7 +17,7 @@ import threading
 import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from .errors import NborchError, SpecError
 from .events import RunEnded
@@ -40,9 +40,11 @@ def _now() -> datetime:
 
 class Scheduler:
     def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
-                 grace: float = GRACE_SECONDS, say: Callable[[str], None] = print):
+                 grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
+                 listeners: Sequence = ()):
         self.store = Store(home)
         self.poll, self.grace, self.say = poll, grace, say
+        self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
         self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
         self._stop = threading.Event()
         self._lock_file = None
@@ -123,7 +125,8 @@ class Scheduler:
         from .spec import load
         try:
             handle = start_run(load(schedule.source), params={}, logical_date=slot,
-                               home=self.store.home, listeners=[self._ended])
+                               home=self.store.home,
+                               listeners=[self._ended, *self.listeners])
         except NborchError as exc:  # the file was changed into something invalid, or removed
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None

@@ -55,7 +55,10 @@ def free_port() -> int:
 
 
 def kernels_of(run_id: str) -> list:
-    """The live processes (kernels) started for run ``run_id``: they carry its id."""
+    """The live processes (kernels, commands) started for run ``run_id``: they carry its id
+    in their environment. Kernels forked from nborch's kernel template do not show their own
+    environment to other processes (/proc keeps the template's), so every live kernel forked
+    by a template this test started counts too."""
     import psutil
     found = []
     for proc in psutil.process_iter():
@@ -65,7 +68,29 @@ def kernels_of(run_id: str) -> list:
                 found.append(proc)
         except psutil.Error:
             pass
-    return found
+    return found + [p for p in forked_kernels() if p not in found]
+
+
+def _is_template(proc) -> bool:
+    import psutil
+    try:
+        return "nborch.forkserver" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kernel_templates() -> list:
+    """Live kernel template processes (see nborch/forkserver.py) this test started."""
+    import psutil
+    return [p for p in psutil.Process().children(recursive=True)
+            if _is_template(p) and not _is_template(p.parent() or psutil.Process(1))]
+
+
+def forked_kernels() -> list:
+    """Live kernels forked from a kernel template this test started."""
+    import psutil
+    return [p for p in psutil.Process().children(recursive=True)
+            if _is_template(p) and _is_template(p.parent() or psutil.Process(1))]
 
 
 def write_pipeline(folder: Path, spec: dict, name: str = "pipeline.yaml") -> Path:

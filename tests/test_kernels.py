@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import psutil
 
 from nborch import Pipeline
 from nborch.attempt import AttemptJob
 from nborch.executors.local import LocalExecutor
 from nborch.kernels import KernelRequest
-from conftest import kernels_of, write_notebook
+from conftest import forked_kernels, kernel_templates, kernels_of, write_notebook, write_pipeline
 
 
 
@@ -50,6 +54,7 @@ def test_cancel_stops_running_and_spare_kernels(workdir: Path):
     run = handle.wait(timeout=60)
     assert run.status == "cancelled"
     assert kernels_of(run.run_id) == []  # shutdown waits for every kernel, spares included
+    assert kernel_templates() == []  # and the template they were forked from is gone too
 
 
 def test_a_kernel_is_started_for_the_request_the_task_really_has(workdir: Path):
@@ -74,3 +79,66 @@ def test_a_kernel_is_started_for_the_request_the_task_really_has(workdir: Path):
     executor.shutdown()
     assert results[0].status == "success", results[0].error
     assert results[0].values == {"cwd": str(workdir / "b"), "flag": "real"}
+
+
+def test_forked_kernels_are_like_started_ones(workdir: Path, monkeypatch):
+    """A kernel forked from the template runs in the task's folder and environment, imports
+    the task folder's modules, has its own random state, and is the template's child."""
+    folder = workdir / "proj"
+    (folder / "lib").mkdir(parents=True)
+    (folder / "helper.py").write_text("VALUE = 'from the task folder'\n")
+    (folder / "lib" / "extra_mod.py").write_text("VALUE = 'from PYTHONPATH'\n")
+    body = ("import os, random, sys, nborch, helper, extra_mod\n"
+            "nborch.publish('seen', [os.getcwd(), os.environ.get('FLAG'), helper.VALUE, "
+            "extra_mod.VALUE, os.environ['NBORCH_TASK']])\n"
+            "nborch.publish('random', random.random())\n"
+            "nborch.publish('ppid', os.getppid())")
+    for name in ("one", "two"):
+        write_notebook(folder / f"{name}.ipynb", body)
+    p = Pipeline("forked", root=folder)
+    for name in ("one", "two"):
+        p.notebook(f"{name}.ipynb", env={"FLAG": name, "PYTHONPATH": str(folder / "lib")})
+    templates = []
+    handle = p.start(max_parallel=2, listeners=[lambda e: templates.extend(
+        t.pid for t in kernel_templates() if t.pid not in templates)])
+    run = handle.wait(120)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    for name in ("one", "two"):
+        assert run.values[name]["seen"] == [str(folder), name, "from the task folder",
+                                            "from PYTHONPATH", name]
+        assert run.values[name]["ppid"] in templates  # forked, not started from scratch
+    assert run.values["one"]["random"] != run.values["two"]["random"]
+    assert kernel_templates() == [] and forked_kernels() == []
+
+
+def test_kernels_can_be_started_without_the_template(workdir: Path, monkeypatch):
+    monkeypatch.setenv("NBORCH_FORK_KERNELS", "0")
+    write_notebook(workdir / "plain.ipynb", "import os, nborch\nnborch.publish('ppid', os.getppid())")
+    p = Pipeline("plain", root=workdir)
+    p.notebook("plain.ipynb")
+    run = p.run()
+    assert run.status == "success"
+    assert run.values["plain"]["ppid"] == os.getpid()  # a child of this process itself
+
+
+def test_a_killed_orchestrator_takes_its_forked_kernels_with_it(workdir: Path):
+    """SIGKILL of `nborch run`: the template sees its stdin close and exits, and the
+    kernels forked from it exit when their parent goes (ipykernel's parent poller)."""
+    started = workdir / "started"
+    write_notebook(workdir / "slow.ipynb",
+                   f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(300)")
+    write_notebook(workdir / "after.ipynb", "x = 1")
+    write_pipeline(workdir, {"name": "killed", "tasks": {
+        "slow": {"notebook": "slow.ipynb"},
+        "after": {"notebook": "after.ipynb", "upstream": ["slow"]}}})
+    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (started.exists() and len(forked_kernels()) >= 2):  # running + spare
+        assert time.monotonic() < deadline and proc.poll() is None, "no forked kernels"
+        time.sleep(0.05)
+    left = forked_kernels() + kernel_templates()
+    proc.kill()
+    proc.wait()
+    gone, alive = psutil.wait_procs(left, timeout=20)
+    assert not alive, f"still running after the orchestrator died: {alive}"

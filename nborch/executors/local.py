@@ -8,6 +8,7 @@ ready when the task's upstream tasks finish, and the task starts executing cells
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import traceback
@@ -25,11 +26,12 @@ class _Slot:
     run it, report, then shut the kernel down (after reporting, off the critical path).
     A command task's slot (``request`` None) has no kernel."""
 
-    def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None]):
+    def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None],
+                 template=None):
         self.key = key
         self.request = request
         self.ready = threading.Event()
-        self.kernel = Kernel(request) if request is not None else None
+        self.kernel = Kernel(request, template) if request is not None else None
         self.runner = None
         self.claimed = False  # given its job (or discarded)
         self._jobs: queue.Queue = queue.Queue()
@@ -100,11 +102,22 @@ class _Slot:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self):
+    def __init__(self, fork_kernels: bool | None = None):
         self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
         self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
         self.on_kernel_ready: Callable[[], None] = lambda: None
+        if fork_kernels is None:
+            fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
+        self._fork_kernels = fork_kernels
+        self._template = None  # started with the first kernel (see forkserver.py)
+
+    def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
+        """A slot for ``key`` (call with the lock held)."""
+        if request is not None and self._fork_kernels and self._template is None:
+            from ..forkserver import KernelTemplate
+            self._template = KernelTemplate()
+        return _Slot(key, request, self._ready, self._template)
 
     def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
                done: Callable[[AttemptResult], None]) -> _Slot:
@@ -118,7 +131,7 @@ class LocalExecutor:
                     not slot.request.same_as(request):
                 if slot is not None:
                     slot.discard()
-                slot = self._slots[key] = _Slot(key, request, self._ready)
+                slot = self._slots[key] = self._new_slot(key, request)
         slot.run(job, emit, done)
         return slot
 
@@ -126,7 +139,7 @@ class LocalExecutor:
         """Start the kernel of a task that will soon be ready."""
         with self._lock:
             if (task, attempt) not in self._slots:
-                self._slots[(task, attempt)] = _Slot((task, attempt), request, self._ready)
+                self._slots[(task, attempt)] = self._new_slot((task, attempt), request)
 
     def warm(self) -> set[str]:
         """Tasks with a kernel started or starting for them, not yet given their job."""
@@ -169,3 +182,6 @@ class LocalExecutor:
                 slot.discard()
         for slot in slots + finishing:
             slot.thread.join(timeout)
+        if self._template is not None:
+            self._template.close()
+            self._template = None
