@@ -45,6 +45,11 @@ class AttemptJob:
     resources: dict = field(default_factory=dict)  # Dask worker resources the attempt needs
     command: tuple | None = None  # a command task's argv (then ``notebook`` is empty)
     products: dict = field(default_factory=dict)  # declared products: name -> path
+    source: dict | None = None  # a notebook to run instead of ``notebook``'s file (generated)
+    notebook_product: str | None = None  # a copy of the executed notebook goes here (.ipynb),
+    #                                      or its HTML export (.html): Ploomber's `nb` product
+    export_options: dict = field(default_factory=dict)  # nbconvert exporter options
+    check_products: bool = False  # a success that leaves a declared product missing fails
 
 
 def make_runner(job: AttemptJob, kernel, emit: Callable[[Any], None]):
@@ -220,7 +225,7 @@ class AttemptRunner:
             self.kernel.attach_stderr(sinks["stderr"])
             try:
                 papermill.execute_notebook(
-                    _source(job.notebook), None, parameters=job.parameters, engine_name=ENGINE_NAME,
+                    _source(job), None, parameters=job.parameters, engine_name=ENGINE_NAME,
                     kernel_name=job.kernel, progress_bar=False, request_save_on_cell_execute=False,
                     stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
                     nborch_attempt=self, km=self.kernel.km, nborch_kc=self.kernel.kc)
@@ -235,6 +240,8 @@ class AttemptRunner:
                     timer.cancel()
                 with self._lock:
                     self._done.set()
+            if error is None and job.check_products:
+                error = _missing_products(job)
             if error is not None and self._stop_reason == "timeout":
                 error = self._timeout_error(error)
             ended = utcnow()
@@ -242,6 +249,15 @@ class AttemptRunner:
         status = "success" if error is None else (
             "cancelled" if self._stop_reason == "cancel" else "failed")
         output_path = self._save()
+        if job.notebook_product and self.nb is not None:
+            try:
+                _export(self.masker.text(nbformat.writes(self.nb)), job.notebook_product,
+                        job.export_options)
+            except Exception as exc:  # a bad exporter option, an unwritable folder
+                if error is None:
+                    status, error = "failed", error_dict(
+                        "ExportError", f"cannot write the executed notebook to "
+                                       f"{job.notebook_product}: {type(exc).__name__}: {exc}")
         values = self.masker.data(_published_values(self.nb)) if self.nb is not None else {}
         return AttemptResult(status, started, ended, output_path, values,
                              self.masker.data(error))
@@ -292,11 +308,32 @@ class AttemptRunner:
         return self.job.output_path
 
 
-def _source(notebook: str):
-    """What papermill executes: the path of an ``.ipynb``, or a script notebook read with
-    jupytext (its executed copy is saved as ``.ipynb``)."""
+def _source(job: AttemptJob):
+    """What papermill executes: the path of an ``.ipynb``, a script notebook read with
+    jupytext (its executed copy is saved as ``.ipynb``), or the job's generated notebook."""
     from .notebooks import is_script, read_notebook
-    return read_notebook(notebook) if is_script(notebook) else notebook
+    if job.source is not None:
+        return nbformat.from_dict(json.loads(json.dumps(job.source)))  # a copy to execute
+    return read_notebook(job.notebook) if is_script(job.notebook) else job.notebook
+
+
+def _missing_products(job: AttemptJob) -> dict | None:
+    """Ploomber fails a task that succeeds without writing its products; so do we."""
+    missing = [path for path in job.products.values() if path != job.notebook_product
+               and "://" not in path and not os.path.exists(path)]
+    if not missing:
+        return None
+    return error_dict("ProductMissing", "the task ran successfully but did not write its "
+                      f"product(s): {', '.join(missing)}")
+
+
+def _export(text: str, path: str, options: dict) -> None:
+    """Write an executed notebook (JSON ``text``) to ``path``: as is, or as HTML."""
+    from . import outputs
+    if path.lower().endswith(".html"):
+        from nbconvert import HTMLExporter
+        text, _ = HTMLExporter(**options).from_notebook_node(nbformat.reads(text, as_version=4))
+    outputs.write_text(path, text)
 
 
 def _published_values(nb) -> dict:

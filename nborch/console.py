@@ -3,6 +3,7 @@ tables of ``runs`` and ``show``. Views only read events or ``Run`` objects."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -254,7 +255,8 @@ def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
     duration = _seconds_between(min(starts), max(ends) if ended and ends else None) \
         if starts else None
     outputs = [t.output_path for t in tasks if t.output_path]
-    where = _short_path(str(Path(outputs[0]).parent / f"{name}-*.ipynb")) if outputs else ""
+    pattern = os.path.commonprefix([t.name for t in tasks]).rstrip("0123456789") + "*.ipynb"
+    where = _short_path(str(Path(outputs[0]).parent / pattern)) if outputs else ""
     return (f"{name} (grid)", f"[{STYLE.get(worst, '')}]{summary(states)}[/]",
             str(sum(t.attempts for t in tasks)), format_duration(duration), where)
 

@@ -31,6 +31,7 @@ from .hooks import HookRunner
 from .kernels import KernelRequest
 from .model import Pipeline
 from .planner import Planner, Transition
+from .ploomber import injected_upstream, ploomber_job
 from .run import Run
 from .store import Store, utcnow
 from .validate import PreparedRun, prepare
@@ -410,8 +411,10 @@ class Engine:
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
-        upstream = {}
-        for up in p.task.upstream:
+        upstream, ploomber = {}, p.task.ploomber
+        if ploomber is not None:  # Ploomber's shape: each upstream task's product
+            upstream = injected_upstream(p.task, lambda up: self.prepared.tasks[up].product)
+        for up in p.task.upstream if ploomber is None else ():
             t = self.run.tasks[up]
             upstream[up] = {"notebook": t.output_path, "values": t.values,
                             **self.prepared.tasks[up].products}
@@ -421,13 +424,16 @@ class Engine:
             env["NBORCH_UPSTREAM"] = json.dumps(upstream)
         elif p.inject_upstream:
             parameters["upstream"] = upstream
+        if ploomber is not None and "product" in parameters:  # last, as Ploomber injects it
+            parameters["product"] = parameters.pop("product")
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt,
             notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
             cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
             env=env, timeout=p.task.timeout, secret_values=self.prepared.secret_values,
-            resources=p.task.resources, command=p.command, products=p.products)
+            resources=p.task.resources, command=p.command, products=p.products,
+            **(ploomber_job(ploomber, p.products) if ploomber is not None else {}))
 
 
 def _task_record(p) -> dict:

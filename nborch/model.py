@@ -62,6 +62,7 @@ class Task:
     hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
     command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
     product: str | dict | None = None  # declared output(s): a path template or name -> template
+    ploomber: Any = None  # a ploomber.PloomberTask: this task keeps Ploomber's conventions
 
     def delay_before(self, attempt: int) -> float:
         """Seconds to wait before ``attempt`` (2 is the first retry)."""
@@ -121,6 +122,13 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
             continue
         out[key] = value
     return out, problems
+
+
+@dataclass(frozen=True)
+class GridInstances:
+    """A grid whose instances are already named and parameterized (a Ploomber grid, whose
+    names and products follow Ploomber's rules): ``(name, parameters, product)`` each."""
+    instances: tuple[tuple[str, dict, Any], ...]
 
 
 @dataclass(frozen=True)
@@ -318,24 +326,30 @@ class Pipeline:
         return task
 
     def _add_grid(self, base: Task, grid: Any) -> Grid:
-        """Add one task per combination of ``grid``, named ``NAME-0``, ``NAME-1``, ..."""
+        """Add one task per combination of ``grid``, named ``NAME-0``, ``NAME-1``, ...
+        (or as a ``GridInstances`` names them)."""
         name, where = base.name, f"task {base.name!r}"
-        try:
-            combinations = grid_combinations(grid, where, self.allow_large_grid)
-        except SpecError as exc:
-            raise SpecError(exc.problems, source=self._where()) from None
-        both = [k for k in combinations[0] if k in base.parameters]
+        named = isinstance(grid, GridInstances)
+        if not named:
+            try:
+                combinations = grid_combinations(grid, where, self.allow_large_grid)
+            except SpecError as exc:
+                raise SpecError(exc.problems, source=self._where()) from None
+            grid = GridInstances(tuple((f"{name}-{i}", combination, base.product)
+                                       for i, combination in enumerate(combinations)))
+        both = [k for k in grid.instances[0][1] if k in base.parameters]
         if both:
             raise SpecError(f"{where}: {', '.join(map(repr, both))} set in both 'parameters' and "
                             "'grid'; give each parameter in one of them", source=self._where())
-        names = [f"{name}-{i}" for i in range(len(combinations))]
+        names = [instance[0] for instance in grid.instances]
         taken = [n for n in names if n in self.tasks]
         if taken:
             raise SpecError(f"{where}: grid instance name {taken[0]!r} collides with task "
                             f"{taken[0]!r}; rename the grid or that task", source=self._where())
-        instances = tuple(replace(base, name=n, parameters={**base.parameters, **combination},
-                                  grid=name)
-                          for n, combination in zip(names, combinations))
+        instances = tuple(replace(base, name=n, product=product, grid=name, parameters=(
+                                      {**combination, **base.parameters} if named  # Ploomber's
+                                      else {**base.parameters, **combination}))    # order
+                          for n, combination, product in grid.instances)
         self.tasks.update((t.name, t) for t in instances)
         self.grids[name] = tuple(names)
         for other, task in self.tasks.items():  # earlier tasks that named this grid upstream

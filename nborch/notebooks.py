@@ -43,9 +43,10 @@ class NotebookInfo:
 
     @property
     def declared_upstream(self) -> list[str] | None:
-        """``upstream = ["a", "b"]`` in the parameters cell, as Ploomber users write it."""
+        """``upstream = ["a", "b"]`` in the parameters cell, as Ploomber users write it (or
+        Ploomber's older ``upstream = {"a": None}``)."""
         param = self.parameters.get("upstream")
-        if param and isinstance(param.default, (list, tuple)) and \
+        if param and isinstance(param.default, (list, tuple, dict)) and \
                 all(isinstance(u, str) for u in param.default):
             return list(param.default)
         return None
@@ -92,6 +93,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         nb = _read_script(Path(path))
         nb.metadata.setdefault("kernelspec", {}).setdefault("name", "python3")
         nb.metadata.kernelspec.setdefault("language", "python")
+        nb.metadata.kernelspec.setdefault("display_name", nb.metadata.kernelspec["name"])
         return nb
     try:
         with open(path, encoding="utf-8") as fh:
@@ -131,7 +133,11 @@ def inspect_notebook(path: Path) -> NotebookInfo:
 
 @lru_cache(maxsize=4096)
 def _inspect(path: Path, mtime: int) -> NotebookInfo:
-    nb = read_notebook(path)
+    return inspect_node(read_notebook(path), path)
+
+
+def inspect_node(nb: nbformat.NotebookNode, path: Path) -> NotebookInfo:
+    """What ``inspect_notebook`` tells of a notebook already in memory (``path`` names it)."""
     spec = nb.metadata.get("kernelspec", {}) or {}
     language = (nb.metadata.get("language_info", {}) or {}).get("name") or spec.get("language")
     index = parameters_cell_index(nb)

@@ -158,6 +158,9 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
                  allow_large_grid: bool = False) -> Pipeline:
     """Build a Pipeline from parsed YAML, collecting every problem before raising."""
     where = str(source)
+    from . import ploomber
+    if ploomber.looks_like_ploomber(data):
+        return ploomber.load(data, source, allow_large_grid=allow_large_grid)
     if not isinstance(data, dict):
         raise SpecError("a pipeline file must be a YAML mapping with at least 'name' and 'tasks'",
                         source=where)
@@ -183,10 +186,6 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
                         "environment variable names")
         secrets = []
     tasks = data.get("tasks")
-    if isinstance(tasks, list) and any(isinstance(t, dict) and "source" in t for t in tasks):
-        raise SpecError("this looks like a Ploomber pipeline (a list of tasks with 'source' and "
-                        "'product'); running Ploomber projects is not supported by this version "
-                        "of nborch", source=where)
     if not isinstance(tasks, dict) or not tasks:
         problems.append(f"pipeline: 'tasks'{_line(data, 'tasks')} must be a mapping of task names "
                         "to task definitions")

@@ -16,7 +16,7 @@ from .dag import find_cycle
 from .errors import SpecError, ValidationError
 from .hooks import missing_secret_headers
 from .model import Pipeline, Task
-from .notebooks import NotebookInfo, inspect_notebook, type_mismatch, type_name
+from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 
 DEFAULT_KERNEL = "python3"
@@ -85,13 +85,14 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if task.command is not None:
             continue  # a command has no cells to read
         try:
-            infos[name] = inspect_notebook(task.notebook)
+            infos[name] = _inspect(task)
         except ValidationError as exc:
             problems += [f"{label(task)}: {p}" for p in exc.problems]
-    # A notebook's own ``upstream = [...]`` adds edges (Ploomber's convention).
+    # A notebook's own ``upstream = [...]`` adds edges (Ploomber's convention; a Ploomber
+    # project's tasks have theirs already, wildcards expanded).
     for name, info in infos.items():
         declared = info.declared_upstream
-        if declared:
+        if declared and pipeline.tasks[name].ploomber is None:
             pipeline.add_upstream(name, declared)
     problems += graph_problems(pipeline)
 
@@ -134,20 +135,33 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if product is not None and "product" in values:
             problems.append(f"{label(task)}: 'product' is injected from the task's declared "
                             "product; do not also give it as a parameter")
-        problems += parameter_problems(label(task), task, info, values)
+        if task.ploomber is not None:
+            from .ploomber import parameter_problems as ploomber_problems
+            problems += ploomber_problems(label(task), task, info, values)
+        else:
+            problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
         if kernel not in installed_kernels():
             problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
                             f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
-        if product is not None and "product" in info.parameters:
+        if product is not None and ("product" in info.parameters or task.ploomber is not None):
             values["product"] = product  # a notebook that declares `product` gets it
-        inject = bool(task.upstream) or "upstream" in info.parameters
+        # Ploomber leaves `upstream = None` alone in a task without upstream tasks.
+        inject = bool(task.upstream) or ("upstream" in info.parameters and task.ploomber is None)
         prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash,
                                       product=product)
     problems += _shared_products(prepared)
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
     return PreparedRun(pipeline, run_id, logical_date, params, prepared, secret_env)
+
+
+def _inspect(task: Task) -> NotebookInfo:
+    """A task's notebook, or the notebook generated for a Ploomber function task."""
+    if task.ploomber is not None and task.ploomber.source is not None:
+        import nbformat
+        return inspect_node(nbformat.from_dict(task.ploomber.source), task.notebook)
+    return inspect_notebook(task.notebook)
 
 
 def _render_all(templates: dict, context: dict, what: str, problems: list[str]) -> dict:
