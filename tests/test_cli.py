@@ -81,10 +81,10 @@ def test_failed_run_exits_1_and_show_gives_the_error(workdir: Path):
 
 def test_validate_and_plot(workdir: Path):
     proc = nborch("validate", str(DEMO), cwd=workdir)
-    assert proc.returncode == 0 and "is valid (5 tasks)" in proc.stdout
+    assert proc.returncode == 0 and "is valid (6 tasks)" in proc.stdout
     proc = nborch("plot", str(DEMO), "-o", "dag.svg", cwd=workdir, check=True)
     svg = (workdir / "dag.svg").read_text()
-    for task in ("generate", "clean", "by_region", "by_product", "report"):
+    for task in ("generate", "clean", "by_region", "by_product", "report", "export"):
         assert f'id="{task}"' in svg
     nborch("plot", str(DEMO), "-o", "dag.dot", cwd=workdir, check=True)
     assert '"clean" -> by_region' in (workdir / "dag.dot").read_text() or \
