@@ -411,13 +411,13 @@ class Engine:
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
-        upstream, ploomber = {}, p.task.ploomber
+        ploomber = p.task.ploomber
         if ploomber is not None:  # Ploomber's shape: each upstream task's product
             upstream = injected_upstream(p.task, lambda up: self.prepared.tasks[up].product)
-        for up in p.task.upstream if ploomber is None else ():
-            t = self.run.tasks[up]
-            upstream[up] = {"notebook": t.output_path, "values": t.values,
-                            **self.prepared.tasks[up].products}
+        else:
+            upstream = {up: {"notebook": self.run.tasks[up].output_path,
+                             "values": self.run.tasks[up].values,
+                             **self.prepared.tasks[up].products} for up in p.task.upstream}
         env = self._env(name, attempt)
         parameters = dict(p.parameters)
         if p.command is not None:
