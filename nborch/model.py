@@ -77,10 +77,6 @@ class Task:
         as ``cwd`` when the task is made) unless ``cwd`` says otherwise."""
         return self.cwd or self.notebook.parent
 
-    @property
-    def kind(self) -> str:
-        return "command" if self.command is not None else "notebook"
-
 
 def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
     """Check and convert task options (durations to seconds, lists to tuples).
