@@ -112,6 +112,11 @@ class LocalExecutor:
         self._fork_kernels = fork_kernels
         self._template = None  # started with the first kernel (see forkserver.py)
 
+    @property
+    def forks_kernels(self) -> bool:
+        """Whether kernels are forked from a template (cheap to start; see forkserver.py)."""
+        return self._fork_kernels
+
     def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
         """A slot for ``key`` (call with the lock held)."""
         if request is not None and self._fork_kernels and self._template is None:
