@@ -80,7 +80,7 @@ class KernelTemplate:
             conn.connect(self.path)
             request = {"argv": argv[3:], "cwd": cwd or os.getcwd(), "env": env}
             socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [write_end])
-            reply = conn.makefile("rb").readline()
+            reply = conn.makefile("rb", buffering=0).readline()  # unbuffered: leave the exit line
             pid = json.loads(reply)["pid"]
         except (OSError, ValueError, KeyError) as exc:
             conn.close()
