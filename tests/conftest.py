@@ -9,6 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import nbformat
@@ -122,3 +125,65 @@ def workdir(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("NBORCH_HOME", raising=False)
     return tmp_path
+
+
+# -- shared by several test modules --------------------------------------------------
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST; ``statuses`` are answered in
+    order (then 200)."""
+
+    def __init__(self, statuses=()):
+        self.posts: list[dict] = []
+        self.statuses = list(statuses)
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                receiver.posts.append({"path": self.path, "headers": dict(self.headers),
+                                       "json": json.loads(body), "answered": status})
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def answered(self, path: str) -> list[dict]:
+        return [p["json"] for p in self.posts if p["path"] == path and p["answered"] == 200]
+
+
+def small_pipeline(folder: Path, name: str = "nightly", body: str = "pass", **extra) -> Path:
+    write_notebook(folder / "job.ipynb", "import nborch\nnborch.publish('day', day)",
+                   parameters="day = ''")
+    write_notebook(folder / "after.ipynb", body)
+    return write_pipeline(folder, {"name": name, "tasks": {
+        "job": {"notebook": "job.ipynb", "parameters": {"day": "{{ ds }}"}},
+        "after": {"notebook": "after.ipynb", "upstream": ["job"]}}, **extra})
+
+
+def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    return subprocess.Popen([sys.executable, "-m", "nborch", "scheduler", *args], cwd=workdir,
+                            env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120) -> list[str]:
+    """Lines of the process's stdout up to the first that holds ``needle``."""
+    lines, end = [], time.monotonic() + deadline
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} not printed; got {lines}")

@@ -5,46 +5,13 @@ from __future__ import annotations
 import email.policy
 import json
 import sys
-import threading
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch import Pipeline
-
-
-class Receiver:
-    """An HTTP server on 127.0.0.1 that records every POST; ``statuses`` are answered in
-    order (then 200)."""
-
-    def __init__(self, statuses=()):
-        self.posts: list[dict] = []
-        self.statuses = list(statuses)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = receiver.statuses.pop(0) if receiver.statuses else 200
-                receiver.posts.append({"path": self.path, "headers": dict(self.headers),
-                                       "json": json.loads(body), "answered": status})
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def url(self, path: str = "/hook") -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
-
-    def answered(self, path: str) -> list[dict]:
-        return [p["json"] for p in self.posts if p["path"] == path and p["answered"] == 200]
 
 
 @pytest.fixture

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch import Pipeline
-from test_hooks import Receiver
 
 SECRET = "s3cr3t-Lineage-42"
 

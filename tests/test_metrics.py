@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
-from test_schedule import small_pipeline, start_scheduler, wait_for_line
+from conftest import (free_port, nborch, run_json, small_pipeline, start_scheduler, wait_for_line,
+                      write_notebook, write_pipeline)
 from nborch.spec import load
 from nborch.events import RunEnded, RunStarted, TaskStateChanged
 from nborch.metrics import Metrics

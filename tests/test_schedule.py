@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from conftest import nborch, run_json, write_notebook, write_pipeline
+from conftest import nborch, run_json, small_pipeline, start_scheduler, wait_for_line
 from nborch import Store
 from nborch.errors import SpecError
 from nborch.scheduler import Scheduler
@@ -63,15 +60,6 @@ def test_bad_cron_expressions_are_rejected(expr):
 
 
 # -- the schedule commands ------------------------------------------------------------------
-
-def small_pipeline(folder: Path, name: str = "nightly", body: str = "pass", **extra) -> Path:
-    write_notebook(folder / "job.ipynb", "import nborch\nnborch.publish('day', day)",
-                   parameters="day = ''")
-    write_notebook(folder / "after.ipynb", body)
-    return write_pipeline(folder, {"name": name, "tasks": {
-        "job": {"notebook": "job.ipynb", "parameters": {"day": "{{ ds }}"}},
-        "after": {"notebook": "after.ipynb", "upstream": ["job"]}}, **extra})
-
 
 def test_schedule_add_list_pause_resume_remove(workdir: Path):
     path = small_pipeline(workdir, schedule={"cron": "0 6 * * *", "timezone": "Europe/Berlin"})
@@ -139,26 +127,6 @@ def test_scheduler_tick_honours_catchup_max_active_runs_and_pause(workdir: Path)
     assert scheduler.handles[third].wait(120).logical_date == "2026-01-03T06:00:00+00:00"
     assert scheduler.tick(now) == []  # nothing is started twice
     assert store.schedules()[0].last_slot == "2026-01-03T06:00:00+00:00"
-
-
-def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
-    return subprocess.Popen([sys.executable, "-m", "nborch", "scheduler", *args], cwd=workdir,
-                            env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120) -> list[str]:
-    """Lines of the process's stdout up to the first that holds ``needle``."""
-    lines, end = [], time.monotonic() + deadline
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not printed; got {lines}")
 
 
 def test_scheduler_process_runs_due_slots_is_alone_and_stops_on_sigterm(workdir: Path):
