@@ -248,11 +248,12 @@ class AttemptRunner:
             sinks.close(ended, error)
         status = "success" if error is None else (
             "cancelled" if self._stop_reason == "cancel" else "failed")
-        output_path = self._save()
-        if job.notebook_product and self.nb is not None:
+        # The executed notebook, secrets masked: serialized once for every copy of it.
+        text = self.masker.text(nbformat.writes(self.nb)) if self.nb is not None else None
+        output_path = self._save(text)
+        if job.notebook_product and text is not None:
             try:
-                _export(self.masker.text(nbformat.writes(self.nb)), job.notebook_product,
-                        job.export_options)
+                _export(text, job.notebook_product, job.export_options)
             except Exception as exc:  # a bad exporter option, an unwritable folder
                 if error is None:
                     status, error = "failed", error_dict(
@@ -300,11 +301,11 @@ class AttemptRunner:
                     self._running_cell[0] + 1 if self._running_cell else None),
                 "message": f"attempt stopped after its timeout of {limit:g}s{where}"}
 
-    def _save(self) -> str | None:
-        if self.nb is None:
+    def _save(self, text: str | None) -> str | None:
+        if text is None:
             return None
         from . import outputs
-        outputs.write_text(self.job.output_path, self.masker.text(nbformat.writes(self.nb)))
+        outputs.write_text(self.job.output_path, text)
         return self.job.output_path
 
 

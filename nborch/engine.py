@@ -7,7 +7,6 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import logging
 import os
@@ -34,7 +33,7 @@ from .planner import Planner, Transition
 from .ploomber import injected_upstream, ploomber_job
 from .run import Run
 from .store import Store, utcnow
-from .validate import PreparedRun, prepare
+from .validate import PreparedRun, prepare, stable_hash
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
@@ -299,7 +298,7 @@ class Engine:
                "upstream": ups}
         if p.products:  # only when declared, so older fingerprints stay valid
             doc["products"] = p.products
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+        return stable_hash(doc)
 
     def _up_to_date(self, name: str) -> bool:
         """With --incremental, skip a task identical to its last successful run."""

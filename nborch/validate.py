@@ -130,7 +130,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
             if len(argv) == len(task.command):
                 problems += _program_problems(task, argv[0])
             prepared[name] = PreparedTask(task, {}, None, False, secrets,
-                                          _hash([argv, task.env]), command=argv, product=product)
+                                          stable_hash([argv, task.env]), command=argv, product=product)
             continue
         if product is not None and "product" in values:
             problems.append(f"{label(task)}: 'product' is injected from the task's declared "
@@ -221,7 +221,8 @@ def _program_problems(task: Task, program: str) -> list[str]:
     return [f"{label(task)}: program {program!r} of its command is not found {where}"]
 
 
-def _hash(value) -> str:
+def stable_hash(value) -> str:
+    """A digest of JSON-able ``value`` that is the same in every process (fingerprints)."""
     import hashlib
     import json
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
