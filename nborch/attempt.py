@@ -19,13 +19,13 @@ from typing import Any, Callable
 import nbformat
 
 from .events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
-from .inside import PUBLISH_MIME
+from .inside import PUBLISH_MIME, publish_preview
+from .secrecy import Masker, StreamMasker
 from .store import utcnow
 
 log = logging.getLogger("nborch")
 TIMEOUT_GRACE = 5.0  # seconds between interrupting a timed-out cell and killing its kernel
 PROGRESS_INTERVAL = 0.25  # seconds between progress events of one attempt, at most
-MIN_SECRET_LENGTH = 4  # shorter values would mask ordinary text ("1", "yes"); see docs
 
 
 @dataclass
@@ -40,6 +40,7 @@ class AttemptJob:
     output_path: str
     log_path: str
     env: dict = field(default_factory=dict, repr=False)  # secrets included: never persisted
+    withheld_env: tuple = ()  # names of the running process's environment the task must not get
     timeout: float | None = None
     secret_values: list = field(default_factory=list, repr=False)
     resources: dict = field(default_factory=dict)  # Dask worker resources the attempt needs
@@ -77,37 +78,16 @@ def error_dict(kind: str, message: str, cell: int | None = None,
             "traceback": traceback}
 
 
-class Masker:
-    """Replaces secret values with ``***`` in text and JSON-able data."""
-
-    def __init__(self, secrets: list[str]):
-        self.secrets = sorted({s for s in secrets if len(s) >= MIN_SECRET_LENGTH}, key=len,
-                              reverse=True)
-
-    def text(self, value: str) -> str:
-        for secret in self.secrets:
-            value = value.replace(secret, "***")
-        return value
-
-    def data(self, value: Any) -> Any:
-        if not self.secrets or value is None:
-            return value
-        encoded = json.dumps(value)
-        for secret in self.secrets:
-            encoded = encoded.replace(json.dumps(secret)[1:-1], "***")
-        return json.loads(encoded)
-
-
 class LogSinks:
     """An attempt's log file, open for the attempt: ``sinks["stdout"]`` and
     ``sinks["stderr"]`` write masked text to it and stream it as output events."""
 
     def __init__(self, job: AttemptJob, masker: Masker, emit: Callable[[Any], None],
                  started: str):
-        self.job, self.masker, self.emit, self.started = job, masker, emit, started
+        self.job, self.emit, self.started = job, emit, started
         self.lock = threading.Lock()
         self.handle = None
-        self._sinks = {s: _LogSink(self, s) for s in ("stdout", "stderr")}
+        self._sinks = {s: _LogSink(self, s, masker.stream()) for s in ("stdout", "stderr")}
 
     def __enter__(self) -> "LogSinks":
         self.handle = open(self.job.log_path, "a", encoding="utf-8")
@@ -119,6 +99,8 @@ class LogSinks:
         return self._sinks[stream]
 
     def close(self, ended: str, error: dict | None) -> None:
+        for sink in self._sinks.values():
+            sink.drain()
         with self.lock:
             self.handle.write(f"--- attempt {self.job.attempt} ended {ended}: "
                               f"{'ok' if error is None else error['type']} ---\n")
@@ -129,21 +111,28 @@ class LogSinks:
 
 
 class _LogSink:
-    """One stream of the log. papermill writes a notebook's stream outputs here."""
+    """One stream of the log. papermill writes a notebook's stream outputs here. A secret
+    split between two writes is masked whole: the end of a write that could begin one
+    waits for the next write (or the end of the attempt)."""
 
-    def __init__(self, log: LogSinks, stream: str):
-        self.log, self.stream = log, stream
+    def __init__(self, log: LogSinks, stream: str, masker: StreamMasker):
+        self.log, self.stream, self.masker = log, stream, masker
 
     def write(self, text: str) -> None:
-        if not text:
-            return
+        if text:
+            with self.log.lock:
+                self._write(self.masker.feed(text))
+
+    def drain(self) -> None:
+        with self.log.lock:
+            self._write(self.masker.flush())
+
+    def _write(self, text: str) -> None:  # with the log's lock held
         log = self.log
-        text = log.masker.text(text)
-        with log.lock:
-            if log.handle is None or log.handle.closed:  # a kernel's stderr can trail the end
-                return
-            log.handle.write(text)
-            log.handle.flush()
+        if not text or log.handle is None or log.handle.closed:  # stderr can trail the end
+            return
+        log.handle.write(text)
+        log.handle.flush()
         job = log.job
         log.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
 
@@ -203,7 +192,8 @@ class AttemptRunner:
         line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
         self._running_cell = (done, line)
         job = self.job
-        self._progress(AttemptProgress(job.run_id, job.task, job.attempt, done, total, line[:120]))
+        self._progress(AttemptProgress(job.run_id, job.task, job.attempt, done, total,
+                                       self.masker.text(line)[:120]))
 
     # -- the attempt ------------------------------------------------------------------
 
@@ -248,8 +238,13 @@ class AttemptRunner:
             sinks.close(ended, error)
         status = "success" if error is None else (
             "cancelled" if self._stop_reason == "cancel" else "failed")
-        # The executed notebook, secrets masked: serialized once for every copy of it.
-        text = self.masker.text(nbformat.writes(self.nb)) if self.nb is not None else None
+        # The executed notebook, secrets masked value by value (before its published values
+        # are read): serialized once for every copy of it.
+        text = None
+        if self.nb is not None:
+            self.masker.notebook(self.nb)
+            _refresh_publish_previews(self.nb)
+            text = nbformat.writes(self.nb)
         output_path = self._save(text)
         if job.notebook_product and text is not None:
             try:
@@ -259,7 +254,7 @@ class AttemptRunner:
                     status, error = "failed", error_dict(
                         "ExportError", f"cannot write the executed notebook to "
                                        f"{job.notebook_product}: {type(exc).__name__}: {exc}")
-        values = self.masker.data(_published_values(self.nb)) if self.nb is not None else {}
+        values = _published_values(self.nb) if self.nb is not None else {}
         return AttemptResult(status, started, ended, output_path, values,
                              self.masker.data(error))
 
@@ -337,14 +332,24 @@ def _export(text: str, path: str, options: dict) -> None:
     outputs.write_text(path, text)
 
 
-def _published_values(nb) -> dict:
-    values = {}
+def _publish_outputs(nb):
+    """Each ``(output, payload)`` of an ``nborch.publish`` call in ``nb``."""
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             payload = output.get("data", {}).get(PUBLISH_MIME)
             if isinstance(payload, dict) and "name" in payload:
-                values[payload["name"]] = payload.get("value")
-    return values
+                yield output, payload
+
+
+def _published_values(nb) -> dict:
+    return {payload["name"]: payload.get("value") for _, payload in _publish_outputs(nb)}
+
+
+def _refresh_publish_previews(nb) -> None:
+    """The kernel shortened each published value's text preview before it could be masked;
+    write it again from the masked value."""
+    for output, payload in _publish_outputs(nb):
+        output["data"]["text/plain"] = publish_preview(payload["name"], payload.get("value"))
 
 
 def _plain_traceback(lines: list[str] | None) -> str | None:

@@ -17,7 +17,8 @@ import tempfile
 import threading
 from typing import Any, Callable
 
-from .attempt import AttemptJob, AttemptResult, LogSinks, Masker, error_dict, make_product_dirs
+from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
+from .secrecy import Masker, task_environment
 from .store import utcnow
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
@@ -75,7 +76,7 @@ class CommandRunner:
         make_product_dirs(job)
         fd, values_file = tempfile.mkstemp(prefix="nborch-values-", suffix=".jsonl")
         os.close(fd)
-        env = {**os.environ, **job.env, VALUES_ENV: values_file}
+        env = task_environment({**job.env, VALUES_ENV: values_file}, job.withheld_env)
         env["PATH"] = search_path(env)
         started = utcnow()
         with LogSinks(job, self.masker, self.emit, started) as sinks:
@@ -140,9 +141,9 @@ class CommandRunner:
             message = f"{program} was killed by {signal.Signals(-code).name}"
         else:
             message = f"{program} exited with code {code}"
-        if self._last_stderr:
-            message += f"; its last error output: {self._last_stderr[:300]}"
-        return error_dict("CommandFailed", self.masker.text(message))
+        if self._last_stderr:  # masked before it is shortened, so no part of a secret stays
+            message += f"; its last error output: {self.masker.text(self._last_stderr)[:300]}"
+        return error_dict("CommandFailed", message)
 
 
 def _read_values(path: str) -> dict:

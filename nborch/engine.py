@@ -208,7 +208,8 @@ class Engine:
         task_hooks = {n: p.task.hooks for n, p in prepared.tasks.items() if p.task.hooks}
         if pipeline.hooks or task_hooks:  # after run.apply: hooks read the updated Run
             self.bus.subscribe(HookRunner(self.run, pipeline.hooks, task_hooks,
-                                          self.run_dir / "hooks.log", prepared.env))
+                                          self.run_dir / "hooks.log", prepared.env,
+                                          prepared.secret_values))
         if (lineage_emitter := lineage.emitter(prepared.secret_values)) is not None:
             self.bus.subscribe(lineage_emitter)  # OpenLineage events, when configured
 
@@ -390,7 +391,8 @@ class Engine:
         self._apply(rest)
 
     def _env(self, name: str, attempt: int) -> dict:
-        """The environment of a task's kernel or command: its ``env``, run details, secrets."""
+        """What a task's kernel or command gets on top of nborch's environment (less
+        ``withheld_env``): its ``env``, run details, its own secrets."""
         p = self.prepared.tasks[name]
         return {
             **p.task.env,
@@ -409,7 +411,8 @@ class Engine:
         p = self.prepared.tasks[name]
         if p.command is not None:
             return None
-        return KernelRequest(p.kernel, str(p.task.workdir), self._env(name, attempt))
+        return KernelRequest(p.kernel, str(p.task.workdir), self._env(name, attempt),
+                             self.prepared.withheld_env)
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
@@ -433,7 +436,8 @@ class Engine:
             notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
             cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
-            env=env, timeout=p.task.timeout, secret_values=self.prepared.secret_values,
+            env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
+            timeout=p.task.timeout, secret_values=self.prepared.secret_values,
             resources=p.task.resources, command=p.command, products=p.products,
             **(ploomber_job(ploomber, p.products) if ploomber is not None else {}))
 

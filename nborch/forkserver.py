@@ -53,7 +53,7 @@ class KernelTemplate:
         self._process = subprocess.Popen(
             [python, "-m", "nborch.forkserver", self.path], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-            cwd="/")
+            cwd="/", env=_template_environment())
         self._ready = threading.Event()
         self._failed: str | None = None
         threading.Thread(target=self._await_ready, name="nborch-forkserver", daemon=True).start()
@@ -267,6 +267,15 @@ def _reap(kernels: dict) -> None:
             except OSError:
                 pass
             conn.close()
+
+
+def _template_environment() -> dict[str, str]:
+    """What the template needs to import ipykernel, and nothing else: a forked kernel gets
+    its task's environment, but ``/proc/self/environ`` still shows the template's, so that
+    must hold no secret of any task (nor nborch's credentials)."""
+    keep = ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX")
+    return {k: v for k, v in os.environ.items()
+            if k in keep or k.startswith(("PYTHON", "LC_"))}
 
 
 def _become_kernel(request: dict, stderr_fd: int | None) -> None:

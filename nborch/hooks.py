@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 
 from .errors import SpecError
 from .events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
+from .secrecy import Masker, too_short
 from .store import utcnow
 
 log = logging.getLogger("nborch")
@@ -38,6 +39,7 @@ OPTIONS = {"webhook": ("headers", "secret_headers", "timeout", "retries"),
            "command": ("timeout",), "email": ("subject",)}
 DEFAULT_TIMEOUT = 10.0  # seconds, per request or command
 DEFAULT_RETRIES = 2     # extra webhook requests after a failed one (1 s, then 2 s apart)
+MESSAGE_LIMIT = 500     # characters of a failed hook's message kept in hooks.log
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,17 @@ class Hook:
             return f"python {getattr(self.target, '__qualname__', self.target)!s}"
         if self.kind == "command":
             return f"command {self.target[0]}"
-        return f"{self.kind} {', '.join(self.target) if self.kind == 'email' else self.target}"
+        if self.kind == "webhook":  # its path and query often are the credential (Slack's)
+            return f"webhook {_redacted(self.target)}"
+        return f"{self.kind} {', '.join(self.target)}"
+
+
+def _redacted(url: str) -> str:
+    """A URL with only its scheme and host: ``https://hooks.slack.com/...``."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/..."
 
 
 # -- reading hook declarations ----------------------------------------------------------------
@@ -121,6 +133,16 @@ def _parse_one(item: Any, at: str) -> Hook:
     return Hook(kind, target, options)
 
 
+def credentials(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
+    """The secret values hooks send: header values, webhook URLs, the SMTP password."""
+    values = [env.get(var, "") for h in hooks
+              for var in h.options.get("secret_headers", {}).values()]
+    values += [h.target for h in hooks if h.kind == "webhook"]
+    if any(h.kind == "email" for h in hooks):
+        values.append(env.get("NBORCH_SMTP_PASSWORD", ""))
+    return [v for v in values if v and not too_short(v)]
+
+
 def missing_secret_headers(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
     """Environment variables that ``secret_headers`` name but that ``env`` lacks."""
     return sorted({var for h in hooks for var in h.options.get("secret_headers", {}).values()
@@ -160,8 +182,8 @@ def _command(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
     proc = subprocess.run(hook.target, env={**os.environ, **hook_environment(payload)},
                           capture_output=True, text=True,
                           timeout=hook.options.get("timeout", DEFAULT_TIMEOUT))
-    if proc.returncode != 0:
-        raise RuntimeError(f"exit code {proc.returncode}: {proc.stderr.strip()[-500:]}")
+    if proc.returncode != 0:  # the runner masks this (whole) before it is logged
+        raise RuntimeError(f"exit code {proc.returncode}: {proc.stderr.strip()}")
 
 
 def _email(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
@@ -247,9 +269,14 @@ class HookRunner:
     ``hooks`` map an event name (``on_failure``...) to a list of ``Hook``."""
 
     def __init__(self, run, pipeline_hooks: dict, task_hooks: dict, log_path: Path,
-                 env: Mapping[str, str]):
+                 env: Mapping[str, str], secrets: list[str] = ()):
         self.run, self.pipeline_hooks, self.task_hooks = run, pipeline_hooks, task_hooks
         self.log_path, self.env = log_path, env
+        # What a failure message must not show: the run's secrets, the hooks' own
+        # credentials (header values, webhook URLs, the SMTP password).
+        hooks = [h for by_event in [pipeline_hooks, *task_hooks.values()]
+                 for listed in by_event.values() for h in listed]
+        self.masker = Masker([*secrets, *credentials(hooks, env)])
         self._queue: queue.Queue = queue.Queue()
         self._worker = threading.Thread(target=self._work, name="nborch-hooks", daemon=True)
         self._worker.start()
@@ -279,10 +306,11 @@ class HookRunner:
             try:
                 send(hook, data, self.env)
                 self._log(f"{data['hook']} {hook.describe()}: sent")
-            except Exception as exc:
-                self._log(f"{data['hook']} {hook.describe()}: FAILED: {type(exc).__name__}: {exc}")
+            except Exception as exc:  # masked before it is shortened
+                why = self.masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
+                self._log(f"{data['hook']} {hook.describe()}: FAILED: {why}")
                 log.warning("nborch: hook %s of run %s failed: %s", hook.describe(),
-                            self.run.run_id, exc)
+                            self.run.run_id, why)
 
     def _log(self, line: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -43,10 +43,15 @@ def publish(name: str, value: Any) -> None:
         return
     if get_ipython() is None:
         return
+    display({PUBLISH_MIME: {"name": name, "value": value},
+             "text/plain": publish_preview(name, value)}, raw=True)
+
+
+def publish_preview(name: str, value: Any) -> str:
+    """The text a published value shows in a notebook (shortened to 200 characters)."""
     shown = repr(value)
     shown = shown if len(shown) <= 200 else shown[:197] + "..."
-    display({PUBLISH_MIME: {"name": name, "value": value},
-             "text/plain": f"nborch: published {name} = {shown}"}, raw=True)
+    return f"nborch: published {name} = {shown}"
 
 
 def artifact_path(name: str) -> Path:

@@ -13,6 +13,8 @@ import subprocess
 import threading
 from dataclasses import dataclass, field
 
+from .secrecy import task_environment
+
 STARTUP_TIMEOUT = 60.0
 IOPUB_LOOK = 0.02  # seconds to wait for an iopub message before asking again
 
@@ -22,10 +24,12 @@ class KernelRequest:
     """Everything a task's kernel must be started with; equal requests are interchangeable."""
     name: str
     cwd: str
-    env: dict = field(default_factory=dict, repr=False, hash=False)
+    env: dict = field(default_factory=dict, repr=False, hash=False)  # on top of nborch's own
+    withheld: frozenset = frozenset()  # names of nborch's environment the kernel must not get
 
     def same_as(self, other: "KernelRequest") -> bool:
-        return (self.name, self.cwd, self.env) == (other.name, other.cwd, other.env)
+        return ((self.name, self.cwd, self.env, self.withheld)
+                == (other.name, other.cwd, other.env, other.withheld))
 
 
 def _ipc_prefix() -> str:
@@ -96,7 +100,8 @@ class Kernel:
             km.kernel_id = str(uuid.uuid4())
             km.provisioner = provisioner_for(km, self.template)
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
-        run_sync(km.start_kernel)(cwd=self.request.cwd, env={**os.environ, **self.request.env},
+        env = task_environment(self.request.env, self.request.withheld)
+        run_sync(km.start_kernel)(cwd=self.request.cwd, env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                   extra_arguments=extra)
         self.km = km

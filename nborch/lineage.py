@@ -19,7 +19,7 @@ import uuid
 from typing import Any
 
 from . import __version__
-from .attempt import Masker
+from .secrecy import Masker
 from .events import FAILED, RUNNING, RunEnded, RunStarted, TaskStateChanged
 
 log = logging.getLogger("nborch")

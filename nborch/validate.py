@@ -17,6 +17,7 @@ from .errors import SpecError, ValidationError
 from .hooks import missing_secret_headers
 from .model import Pipeline, Task
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
+from .secrecy import MIN_SECRET_LENGTH, OWN_CREDENTIALS, too_short
 from .templating import render, template_error
 
 DEFAULT_KERNEL = "python3"
@@ -58,6 +59,16 @@ class PreparedRun:
     def secret_values(self) -> list[str]:
         return sorted({v for p in self.tasks.values() for v in p.secrets.values() if v},
                       key=len, reverse=True)
+
+    @property
+    def withheld_env(self) -> frozenset[str]:
+        """Environment variables no task inherits from nborch: every declared secret (a
+        task gets its own back explicitly), hook header secrets, nborch's credentials."""
+        hooks = [self.pipeline.hooks] + [p.task.hooks for p in self.tasks.values()]
+        headers = {var for by_event in hooks for listed in by_event.values() for hook in listed
+                   for var in hook.options.get("secret_headers", {}).values()}
+        return frozenset({s for p in self.tasks.values() for s in p.task.secrets}
+                         | headers | set(OWN_CREDENTIALS))
 
 
 def template_context(run_id: str, logical_date: datetime, params: dict) -> dict:
@@ -104,6 +115,10 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                 label(t) for t in pipeline.tasks.values() if secret in t.secrets))
             problems.append(f"secret {secret!r} (needed by {users}) is not set in the "
                             f"environment or in {_dotenv_path(pipeline)}")
+        elif too_short(secret_env[secret]):
+            problems.append(f"secret {secret!r} is too short to be masked safely: it needs at "
+                            f"least {MIN_SECRET_LENGTH} characters besides spaces (masking a "
+                            "shorter value would also mask ordinary output)")
     owners = [("pipeline", pipeline.hooks)] + [(f"task {n!r}", t.hooks)
                                                for n, t in pipeline.tasks.items() if t.grid is None]
     owners += [(f"grid task {g!r}", pipeline.tasks[names[0]].hooks)

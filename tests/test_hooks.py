@@ -85,9 +85,11 @@ def test_a_failing_hook_is_logged_and_never_fails_the_run(workdir: Path):
     assert run["status"] == "success"
     assert [p["answered"] for p in flaky.posts] == [503, 200]
     log = (workdir / ".nborch" / "runs" / run["run_id"] / "hooks.log").read_text()
-    assert f"on_success webhook {dead}: FAILED" in log
+    # A webhook's path may be its credential: only its host is written.
+    assert f"on_success webhook {dead.rsplit('/', 1)[0]}/...: FAILED" in log
     assert "on_success command false: FAILED: RuntimeError: exit code 1" in log
-    assert f"on_success webhook {flaky.url()}: sent" in log
+    assert f"on_success webhook {flaky.url().rsplit('/', 1)[0]}/...: sent" in log
+    assert "nobody-listens" not in log
 
 
 def test_email_hook_reaches_an_smtp_server(workdir: Path):
