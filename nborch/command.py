@@ -13,11 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Any, Callable
 
 from .attempt import AttemptJob, AttemptResult, LogSinks, Masker, error_dict, make_product_dirs
+from .private import FILE_MODE
 from .store import utcnow
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
@@ -73,8 +73,11 @@ class CommandRunner:
     def run(self) -> AttemptResult:
         job = self.job
         make_product_dirs(job)
-        fd, values_file = tempfile.mkstemp(prefix="nborch-values-", suffix=".jsonl")
-        os.close(fd)
+        # Beside the log, in the run's private folder: the values are not masked yet, and a
+        # killed nborch must not leave them where other users can read them (/tmp).
+        values_file = os.path.join(os.path.dirname(job.log_path),
+                                   f"{job.task}.attempt-{job.attempt}.values.jsonl")
+        os.close(os.open(values_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
         env = {**os.environ, **job.env, VALUES_ENV: values_file}
         env["PATH"] = search_path(env)
         started = utcnow()
