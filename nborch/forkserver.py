@@ -220,31 +220,24 @@ def serve(path: str) -> None:
     resources = [listener, wake_r, wake_w, selector]
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "stdin":
-                    if not os.read(sys.stdin.fileno(), 4096):
-                        return  # the orchestrator is gone or done
-                elif key.data == "child":
-                    try:
-                        wake_r.recv(4096)
-                    except BlockingIOError:
-                        pass
-                    _reap(kernels)
-                else:
-                    conn, _ = listener.accept()
-                    if _peer_uid(conn) in (None, os.geteuid()):
-                        _fork_kernel(conn, kernels, resources)
-                    else:  # another user got past the folder's mode: serve nothing
-                        conn.close()
-            _reap(kernels)  # a SIGCHLD can arrive between a wake-up and its handling
-    finally:
-        os.unlink(path)
-        try:
-            os.rmdir(os.path.dirname(path))  # the private folder KernelTemplate made for it
-        except OSError:
-            pass
+    while True:
+        for key, _ in selector.select():
+            if key.data == "stdin":
+                if not os.read(sys.stdin.fileno(), 4096):
+                    return  # the orchestrator is gone or done
+            elif key.data == "child":
+                try:
+                    wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+                _reap(kernels)
+            else:
+                conn, _ = listener.accept()
+                if _peer_uid(conn) in (None, os.geteuid()):
+                    _fork_kernel(conn, kernels, resources)
+                else:  # another user got past the folder's mode: serve nothing
+                    conn.close()
+        _reap(kernels)  # a SIGCHLD can arrive between a wake-up and its handling
 
 
 def _peer_uid(conn: socket.socket) -> int | None:
@@ -337,4 +330,11 @@ def _become_kernel(request: dict, stderr_fd: int | None) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    try:
+        serve(sys.argv[1])
+    finally:  # however it ends, also when the orchestrator was gone before READY (EPIPE)
+        import contextlib
+        with contextlib.suppress(OSError):
+            os.unlink(sys.argv[1])
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(sys.argv[1]))  # the private folder KernelTemplate made
