@@ -479,3 +479,9 @@ def _remove_connection_files(connection_file: str) -> None:
             os.remove(path)
         except OSError:
             pass
+    folder = os.path.dirname(info.get("ip") or "")
+    if info.get("transport") == "ipc" and os.path.basename(folder).startswith("nborch-ipc-"):
+        try:
+            os.rmdir(folder)  # the dead process's private IPC folder, once it is empty
+        except OSError:
+            pass
