@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 import nbformat
 
+from . import private
 from .events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from .inside import PUBLISH_MIME, publish_preview
 from .secrecy import Masker, StreamMasker
@@ -90,7 +91,7 @@ class LogSinks:
         self._sinks = {s: _LogSink(self, s, masker.stream()) for s in ("stdout", "stderr")}
 
     def __enter__(self) -> "LogSinks":
-        self.handle = open(self.job.log_path, "a", encoding="utf-8")
+        self.handle = open(self.job.log_path, "a", encoding="utf-8", opener=private.opener)
         self.handle.write(f"--- attempt {self.job.attempt} started {self.started} ---\n")
         self.handle.flush()
         return self

@@ -13,11 +13,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Any, Callable
 
 from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
+from .private import FILE_MODE
 from .secrecy import Masker, task_environment
 from .store import utcnow
 
@@ -74,8 +74,11 @@ class CommandRunner:
     def run(self) -> AttemptResult:
         job = self.job
         make_product_dirs(job)
-        fd, values_file = tempfile.mkstemp(prefix="nborch-values-", suffix=".jsonl")
-        os.close(fd)
+        # Beside the log, in the run's private folder: the values are not masked yet, and a
+        # killed nborch must not leave them where other users can read them (/tmp).
+        values_file = os.path.join(os.path.dirname(job.log_path),
+                                   f"{job.task}.attempt-{job.attempt}.values.jsonl")
+        os.close(os.open(values_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
         env = task_environment({**job.env, VALUES_ENV: values_file}, job.withheld_env)
         env["PATH"] = search_path(env)
         started = utcnow()

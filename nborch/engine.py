@@ -24,7 +24,7 @@ from .dag import downstream_map
 from .errors import NborchError, SpecError
 from .events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
                      EventBus, RunEnded, RunStarted, TaskStateChanged)
-from . import lineage, outputs
+from . import lineage, outputs, private
 from .executors import get_executor
 from .hooks import HookRunner
 from .kernels import KernelRequest
@@ -218,7 +218,7 @@ class Engine:
     def start(self, listeners: Sequence = ()) -> RunHandle:
         for listener in listeners:
             self.bus.subscribe(listener)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        private.makedirs(self.run_dir)
         self.bus.emit(self._started_event)
         threading.Thread(target=self._main, name=f"nborch-run-{self.run.run_id}",
                          daemon=True).start()

@@ -13,6 +13,10 @@ Only kernels whose kernelspec is ipykernel on this very Python use it (the defau
 the process that started it closes its stdin or dies, and its kernels exit with it
 (ipykernel's parent poller), so a killed orchestrator leaves nothing behind.
 
+The template's socket is in a folder of its own that only its owner may open (0700), and
+the template serves connections from its own user only (checked with ``SO_PEERCRED``):
+whoever can connect may run any command line with any environment.
+
 Protocol, over a Unix socket: the client sends one JSON line (argv, cwd, env) with the
 write end of a pipe for the kernel's stderr attached (SCM_RIGHTS); the template answers
 ``{"pid": N}`` and, when that kernel exits, ``{"exit": CODE}`` (negative: killed by that
@@ -26,8 +30,10 @@ import json
 import logging
 import os
 import select
+import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -49,7 +55,8 @@ class KernelTemplate:
     def __init__(self, python: str = sys.executable):
         import tempfile
         self.python = python
-        self.path = tempfile.mktemp(prefix="nborch-fork-", suffix=".sock")  # a socket, not a file
+        self.folder = tempfile.mkdtemp(prefix="nborch-fork-")  # 0700: for this user only
+        self.path = os.path.join(self.folder, "sock")
         self._process = subprocess.Popen(
             [python, "-m", "nborch.forkserver", self.path], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -99,6 +106,7 @@ class KernelTemplate:
                 self._process.kill()
                 self._process.wait()
         self._process.stdout.close()
+        shutil.rmtree(self.folder, ignore_errors=True)  # the template removes it; unless killed
 
 
 class ForkedKernel:
@@ -212,24 +220,33 @@ def serve(path: str) -> None:
     resources = [listener, wake_r, wake_w, selector]
     sys.stdout.buffer.write(READY)
     sys.stdout.buffer.flush()
-    try:
-        while True:
-            for key, _ in selector.select():
-                if key.data == "stdin":
-                    if not os.read(sys.stdin.fileno(), 4096):
-                        return  # the orchestrator is gone or done
-                elif key.data == "child":
-                    try:
-                        wake_r.recv(4096)
-                    except BlockingIOError:
-                        pass
-                    _reap(kernels)
-                else:
-                    conn, _ = listener.accept()
+    while True:
+        for key, _ in selector.select():
+            if key.data == "stdin":
+                if not os.read(sys.stdin.fileno(), 4096):
+                    return  # the orchestrator is gone or done
+            elif key.data == "child":
+                try:
+                    wake_r.recv(4096)
+                except BlockingIOError:
+                    pass
+                _reap(kernels)
+            else:
+                conn, _ = listener.accept()
+                if _peer_uid(conn) in (None, os.geteuid()):
                     _fork_kernel(conn, kernels, resources)
-            _reap(kernels)  # a SIGCHLD can arrive between a wake-up and its handling
-    finally:
-        os.unlink(path)
+                else:  # another user got past the folder's mode: serve nothing
+                    conn.close()
+        _reap(kernels)  # a SIGCHLD can arrive between a wake-up and its handling
+
+
+def _peer_uid(conn: socket.socket) -> int | None:
+    """The uid of the process that connected, where the system says (Linux: struct ucred,
+    pid, uid, gid); elsewhere the folder's mode alone keeps other users out."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return None
+    ucred = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", ucred)[1]
 
 
 def _fork_kernel(conn: socket.socket, kernels: dict, resources: list) -> None:
@@ -322,4 +339,11 @@ def _become_kernel(request: dict, stderr_fd: int | None) -> None:
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    try:
+        serve(sys.argv[1])
+    finally:  # however it ends, also when the orchestrator was gone before READY (EPIPE)
+        import contextlib
+        with contextlib.suppress(OSError):
+            os.unlink(sys.argv[1])
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.dirname(sys.argv[1]))  # the private folder KernelTemplate made

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .errors import SpecError
+from . import private
 from .events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
 from .secrecy import Masker, too_short
 from .store import utcnow
@@ -313,6 +314,6 @@ class HookRunner:
                             self.run.run_id, why)
 
     def _log(self, line: str) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "a", encoding="utf-8") as out:
+        private.makedirs(self.log_path.parent)
+        with open(self.log_path, "a", encoding="utf-8", opener=private.opener) as out:
             out.write(f"{utcnow()} {line}\n")

@@ -62,8 +62,13 @@ def artifact_path(name: str) -> Path:
     if Path(name).is_absolute() or ".." in Path(name).parts:
         raise ValueError(f"nborch.artifact_path: {name!r} must be a relative path inside the "
                          "task's artifact folder")
-    path = Path(os.environ.get("NBORCH_ARTIFACT_DIR") or "nborch_artifacts") / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    folder = os.environ.get("NBORCH_ARTIFACT_DIR")
+    path = Path(folder or "nborch_artifacts") / name
+    if folder:  # in the run's folder, which is its owner's only (see private.py)
+        from .private import makedirs
+        makedirs(path.parent)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 
 

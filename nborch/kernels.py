@@ -32,13 +32,30 @@ class KernelRequest:
                 == (other.name, other.cwd, other.env, other.withheld))
 
 
+_ipc_folders: dict[int, str] = {}  # pid -> that process's private folder for IPC sockets
+_ipc_lock = threading.Lock()
+
+
 def _ipc_prefix() -> str:
     """An absolute, unique path prefix for a kernel's IPC sockets (client and kernel run in
-    different folders, so a relative one would not meet). Short: socket paths are limited
-    to about 100 bytes."""
+    different folders, so a relative one would not meet), in a folder only this user may
+    open (0700), one per process, removed at exit. Short: socket paths are limited to about
+    100 bytes."""
     import secrets
-    import tempfile
-    return os.path.join(tempfile.gettempdir(), f"nborch-{secrets.token_hex(6)}")
+    with _ipc_lock:
+        folder = _ipc_folders.get(os.getpid())
+        if folder is None:
+            import atexit
+            import tempfile
+            folder = _ipc_folders[os.getpid()] = tempfile.mkdtemp(prefix="nborch-ipc-")
+            atexit.register(_remove_ipc_folder, os.getpid(), folder)
+    return os.path.join(folder, secrets.token_hex(6))
+
+
+def _remove_ipc_folder(pid: int, folder: str) -> None:
+    if os.getpid() == pid:  # not in a forked child, whose parent still uses it
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 async def _await_ready(km, kc, timeout: float) -> None:

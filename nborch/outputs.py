@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .private import FILE_MODE, is_private
+
 
 def is_url(location: str) -> bool:
     return "://" in location and not location.startswith("file://")
@@ -46,7 +48,11 @@ def write_text(location: str, text: str) -> None:
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    # In a folder only its owner may open (the run's folder in the home) the file is its
+    # owner's only too; elsewhere (--output-dir, products) the umask decides, as usual.
+    mode = FILE_MODE if is_private(path.parent) else 0o666
+    with open(tmp, "w", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, mode)) as out:
+        out.write(text)
     os.replace(tmp, path)
 
 

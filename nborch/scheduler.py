@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 
 from .errors import NborchError, SpecError
 from .events import RunEnded
+from .private import makedirs, opener
 from .schedules import Schedule, from_pipeline
 from .store import Store
 
@@ -53,8 +54,8 @@ class Scheduler:
 
     def acquire(self, wait: bool = False) -> None:
         """Become the store's one active scheduler, or raise ``SchedulerBusy``."""
-        self.store.home.mkdir(parents=True, exist_ok=True)
-        handle = open(self.store.home / LOCK_NAME, "a+")
+        makedirs(self.store.home)
+        handle = open(self.store.home / LOCK_NAME, "a+", opener=opener)
         while True:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

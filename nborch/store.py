@@ -23,6 +23,7 @@ from typing import Any, Iterator
 from .errors import RunNotFound, StoreError
 from .events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
                      TaskStateChanged)
+from .private import DIR_MODE, FILE_MODE, makedirs, tighten
 
 DB_NAME = "nborch.db"
 HOST = socket.gethostname()
@@ -121,13 +122,19 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             try:
-                self.home.mkdir(parents=True, exist_ok=True)
+                makedirs(self.home)
+                # The home is its owner's (see private.py). One an older nborch made 0755 is
+                # closed here: with the folder 0700, nothing inside it can be reached.
+                tighten(self.home, DIR_MODE)
                 conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                        check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
                 conn.execute("PRAGMA busy_timeout=30000")
                 conn.row_factory = sqlite3.Row
+                # SQLite gives the -wal and -shm files it creates later the database's mode.
+                for suffix in ("", "-wal", "-shm"):
+                    tighten(f"{self.path}{suffix}", FILE_MODE)
             except (OSError, sqlite3.Error) as exc:
                 raise StoreError(f"cannot open the run store {self.path}: {exc}") from None
             self._conn = conn
@@ -470,5 +477,11 @@ def _remove_connection_files(connection_file: str) -> None:
     for path in paths:
         try:
             os.remove(path)
+        except OSError:
+            pass
+    folder = os.path.dirname(info.get("ip") or "")
+    if info.get("transport") == "ipc" and os.path.basename(folder).startswith("nborch-ipc-"):
+        try:
+            os.rmdir(folder)  # the dead process's private IPC folder, once it is empty
         except OSError:
             pass
