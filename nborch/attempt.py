@@ -20,6 +20,7 @@ import nbformat
 
 from .events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from .inside import PUBLISH_MIME
+from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from .store import utcnow
 
 log = logging.getLogger("nborch")
@@ -174,6 +175,8 @@ class AttemptRunner:
         self._running_cell: tuple[int, str] | None = None
         # A notebook of many instant cells must not flood the views and the store.
         self._progress = Throttle(emit, PROGRESS_INTERVAL)
+        self.output_limit: OutputLimit | None = None  # set for the run, on its log
+        self.value_limit = max_value(job.env)
         if kernel.pid:
             emit(KernelStarted(job.run_id, job.task, job.attempt, kernel.pid))
 
@@ -222,7 +225,8 @@ class AttemptRunner:
             if timer:
                 timer.daemon = True
                 timer.start()
-            self.kernel.attach_stderr(sinks["stderr"])
+            self.output_limit = OutputLimit(max_output(job.env), sinks["stderr"])
+            self.kernel.attach_stderr(self.output_limit.wrap(sinks["stderr"]))
             try:
                 papermill.execute_notebook(
                     _source(job), None, parameters=job.parameters, engine_name=ENGINE_NAME,
@@ -259,7 +263,13 @@ class AttemptRunner:
                     status, error = "failed", error_dict(
                         "ExportError", f"cannot write the executed notebook to "
                                        f"{job.notebook_product}: {type(exc).__name__}: {exc}")
-        values = self.masker.data(_published_values(self.nb)) if self.nb is not None else {}
+        values = {}
+        try:
+            if self.nb is not None:
+                values = self.masker.data(_published_values(self.nb, self.value_limit))
+        except ValueTooLarge as exc:  # nborch.publish checks; this catches a bypass
+            if error is None:
+                status, error = "failed", error_dict("ValueTooLarge", str(exc))
         return AttemptResult(status, started, ended, output_path, values,
                              self.masker.data(error))
 
@@ -337,13 +347,19 @@ def _export(text: str, path: str, options: dict) -> None:
     outputs.write_text(path, text)
 
 
-def _published_values(nb) -> dict:
+def _published_values(nb, limit: int) -> dict:
+    """The values published in an executed notebook; one over ``limit`` bytes raises
+    ``ValueTooLarge`` (the client kept only its name and size: see papermill_engine.py)."""
     values = {}
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             payload = output.get("data", {}).get(PUBLISH_MIME)
             if isinstance(payload, dict) and "name" in payload:
-                values[payload["name"]] = payload.get("value")
+                value = payload.get("value")
+                size = json_size(value) if "value" in payload else payload.get("size", 0)
+                if size > limit:
+                    raise ValueTooLarge(payload["name"], size, limit)
+                values[payload["name"]] = value
     return values
 
 
