@@ -21,6 +21,7 @@ import nbformat
 from . import private
 from .events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from .inside import PUBLISH_MIME, publish_preview
+from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from .secrecy import Masker, StreamMasker
 from .store import utcnow
 
@@ -164,6 +165,8 @@ class AttemptRunner:
         self._running_cell: tuple[int, str] | None = None
         # A notebook of many instant cells must not flood the views and the store.
         self._progress = Throttle(emit, PROGRESS_INTERVAL)
+        self.output_limit: OutputLimit | None = None  # set for the run, on its log
+        self.value_limit = max_value(job.env)
         if kernel.pid:
             emit(KernelStarted(job.run_id, job.task, job.attempt, kernel.pid))
 
@@ -213,7 +216,8 @@ class AttemptRunner:
             if timer:
                 timer.daemon = True
                 timer.start()
-            self.kernel.attach_stderr(sinks["stderr"])
+            self.output_limit = OutputLimit(max_output(job.env), sinks["stderr"])
+            self.kernel.attach_stderr(self.output_limit.wrap(sinks["stderr"]))
             try:
                 papermill.execute_notebook(
                     _source(job), None, parameters=job.parameters, engine_name=ENGINE_NAME,
@@ -255,7 +259,13 @@ class AttemptRunner:
                     status, error = "failed", error_dict(
                         "ExportError", f"cannot write the executed notebook to "
                                        f"{job.notebook_product}: {type(exc).__name__}: {exc}")
-        values = _published_values(self.nb) if self.nb is not None else {}
+        values = {}
+        try:
+            if self.nb is not None:  # masked with the notebook
+                values = _published_values(self.nb, self.value_limit)
+        except ValueTooLarge as exc:  # nborch.publish checks; this catches a bypass
+            if error is None:
+                status, error = "failed", error_dict("ValueTooLarge", str(exc))
         return AttemptResult(status, started, ended, output_path, values,
                              self.masker.data(error))
 
@@ -342,15 +352,25 @@ def _publish_outputs(nb):
                 yield output, payload
 
 
-def _published_values(nb) -> dict:
-    return {payload["name"]: payload.get("value") for _, payload in _publish_outputs(nb)}
+def _published_values(nb, limit: int) -> dict:
+    """The values published in an executed notebook; one over ``limit`` bytes raises
+    ``ValueTooLarge`` (the client kept only its name and size: see papermill_engine.py)."""
+    values = {}
+    for _, payload in _publish_outputs(nb):
+        value = payload.get("value")
+        size = json_size(value) if "value" in payload else payload.get("size", 0)
+        if size > limit:
+            raise ValueTooLarge(payload["name"], size, limit)
+        values[payload["name"]] = value
+    return values
 
 
 def _refresh_publish_previews(nb) -> None:
     """The kernel shortened each published value's text preview before it could be masked;
     write it again from the masked value."""
     for output, payload in _publish_outputs(nb):
-        output["data"]["text/plain"] = publish_preview(payload["name"], payload.get("value"))
+        if "value" in payload:  # not one the client dropped for its size
+            output["data"]["text/plain"] = publish_preview(payload["name"], payload["value"])
 
 
 def _plain_traceback(lines: list[str] | None) -> str | None:

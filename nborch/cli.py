@@ -197,7 +197,11 @@ def cmd_publish(args) -> int:
         value = json.loads(args.value)
     except ValueError:
         value = args.value  # not JSON: the text itself
-    publish(args.name, value)
+    try:
+        publish(args.name, value)
+    except (TypeError, ValueError) as exc:  # too large
+        print(f"nborch publish: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
     if not os.environ.get("NBORCH_VALUES_FILE"):
         print(f"nborch publish: not inside an nborch command task; {args.name} was not recorded",
               file=sys.stderr)

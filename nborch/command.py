@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import threading
 from typing import Any, Callable
 
 from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
+from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from .private import FILE_MODE
 from .secrecy import Masker, task_environment
 from .store import utcnow
@@ -24,6 +26,7 @@ from .store import utcnow
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
 DRAIN_GRACE = 1.0  # seconds to wait for output after the program exits (background children)
 VALUES_ENV = "NBORCH_VALUES_FILE"
+LINE_PIECE = 64 * 1024  # bytes of output read at once, at most
 
 
 def search_path(env: dict) -> str:
@@ -83,19 +86,24 @@ class CommandRunner:
         env["PATH"] = search_path(env)
         started = utcnow()
         with LogSinks(job, self.masker, self.emit, started) as sinks:
+            limit = OutputLimit(max_output(job.env), sinks["stderr"])
             try:
-                error = self._execute(env, sinks)
+                error = self._execute(env, {s: limit.wrap(sinks[s]) for s in ("stdout", "stderr")})
             except OSError as exc:  # not found, not executable, bad cwd
                 error = error_dict("CommandNotStarted", f"{job.command[0]}: {exc.strerror or exc}")
+            limit.finish()
             ended = utcnow()
             sinks.close(ended, error)
-        values = self.masker.data(_read_values(values_file))
+        try:
+            values = self.masker.data(_read_values(values_file, max_value(job.env)))
+        except ValueTooLarge as exc:  # `nborch publish` checks; this catches a bypass
+            values, error = {}, error or error_dict("ValueTooLarge", str(exc))
         os.unlink(values_file)
         status = "success" if error is None else (
             "cancelled" if self._stop_reason == "cancel" else "failed")
         return AttemptResult(status, started, ended, None, values, self.masker.data(error))
 
-    def _execute(self, env: dict, sinks: "LogSinks") -> dict | None:
+    def _execute(self, env: dict, sinks: dict) -> dict | None:
         job = self.job
         with self._lock:
             if self._stop_reason == "cancel":
@@ -125,10 +133,15 @@ class CommandRunner:
 
     def _pump(self, pipe, sink, stream: str) -> None:
         with pipe:
-            for raw in iter(pipe.readline, b""):
+            # In pieces: a program writing gigabytes without a newline stays in bounds.
+            line_start = True
+            for raw in iter(lambda: pipe.readline(LINE_PIECE), b""):
                 line = raw.decode("utf-8", errors="replace")
-                if stream == "stderr" and line.strip():
+                # Only a line's first piece: a later one may begin inside a secret, whose
+                # end the masker would not know.
+                if stream == "stderr" and line_start and line.strip():
                     self._last_stderr = line.strip()
+                line_start = raw.endswith(b"\n")
                 sink.write(line)
 
     def _error(self, code: int) -> dict | None:
@@ -149,13 +162,37 @@ class CommandRunner:
         return error_dict("CommandFailed", message)
 
 
-def _read_values(path: str) -> dict:
+_LINE_START = re.compile(rb'\{"name": ("(?:[^"\\]|\\.)*"), "value": ')
+
+
+def _read_values(path: str, limit: int) -> dict:
+    """The values a command published (one JSON line each); one over ``limit`` bytes raises
+    ``ValueTooLarge``. A line is read up to a bound, so a huge one never is in memory."""
     values = {}
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
+    bound = limit + 4096  # the value and its line's framing, a long name included
+    with open(path, "rb") as handle:
+        while line := handle.readline(bound):
+            if len(line) == bound and not line.endswith(b"\n"):
+                size = len(line) + _skip_line(handle)
+                start = _LINE_START.match(line)
+                name = json.loads(start.group(1)) if start else "?"
+                raise ValueTooLarge(name, size - (start.end() + 2 if start else 0), limit)
             try:
                 item = json.loads(line)
-                values[item["name"]] = item["value"]
+                name, value = item["name"], item["value"]
             except (ValueError, KeyError, TypeError):
                 continue  # a torn line from a killed program
+            if (size := json_size(value)) > limit:
+                raise ValueTooLarge(name, size, limit)
+            values[name] = value
     return values
+
+
+def _skip_line(handle) -> int:
+    """Read past the rest of the current line; its length in bytes."""
+    skipped = 0
+    while chunk := handle.readline(1 << 20):
+        skipped += len(chunk)
+        if chunk.endswith(b"\n"):
+            break
+    return skipped

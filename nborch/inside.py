@@ -25,11 +25,14 @@ def publish(name: str, value: Any) -> None:
     if not isinstance(name, str) or not name:
         raise ValueError(f"nborch.publish: name must be a non-empty string, not {name!r}")
     try:
-        json.dumps(value, allow_nan=False)
+        encoded = json.dumps(value, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise TypeError(
             f"nborch.publish({name!r}, ...): the value is not JSON-serialisable ({exc}); "
             "convert it first, e.g. int(x), float(x), str(x), x.tolist() or df.to_dict()") from None
+    from .limits import ValueTooLarge, max_value
+    if len(encoded) > (limit := max_value()):
+        raise ValueTooLarge(name, len(encoded), limit)
     _published[name] = value
     values_file = os.environ.get("NBORCH_VALUES_FILE")
     if values_file:  # set for command tasks only
