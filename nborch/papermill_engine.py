@@ -77,6 +77,7 @@ class NborchClient(PapermillNotebookClient):
         # Dropped (all or some): one marker per cell, counting what the cell lost.
         marker, count, dropped = self._markers.get(cell_index) or (None, 0, 0)
         if marker is None:
+            self._seal(outs)
             marker = new_output("stream", name="stderr", text="")
             outs.append(marker)
         count, dropped = count + 1, dropped + size - kept
@@ -87,6 +88,15 @@ class NborchClient(PapermillNotebookClient):
             out = None
         self.limit.tell()
         return out
+
+    def _seal(self, outs):
+        """The cell's text ends where output starts being dropped, maybe inside a secret
+        whose rest is dropped: mask it now, and cut off an end that begins a secret."""
+        masker = self.attempt.masker
+        for out in outs:
+            if out.get("output_type") == "stream":
+                text = masker.text(out["text"])
+                out["text"] = text[:len(text) - masker.held_tail(text)]
 
     def clear_output(self, outs, msg, cell_index):
         if not msg["content"].get("wait"):

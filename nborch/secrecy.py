@@ -11,6 +11,8 @@ back a tail that could be the start of a secret until the next piece says whethe
 
 from __future__ import annotations
 
+import bisect
+import functools
 import html
 import json
 import os
@@ -66,14 +68,44 @@ def secret_forms(secret: str) -> set[str]:
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH and form.strip()}
 
 
+def _trie_pattern(words: Iterable[str]) -> str:
+    """A regular expression matching any of ``words``, the longest where several start at one
+    place, shaped as their trie: matching costs a walk down one path, not a try of each word
+    (a PEM key has hundreds of forms)."""
+    trie: dict = {}
+    for word in words:
+        node = trie
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = None  # a word ends here
+
+    def branch(node: dict) -> str:
+        parts = []
+        for char, child in sorted((k, v) for k, v in node.items() if k):
+            chain = char
+            while len(child) == 1 and "" not in child:  # a run with no choice: one literal
+                (char, child), = child.items()
+                chain += char
+            parts.append(re.escape(chain) + branch(child))
+        if not parts:
+            return ""
+        body = parts[0] if len(parts) == 1 else "(?:" + "|".join(parts) + ")"
+        return f"(?:{body})?" if "" in node else body  # greedy: the longer word first
+
+    return branch(trie)
+
+
+@functools.lru_cache(maxsize=16)  # one per run's secrets, not per attempt: a key's takes 0.3 s
+def _compiled(secrets: frozenset[str]) -> tuple[list[str], re.Pattern | None]:
+    forms = sorted({f for s in secrets for f in secret_forms(s)})
+    return forms, re.compile(_trie_pattern(forms)) if forms else None
+
+
 class Masker:
     """Replaces every form of the given secret values with ``***``."""
 
     def __init__(self, secrets: Iterable[str]):
-        self.forms = sorted({f for s in secrets for f in secret_forms(s)}, key=len,
-                            reverse=True)
-        # Longest first: where two forms start at one place, the longer is masked whole.
-        self._pattern = re.compile("|".join(map(re.escape, self.forms))) if self.forms else None
+        self.forms, self._pattern = _compiled(frozenset(secrets))
 
     def __bool__(self) -> bool:
         return self._pattern is not None
@@ -119,18 +151,16 @@ class Masker:
         return StreamMasker(self)
 
     def held_tail(self, text: str) -> int:
-        """The length of the longest end of ``text`` that begins some form but does not
-        complete it: what must wait for more text before it can be written."""
-        longest = 0
-        for form in self.forms:
-            start = max(len(text) - len(form) + 1, 0)
-            at = text.find(form[0], start)
-            while at != -1 and len(text) - at > longest:
-                if form.startswith(text[at:]):
-                    longest = len(text) - at
-                    break
-                at = text.find(form[0], at + 1)
-        return longest
+        """The length of the longest end of ``text``'s last line that begins some form: what
+        must wait for more text before it can be written. (Each line of a multi-line secret
+        is a form of its own, so a finished line is never held.)"""
+        line_start = text.rfind("\n") + 1
+        for at in range(line_start, len(text)):
+            tail = text[at:]
+            after = bisect.bisect_left(self.forms, tail)  # the forms sorted: prefixes first
+            if after < len(self.forms) and self.forms[after].startswith(tail):
+                return len(tail)
+        return 0
 
 
 # Notebook fields whose values are part of nbformat's structure, never output.
@@ -154,8 +184,10 @@ class StreamMasker:
         return text[:len(text) - held]
 
     def flush(self) -> str:
+        """What was held at the end: the start of a secret whose rest never came (cut off by
+        a limit, a kill) is masked; a few characters are too short to tell anything."""
         text, self.pending = self.pending, ""
-        return text
+        return MASK if len(text.strip()) >= MIN_SECRET_LENGTH else text
 
 
 def task_environment(additions: Mapping[str, str], withheld: Iterable[str]) -> dict[str, str]:
