@@ -109,6 +109,14 @@ def test_pipeline_names_with_control_characters_are_refused(name):
         Pipeline(name)
 
 
+@pytest.mark.parametrize("name", ["p\n", "p!", "p\x1b]0;x\x07"])
+def test_the_magic_refuses_a_bad_name_option(tmp_path, name):
+    from nborch.jupyter.magic import read_body
+    for body in ("a.ipynb", "name: other\ntasks: {a: {notebook: a.ipynb}}"):
+        with pytest.raises(SpecError, match="name"):
+            read_body(body, tmp_path, "default", name, {})
+
+
 # -- what reaches the terminal --------------------------------------------------------------
 
 def _forbidden(text: str, multiline: bool) -> list[str]:
