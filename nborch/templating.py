@@ -18,8 +18,8 @@ _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}).)*)\}\}\s*$", re.S)
 def render(value: Any, context: dict) -> Any:
     """Render templates inside ``value`` (strings, nested lists and mappings).
 
-    A string that is exactly one ``{{ expr }}`` keeps the expression's native type;
-    any other string renders to a string. Every failure is a ``jinja2.TemplateError``:
+    A string that is exactly one ``{{ expr }}`` keeps the expression's native type when it
+    is plain data (see ``_plain``); any other string renders to a string. Every failure is a ``jinja2.TemplateError``:
     undefined names raise ``jinja2.UndefinedError``, unsafe attributes ``SecurityError``,
     and an error of the expression itself (``{{ 1 / 0 }}``) ``TemplateRuntimeError``.
     """
@@ -45,8 +45,25 @@ def _render_text(value: str, context: dict) -> Any:
         result = _env.compile_expression(single.group("expr"), undefined_to_none=False)(**context)
         if isinstance(result, jinja2.Undefined):
             str(result)  # raises UndefinedError with the name (SecurityError for an unsafe one)
-        return result
+        return _plain(result)
     return _env.from_string(value).render(**context)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as plain data (what YAML gives: None, bools, numbers, text, lists and
+    mappings of them); a tuple becomes a list, any other object its text. Papermill writes a
+    value it does not know (a tuple too) as ``"<its str()>"`` unescaped, so the text of
+    ``{{ namespace(a='"; ...') }}`` would otherwise become code in the injected cell."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return str(value)  # not a subclass (Markup)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {_plain(k) if isinstance(k, (str, int, float, bool)) else str(k): _plain(v)
+                for k, v in value.items()}
+    return str(value)
 
 
 def template_error(exc: Exception) -> str:

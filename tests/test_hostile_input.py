@@ -185,7 +185,33 @@ TOKENS = ["{{", "}}", "{%", "%}", "{#", "#}", " ", "params", "size", "region", "
           "+", "-", "~", ",", ":", "=", "if", "else", "endif", "for", "in", "endfor", "set",
           "ds", "run_id", "self", "cycler", "lipsum", "namespace", "joiner", "range",
           "__class__", "__mro__", "__subclasses__", "__globals__", "__init__", "__builtins__",
-          "mro", "\n", "\x00", "\x1b", "é"]  # no '*': 9**9**9 would only measure patience
+          "mro", "\n", "\x00", "\x1b", "é", "namespace(a='\"')", "dict(a=1).items()",
+          "('\"',)", "items", "keys()"]  # no '*': 9**9**9 would only measure patience
+INJECTIONS = [  # values whose str() papermill would write unescaped into the injected cell
+    "{{ namespace(a='\"; import os; os.system(\"id\"); x = \"') }}",
+    "{{ dict(a='\"; import os; x = \"').items() }}",
+    "{{ ('\"; import os; x = \"',) }}",
+    "{{ ['\"; import os', ('\"', {('\"', 1): 2})] }}",
+    "{{ cycler('\"; import os') }}", "{{ range(2) }}", "{{ lipsum }}", "{{ 'x'|safe }}",
+]
+
+
+def _injected_cell_is_data(value) -> None:
+    """The cell papermill injects for ``p = value`` assigns data to ``p`` and does nothing
+    else (``float('nan')`` is papermill's way to write NaN)."""
+    import ast
+
+    from papermill.translators import PythonTranslator
+    tree = ast.parse(PythonTranslator.codify({"p": value}))
+    assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Assign)
+    assert [t.id for t in tree.body[0].targets] == ["p"]
+    for node in ast.walk(tree.body[0].value):
+        assert isinstance(node, (ast.Constant, ast.List, ast.Dict, ast.Load, ast.UnaryOp,
+                                 ast.USub, ast.Call, ast.Name)), ast.dump(node)
+        if isinstance(node, ast.Call):
+            assert ast.unparse(node.func) == "float" and isinstance(node.args[0], ast.Constant)
+        if isinstance(node, ast.Name):
+            assert node.id == "float"
 
 
 @quick
@@ -193,9 +219,18 @@ TOKENS = ["{{", "}}", "{%", "%}", "{#", "#}", " ", "params", "size", "region", "
                           .map("".join)))
 def test_rendering_any_text_returns_or_raises_a_template_error(template):
     try:
-        render(template, CTX)
+        value = render(template, CTX)
     except jinja2.TemplateError as exc:
         assert isinstance(template_error(exc), str)
+    else:
+        _injected_cell_is_data(value)
+
+
+@pytest.mark.parametrize("template", INJECTIONS)
+def test_a_rendered_value_is_plain_data_so_papermill_writes_it_as_data(template):
+    value = render(template, CTX)
+    assert isinstance(value, (str, list, int))
+    _injected_cell_is_data(value)
 
 
 @quick
@@ -390,3 +425,14 @@ def test_a_hostile_error_is_printed_as_text(workdir):
     assert not _forbidden(proc.stdout, True) and not _forbidden(proc.stderr, True)
     assert "[bold]x[/] [link=http://e]y[/link]" in proc.stdout
     assert "\\x1b]0;pwned\\x07" in proc.stdout and "k\\x1b]52;c;SGVsbG8=\\x07" in proc.stdout
+
+
+def test_a_template_value_cannot_become_code_in_the_injected_cell(workdir):
+    write_notebook(workdir / "a.ipynb", "print(repr(x))", parameters="x = 'text'")
+    (workdir / "pipeline.yaml").write_text(
+        "name: p\ntasks:\n  a:\n    notebook: a.ipynb\n    parameters:\n"
+        "      x: \"{{ namespace(a='\\\"; open(\\\"pwned\\\", \\\"w\\\"); y = \\\"') }}\"\n",
+        encoding="utf-8")
+    proc = nborch("run", "pipeline.yaml", cwd=workdir)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not (workdir / "pwned").exists()
