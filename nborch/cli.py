@@ -11,14 +11,14 @@ from contextlib import nullcontext
 from . import __version__
 from .errors import NborchError, SpecError
 
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
 
 def printable(text: str) -> str:
-    """What the CLI prints of user text: see ``console.printable`` (imported only when
-    needed, as every view is)."""
+    """User text as the CLI prints it: see ``console.printable`` (imported when needed, as
+    every view is, so ``nborch publish`` starts fast)."""
     from .console import printable
     return printable(text)
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
 
 def _console():
