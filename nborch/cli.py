@@ -14,10 +14,17 @@ from .errors import NborchError, SpecError
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
 
+def printable(text: str) -> str:
+    """User text as the CLI prints it: see ``console.printable`` (imported when needed, as
+    every view is, so ``nborch publish`` starts fast)."""
+    from .console import printable
+    return printable(text)
+
+
 def _console():
     from rich.console import Console
     # Piped output is read by people in logs and CI, not by an 80-column terminal.
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 
 
 def _store(args):
@@ -101,8 +108,8 @@ def cmd_validate(args) -> int:
     prepared = prepare(pipeline, parse_params(args.param))
     grids = len(pipeline.grids)
     grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
-    print(f"{args.pipeline}: pipeline {pipeline.name!r} is valid ({len(prepared.tasks)} tasks"
-          f"{grids})")
+    print(printable(f"{args.pipeline}: pipeline {pipeline.name!r} is valid "
+                    f"({len(prepared.tasks)} tasks{grids})"))
     return EXIT_OK
 
 
@@ -116,7 +123,7 @@ def cmd_plot(args) -> int:
         store = _store(args)
         states = {n: t.status for n, t in store.get_run(_resolve_run_id(store, args.run)).tasks.items()}
     path = graph.write(prepared.edges, args.output, states)
-    print(f"wrote {path}")
+    print(printable(f"wrote {path}"))
     return EXIT_OK
 
 
@@ -187,7 +194,7 @@ def cmd_report(args) -> int:
     store = _store(args)
     run_id = _resolve_run_id(store, args.run_id)
     path = write_report(store, run_id, args.output or f"run-{run_id}.html")
-    print(f"wrote {path}")
+    print(printable(f"wrote {path}"))
     return EXIT_OK
 
 
@@ -203,8 +210,8 @@ def cmd_publish(args) -> int:
         print(f"nborch publish: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
     if not os.environ.get("NBORCH_VALUES_FILE"):
-        print(f"nborch publish: not inside an nborch command task; {args.name} was not recorded",
-              file=sys.stderr)
+        print(printable(f"nborch publish: not inside an nborch command task; {args.name} was not "
+                        "recorded"), file=sys.stderr)
     return EXIT_OK
 
 
@@ -307,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except NborchError as exc:
-        print(f"nborch: error: {exc}", file=sys.stderr)
+        print(printable(f"nborch: error: {exc}"), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_CANCELLED

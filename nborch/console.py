@@ -1,9 +1,14 @@
 """Terminal views: live run progress (rich on a terminal, plain lines otherwise) and the
-tables of ``runs`` and ``show``. Views only read events or ``Run`` objects."""
+tables of ``runs`` and ``show``. Views only read events or ``Run`` objects.
+
+Text from pipelines, notebooks and the store (names, errors, values, paths) goes through
+``printable`` before it reaches the terminal, and through ``markup`` where rich reads markup.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -14,6 +19,26 @@ from .events import FINAL_TASK_STATES, RunEnded, RunStarted, TaskStateChanged
 from .grouping import groups, summary
 from .run import Run, _seconds_between
 from .templating import format_duration
+
+# C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: object, multiline: bool = True) -> str:
+    """``text`` safe to print: each control character is shown as ``\\x1b`` and the like, so
+    no escape sequence in a task name or an error sets the window title, writes the clipboard
+    (OSC 52) or moves the cursor. Multi-line text keeps its newlines and tabs."""
+    pattern = _CONTROLS if multiline else _CONTROLS_ONE_LINE
+    return pattern.sub(lambda m: f"\\x{ord(m.group()):02x}", str(text))
+
+
+def markup(text: object, multiline: bool = True) -> str:
+    """``printable`` text for a rich markup string: ``[bold]`` or ``[link=...]`` in it is
+    shown, not applied."""
+    from rich.markup import escape
+    return escape(printable(text, multiline))
+
 
 STYLE = {"success": "green", "failed": "red", "upstream_failed": "dark_orange", "running": "blue",
          "retrying": "yellow", "cancelled": "grey50", "skipped": "grey50", "queued": "cyan",
@@ -66,7 +91,7 @@ class PlainProgress:
             self._write(f"{grid}: {text}")
 
     def _write(self, line: str) -> None:
-        self.stream.write(f"{time.strftime('%H:%M:%S')} {line}\n")
+        self.stream.write(f"{time.strftime('%H:%M:%S')} {printable(line, multiline=False)}\n")
         self.stream.flush()
 
 
@@ -88,7 +113,7 @@ class LiveProgress:
         from rich.console import Console
         from rich.live import Live
         self.run = run
-        self.console = console or Console(stderr=False)
+        self.console = console or Console(stderr=False, emoji=False)
         self.started = time.monotonic()
         self._lock = threading.Lock()
         self._live = Live(self._render(), console=self.console, refresh_per_second=8,
@@ -103,8 +128,10 @@ class LiveProgress:
 
     def __call__(self, event) -> None:
         if isinstance(event, TaskStateChanged) and event.state in ("failed", "retrying") and event.error:
-            self.console.print(f"[red]{event.task}[/] {event.state}: {event.error['type']}: "
-                               f"{_first_line(event.error['message'])}", highlight=False)
+            self.console.print(f"[red]{markup(event.task, False)}[/] {event.state}: "
+                               f"{markup(event.error['type'], False)}: "
+                               f"{markup(_first_line(event.error['message']), False)}",
+                               highlight=False)
 
     def _render(self):
         from rich.progress_bar import ProgressBar
@@ -116,7 +143,7 @@ class LiveProgress:
         finished = sum(counts.get(s, 0) for s in
                        ("success", "failed", "upstream_failed", "skipped", "cancelled"))
         grid = Table.grid(padding=(0, 1))
-        head = Text.assemble((f"{run.pipeline} ", "bold"), (run.run_id, "dim"))
+        head = Text.assemble((f"{printable(run.pipeline, False)} ", "bold"), (run.run_id, "dim"))
         grid.add_row(head)
         bar = Table.grid(padding=(0, 1))
         bar.add_row(ProgressBar(total=total or 1, completed=finished, width=30),
@@ -131,14 +158,16 @@ class LiveProgress:
             active = next((s for s in ("running", "retrying", "queued") if s in states), None)
             if active:
                 grid.add_row(Text.assemble((f"  {active:<9} ", STYLE.get(active, "")),
-                                           (name, "bold"), (f"  {summary(states)}", "dim")))
+                                           (printable(name, False), "bold"),
+                                           (f"  {summary(states)}", "dim")))
         for t in run.tasks.values():
             if t.status in ("running", "retrying", "queued") and t.name not in in_grid:
                 extra = ""
                 if t.progress:
                     extra = f"cell {t.progress['cell']}/{t.progress['cells']} {t.progress['line']}"
                 grid.add_row(Text.assemble((f"  {t.status:<9} ", STYLE.get(t.status, "")),
-                                           (t.name, "bold"), (f"  {extra}"[:100], "dim")))
+                                           (printable(t.name, False), "bold"),
+                                           (printable(f"  {extra}"[:100], False), "dim")))
         return grid
 
 
@@ -152,7 +181,8 @@ def print_runs(rows: list[dict], console) -> None:
     for col in ("run id", "pipeline", "status", "started", "duration"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["run_id"], r["pipeline"], f"[{STYLE.get(r['status'], '')}]{r['status']}[/]",
+        table.add_row(r["run_id"], markup(r["pipeline"], False),
+                      f"[{STYLE.get(r['status'], '')}]{r['status']}[/]",
                       (r["started_at"] or "")[:19].replace("T", " "),
                       format_duration(_seconds_between(r["started_at"], r["ended_at"])))
     console.print(table)
@@ -188,10 +218,10 @@ def print_run(run: Run, console) -> None:
     """The text of ``nborch show``: a grid is one row under its name, and only the values
     and errors of its first few instances are printed (all are in ``show --json``)."""
     from rich.table import Table
-    console.print(f"[bold]{run.pipeline}[/] run [bold]{run.run_id}[/]: "
+    console.print(f"[bold]{markup(run.pipeline, False)}[/] run [bold]{run.run_id}[/]: "
                   f"[{STYLE.get(run.status, '')}]{run.status}[/] in {format_duration(run.duration)} "
                   f"(started {(run.started_at or '')[:19].replace('T', ' ')}, logical date "
-                  f"{run.logical_date})", highlight=False)
+                  f"{markup(run.logical_date, False)})", highlight=False)
     grids = groups(run)
     grid_of = {n: g for g, names in grids.items() for n in names}
     table = Table(box=None, header_style="bold")
@@ -206,8 +236,9 @@ def print_run(run: Run, console) -> None:
         status = f"[{STYLE.get(t.status, '')}]{t.status}[/]"
         if t.status == "running" and t.progress:
             status += f" cell {t.progress['cell']}/{t.progress['cells']}"
-        table.add_row(t.name, status, str(t.attempts), format_duration(t.duration),
-                      _short_path(t.output_path) if t.command is None else _short_command(t.command))
+        table.add_row(markup(t.name, False), status, str(t.attempts), format_duration(t.duration),
+                      markup(_short_path(t.output_path) if t.command is None
+                             else _short_command(t.command), False))
     console.print(table)
     shown = _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.products))
     products = [(t.name, k, v) for t in shown for k, v in t.products.items()]
@@ -215,23 +246,25 @@ def print_run(run: Run, console) -> None:
         console.print("[bold]products[/]")
         for task, key, path in products:
             missing = "" if "://" in path or Path(path).exists() else "  (missing)"
-            console.print(f"  {task}.{key} = {_short_path(path)}{missing}", highlight=False,
-                          markup=False)
+            console.print(printable(f"  {task}.{key} = {_short_path(path)}{missing}", False),
+                          highlight=False, markup=False)
     _more(console, run, grids, lambda t: bool(t.products), "products")
     shown = _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.values))
     published = [(t.name, k, v) for t in shown for k, v in t.values.items()]
     if published:
         console.print("[bold]published values[/]")
         for task, key, value in published:
-            console.print(f"  {task}.{key} = {_short_value(value)}", highlight=False, markup=False)
+            console.print(printable(f"  {task}.{key} = {_short_value(value)}", False),
+                          highlight=False, markup=False)
     _more(console, run, grids, lambda t: bool(t.values), "published values")
     for t in _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.error)):
         e = t.error
         cell = f" in cell {e['cell']}" if e.get("cell") is not None else ""
-        console.print(f"\n[red bold]{t.name}[/] failed{cell}: [bold]{e['type']}[/]: "
-                      f"{e['message']}", highlight=False)
+        console.print(f"\n[red bold]{markup(t.name, False)}[/] failed{cell}: "
+                      f"[bold]{markup(e['type'], False)}[/]: {markup(e['message'])}",
+                      highlight=False)
         if e.get("cell_source"):
-            console.print("  " + e["cell_source"].replace("\n", "\n  "), style="dim",
+            console.print("  " + printable(e["cell_source"]).replace("\n", "\n  "), style="dim",
                           highlight=False, markup=False)
     _more(console, run, grids, lambda t: bool(t.error), "errors")
     reasons: dict[tuple[str, str], int] = {}  # a grid's instances share their reasons
@@ -241,7 +274,7 @@ def print_run(run: Run, console) -> None:
             reasons[key] = reasons.get(key, 0) + 1
     for (name, reason), count in reasons.items():
         many = f" ({count} instances)" if name in grids else ""
-        console.print(f"[dim]{name}{many}: {reason}[/]", highlight=False)
+        console.print(f"[dim]{markup(name, False)}{many}: {markup(reason)}[/]", highlight=False)
 
 
 def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
@@ -257,8 +290,8 @@ def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
     outputs = [t.output_path for t in tasks if t.output_path]
     pattern = os.path.commonprefix([t.name for t in tasks]).rstrip("0123456789") + "*.ipynb"
     where = _short_path(str(Path(outputs[0]).parent / pattern)) if outputs else ""
-    return (f"{name} (grid)", f"[{STYLE.get(worst, '')}]{summary(states)}[/]",
-            str(sum(t.attempts for t in tasks)), format_duration(duration), where)
+    return (f"{markup(name, False)} (grid)", f"[{STYLE.get(worst, '')}]{summary(states)}[/]",
+            str(sum(t.attempts for t in tasks)), format_duration(duration), markup(where, False))
 
 
 def _first_per_grid(tasks, grid_of: dict, wanted) -> list:
@@ -282,5 +315,6 @@ def _more(console, run: Run, grids: dict, wanted, what: str) -> None:
     for name, names in grids.items():
         hidden = sum(1 for n in names if wanted(run.tasks[n])) - SHOWN_PER_GRID
         if hidden > 0:
-            console.print(f"[dim]  ... and {what} of {hidden} more instances of {name} "
-                          f"(nborch show {run.run_id} --json)[/]", highlight=False)
+            console.print(f"[dim]  ... and {what} of {hidden} more instances of "
+                          f"{markup(name, False)} (nborch show {run.run_id} --json)[/]",
+                          highlight=False)

@@ -7,6 +7,7 @@ frozen value, so nothing downstream of the spec can change a task behind the eng
 from __future__ import annotations
 
 import itertools
+import keyword
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -19,7 +20,7 @@ from .templating import parse_duration
 if TYPE_CHECKING:
     from .run import Run
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")  # use fullmatch: "$" would let "a\n" through
 TRIGGERS = ("all_success", "all_done", "one_failed")
 BACKOFFS = ("constant", "exponential")
 
@@ -104,6 +105,8 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
                 if not isinstance(value, dict):
                     raise ValueError(f"env must be a mapping of names to values, not {value!r}")
                 value = {str(k): str(v) for k, v in value.items()}
+                if any(has_nul(k) or has_nul(v) for k, v in value.items()):
+                    raise ValueError("env names and values cannot contain a NUL byte")
             elif key == "resources":
                 if not isinstance(value, dict) or not all(
                         isinstance(k, str) and isinstance(v, (int, float))
@@ -113,6 +116,9 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
                 value = dict(value)
             elif key == "kernel" and value is not None and not isinstance(value, str):
                 raise ValueError(f"kernel must be a kernel name, not {value!r}")
+            elif key == "cwd" and value is not None:
+                if not isinstance(value, (str, Path)) or has_nul(value):
+                    raise ValueError(f"cwd must be a folder path, not {str(value)!r}")
         except ValueError as exc:
             problems.append(f"{where}: {exc}")
             continue
@@ -143,8 +149,9 @@ def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[
                         f"values, such as {{region: [eu, us]}}, not {grid!r}")
     problems = []
     for key, values in grid.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            problems.append(f"{where}: grid parameter {key!r} is not a parameter name")
+        if not is_parameter_name(key):
+            problems.append(f"{where}: grid parameter {key!r} is not a parameter name (a "
+                            "Python identifier)")
         elif not isinstance(values, (list, tuple)):
             problems.append(f"{where}: grid parameter {key!r} must be a list of values, "
                             f"not {type(values).__name__} {values!r}")
@@ -175,7 +182,8 @@ RESERVED_PRODUCTS = ("notebook", "values")  # keys ``upstream[task]`` already ha
 def check_product(product: Any, where: str) -> list[str]:
     """Problems with a ``product`` declaration: a path, or a mapping of names to paths."""
     if isinstance(product, str) and product:
-        return []
+        return [f"{where}: product path {product!r} contains a NUL byte"] if has_nul(product) \
+            else []
     if not isinstance(product, dict) or not product:
         return [f"{where}: 'product' must be a path or a mapping of names to paths, "
                 f"not {product!r}"]
@@ -188,7 +196,27 @@ def check_product(product: Any, where: str) -> list[str]:
             problems.append(f"{where}: product name {key!r} must be a non-empty string")
         if not isinstance(path, str) or not path:
             problems.append(f"{where}: product {key!r} must be a path, not {path!r}")
+        elif has_nul(path):
+            problems.append(f"{where}: product path {path!r} contains a NUL byte")
     return problems
+
+
+def is_parameter_name(name: Any) -> bool:
+    """A parameter name becomes code in the cell papermill injects (``NAME = value``), so it
+    must be a plain identifier: ``a=1; import os`` as a name would run."""
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+def parameter_name_problems(names: Iterable, where: str) -> list[str]:
+    return [f"{where}: parameter name {name!r} is not a Python identifier (letters, digits and "
+            "'_', not starting with a digit, not a keyword such as 'class')"
+            for name in names if not is_parameter_name(name)]
+
+
+def has_nul(path: Any) -> bool:
+    """A NUL byte in a path: the operating system cannot open it (Python raises ValueError),
+    so it is refused as bad input first."""
+    return isinstance(path, (str, Path)) and "\0" in str(path)
 
 
 def check_task_name(name: Any, where: str) -> str | None:
@@ -197,7 +225,7 @@ def check_task_name(name: Any, where: str) -> str | None:
         return f"{where}: task name must be a non-empty string, not {name!r}"
     if "/" in name or "\\" in name or ".." in name:
         return f"{where}: task name {name!r} must not contain a path separator or '..'"
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         return f"{where}: task name {name!r} may only use letters, digits, '_', '.' and '-'"
     return None
 
@@ -221,7 +249,7 @@ class Pipeline:
                  root: str | Path | None = None, allow_large_grid: bool = False,
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
                  **defaults: Any):
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
                             source=str(source) if source else None)
         unknown = set(defaults) - set(TASK_DEFAULTS)
@@ -257,6 +285,9 @@ class Pipeline:
         With ``grid={"region": ["eu", "us"], ...}`` the notebook runs once per combination
         of values, as tasks ``NAME-0``, ``NAME-1``, ...; returns the ``Grid``. ``product``
         declares the files it writes (a path, or a mapping of names to paths)."""
+        if has_nul(path):
+            raise SpecError(f"task {name or str(path)!r}: notebook path {str(path)!r} contains a "
+                            "NUL byte", source=self._where())
         notebook = (self.root / Path(path)).resolve()
         return self._add(notebook.stem if name is None else name, notebook=notebook,
                          upstream=upstream, parameters=parameters, grid=grid, product=product,
@@ -275,6 +306,9 @@ class Pipeline:
                             "arguments such as [dbt, build, --select, orders] (no shell: "
                             "one list item per argument)", source=self._where())
         argv = tuple(str(a) for a in argv)
+        if any(has_nul(a) for a in argv):
+            raise SpecError(f"task {name or argv[0]!r}: a command argument cannot contain a NUL "
+                            "byte", source=self._where())
         options.setdefault("cwd", self.defaults["cwd"] or self.root)
         return self._add(Path(argv[0]).stem if name is None else name, command=argv,
                          upstream=upstream, product=product,
@@ -301,6 +335,7 @@ class Pipeline:
             raise SpecError(f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}",
                             source=self._where())
         converted, problems = normalize_options(options, f"task {name!r}")
+        problems += parameter_name_problems(parameters or {}, f"task {name!r}")
         if product is not None:
             problems += check_product(product, f"task {name!r}")
         if problems:

@@ -42,7 +42,7 @@ import nbformat
 
 from .errors import SpecError
 from .model import (TASK_DEFAULTS, GridInstances, Pipeline, Task, check_task_name,
-                    grid_combinations)
+                    grid_combinations, has_nul, parameter_name_problems)
 from .notebooks import NotebookInfo, inspect_node, read_notebook
 from .templating import render, template_error
 
@@ -281,6 +281,9 @@ class _Reader:
             return None
         src = item["source"]
         where = f"task {item.get('name') or src!r}"
+        if has_nul(src):
+            self.problems.append(f"{where}: source {src!r} contains a NUL byte")
+            return None
         before = len(self.problems)
         self._unknown(item, TASK_KEYS, where)
         kind = self._kind(src, item, where)
@@ -295,6 +298,9 @@ class _Reader:
         params = item.get("params") or {}
         if not isinstance(params, dict):
             self.problems.append(f"{where}: 'params' must be a mapping")
+        else:  # each name becomes `NAME = value` in the injected cell (and a function call)
+            self.problems += parameter_name_problems(
+                (k for k in params if k != "resources_"), where)
         if len(self.problems) > before or kind is None:
             return None
         params = {k: v for k, v in params.items() if k != "resources_"}  # Ploomber's own

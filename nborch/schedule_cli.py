@@ -7,7 +7,7 @@ import signal
 from contextlib import nullcontext
 from datetime import date, datetime, timezone
 
-from .cli import EXIT_FAILED, EXIT_OK, _store, serve_metrics, with_metrics
+from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
 from .errors import NborchError, SpecError
 
 
@@ -88,8 +88,8 @@ def cmd_schedule_remove(args) -> int:
 
 def cmd_scheduler(args) -> int:
     from .scheduler import Scheduler
-    def say(text: str) -> None:
-        print(text, flush=True)
+    def say(text: str) -> None:  # its lines name pipelines and quote their errors
+        print(printable(text), flush=True)
 
     grace = _duration(args.grace)  # a bad --grace is reported before the port is taken
     metrics = serve_metrics(args, say)
@@ -106,7 +106,7 @@ def cmd_backfill(args) -> int:
     from .scheduler import backfill
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
-                    say=lambda text: print(text, flush=True))
+                    say=lambda text: print(printable(text), flush=True))
     return EXIT_OK if all(r.status == "success" for r in runs) else EXIT_FAILED
 
 

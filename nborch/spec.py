@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .errors import SpecError
-from .model import TASK_DEFAULTS, Pipeline, check_task_name, normalize_options
+from .model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
                  "on_failure", "on_success", "on_retry")
@@ -42,6 +43,11 @@ def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
     result.lines = {}
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            # e.g. an unquoted {{ ds }}: YAML reads it as a mapping inside a mapping
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping or list cannot be a key here; a value starting with "
+                "'{{' must be quoted (\"{{ ds }}\")", key_node.start_mark)
         if key in result:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r} (first at line {result.lines[key]})",
@@ -77,6 +83,10 @@ def parse_params(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
+        if "{{" in value or "{%" in value:
+            raise SpecError(f"-p {pair!r}: a -p value is used as given, not rendered as a "
+                            "template ({{ ... }} is rendered in task values only); give the "
+                            "value itself")
         out[key.strip()] = parse_scalar(value)
     return out
 
@@ -85,7 +95,7 @@ def parse_scalar(text: str) -> Any:
     """Read ``-p KEY=VALUE`` values as YAML scalars: ``4`` is 4, ``true`` is True."""
     try:
         value = yaml.load(text, Loader=_Loader)  # noqa: S506
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError):  # ValueError: e.g. a NUL byte, which YAML refuses
         return text
     return value if isinstance(value, (str, int, float, bool)) or value is None else text
 
@@ -109,6 +119,7 @@ def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
     """A pipeline from a YAML file, or from a folder (its ``pipeline.yaml`` if it has one,
     else one task per notebook, with edges from each notebook's ``upstream = [...]``).
     ``allow_large_grid`` lets a grid have more than ``MAX_GRID`` instances."""
+    _check_path(path)
     path = Path(path)
     if path.is_dir():
         for name in ("pipeline.yaml", "pipeline.yml"):
@@ -141,7 +152,13 @@ def from_folder(folder: Path) -> Pipeline:
     return pipeline
 
 
+def _check_path(path: str | Path) -> None:
+    if has_nul(path):
+        raise SpecError(f"pipeline path {str(path)!r} contains a NUL byte")
+
+
 def load_yaml(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
+    _check_path(path)
     path = Path(path)
     source = str(path)
     try:
@@ -297,6 +314,9 @@ def from_arrows(text: str, root: Path, name: str) -> Pipeline:
             continue
         here = f"line {number}: {raw.strip()!r}"
         parts = [part.strip() for part in line.split(">>")]
+        if has_nul(line):
+            problems.append(f"{here}: a notebook path cannot contain a NUL byte")
+            continue
         if any(not part for part in parts):
             problems.append(f"{here}: a notebook path is missing around '>>'")
             continue

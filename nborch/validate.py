@@ -15,7 +15,7 @@ from pathlib import Path
 from .dag import find_cycle
 from .errors import SpecError, ValidationError
 from .hooks import missing_secret_headers
-from .model import Pipeline, Task
+from .model import Pipeline, Task, has_nul
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .secrecy import MIN_SECRET_LENGTH, OWN_CREDENTIALS, too_short
 from .templating import render, template_error
@@ -142,6 +142,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                                {**context, "task": name, "product": product},
                                f"{label(task)}: command argument", problems)
             argv = tuple(str(argv[i]) for i in sorted(argv))
+            problems += [f"{label(task)}: command argument {a!r} contains a NUL byte"
+                         for a in argv if has_nul(a)]
             if len(argv) == len(task.command):
                 problems += _program_problems(task, argv[0])
             prepared[name] = PreparedTask(task, {}, None, False, secrets,
@@ -202,6 +204,9 @@ def _render_product(pipeline: Pipeline, task: Task, context: dict,
     paths = {}
     for key, value in rendered.items():
         value = str(value)
+        if has_nul(value):
+            problems.append(f"{label(task)}: product {key!r} is {value!r}, with a NUL byte")
+            continue
         paths[key] = value if "://" in value else str((pipeline.root / value).resolve())
     return paths.get("product") if single else paths
 

@@ -125,7 +125,7 @@ def read_body(body: str, root: Path, default_name: str, name: str | None,
         if params:
             arrow_parameters(pipeline, params)
     if name is not None and pipeline.name != name:
-        if not NAME_RE.match(name):
+        if not NAME_RE.fullmatch(name):
             raise SpecError(f"--name {name!r}: a pipeline name may only use letters, digits, "
                             "'_', '.' and '-'")
         pipeline.name = name
