@@ -15,14 +15,15 @@ __all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "V
            "publish", "artifact_path", "secret", "__version__"]
 
 _LAZY = {
-    "Pipeline": "model", "Task": "model", "Run": "run", "TaskRun": "run", "Store": "store",
-    "NborchError": "errors", "SpecError": "errors", "ValidationError": "errors",
+    "Pipeline": "core.model", "Task": "core.model", "Run": "core.run", "TaskRun": "core.run",
+    "Store": "store.store", "NborchError": "core.errors", "SpecError": "core.errors",
+    "ValidationError": "core.errors",
 }
 
 
 def load_ipython_extension(ip: Any) -> None:
     """``%load_ext nborch``: register the ``%%orchestrate`` and ``%orchestrate`` magics."""
-    from .jupyter.magic import load_ipython_extension as load
+    from .ui.jupyter.magic import load_ipython_extension as load
     load(ip)
 
 

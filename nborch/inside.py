@@ -30,7 +30,7 @@ def publish(name: str, value: Any) -> None:
         raise TypeError(
             f"nborch.publish({name!r}, ...): the value is not JSON-serialisable ({exc}); "
             "convert it first, e.g. int(x), float(x), str(x), x.tolist() or df.to_dict()") from None
-    from .limits import ValueTooLarge, max_value
+    from .execution.limits import ValueTooLarge, max_value
     if len(encoded) > (limit := max_value()):
         raise ValueTooLarge(name, len(encoded), limit)
     _published[name] = value
@@ -68,7 +68,7 @@ def artifact_path(name: str) -> Path:
     folder = os.environ.get("NBORCH_ARTIFACT_DIR")
     path = Path(folder or "nborch_artifacts") / name
     if folder:  # in the run's folder, which is its owner's only (see private.py)
-        from .private import makedirs
+        from .core.private import makedirs
         makedirs(path.parent)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)

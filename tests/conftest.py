@@ -77,13 +77,14 @@ def kernels_of(run_id: str) -> list:
 def _is_template(proc) -> bool:
     import psutil
     try:
-        return "nborch.forkserver" in proc.cmdline() and proc.status() != psutil.STATUS_ZOMBIE
+        return ("nborch.execution.forkserver" in proc.cmdline()
+                and proc.status() != psutil.STATUS_ZOMBIE)
     except psutil.Error:
         return False
 
 
 def kernel_templates() -> list:
-    """Live kernel template processes (see nborch/forkserver.py) this test started."""
+    """Live kernel template processes (see nborch/execution/forkserver.py) this test started."""
     import psutil
     return [p for p in psutil.Process().children(recursive=True)
             if _is_template(p) and not _is_template(p.parent() or psutil.Process(1))]

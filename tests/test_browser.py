@@ -23,7 +23,7 @@ import pytest
 
 from conftest import REPO, kernels_of, write_notebook
 from nborch import Store
-from nborch.graph import STATE_COLORS
+from nborch.ui.graph import STATE_COLORS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

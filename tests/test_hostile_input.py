@@ -22,11 +22,11 @@ from jinja2.sandbox import SecurityError
 
 from conftest import nborch, write_notebook
 from nborch import Pipeline
-from nborch.console import markup, printable
-from nborch.errors import SpecError
-from nborch.model import check_task_name, is_parameter_name
-from nborch.spec import from_mapping, load, parse_params, parse_scalar, parse_yaml_text
-from nborch.templating import render, template_error
+from nborch.ui.console import markup, printable
+from nborch.core.errors import SpecError
+from nborch.core.model import check_task_name, is_parameter_name
+from nborch.spec.loader import from_mapping, load, parse_params, parse_scalar, parse_yaml_text
+from nborch.spec.templating import render, template_error
 
 CTX = {"run_id": "r1", "logical_date": "2026-01-01T00:00:00", "ds": "2026-01-01",
        "params": {"size": 5, "region": "eu", "regions": [1, 2]}}
@@ -111,7 +111,7 @@ def test_pipeline_names_with_control_characters_are_refused(name):
 
 @pytest.mark.parametrize("name", ["p\n", "p!", "p\x1b]0;x\x07"])
 def test_the_magic_refuses_a_bad_name_option(tmp_path, name):
-    from nborch.jupyter.magic import read_body
+    from nborch.ui.jupyter.magic import read_body
     for body in ("a.ipynb", "name: other\ntasks: {a: {notebook: a.ipynb}}"):
         with pytest.raises(SpecError, match="name"):
             read_body(body, tmp_path, "default", name, {})
@@ -162,8 +162,8 @@ def test_show_prints_hostile_names_and_errors_as_plain_text():
 
     from rich.console import Console
 
-    from nborch.console import print_run
-    from nborch.run import Run, TaskRun
+    from nborch.ui.console import print_run
+    from nborch.core.run import Run, TaskRun
     task = TaskRun(name="t", status="failed", attempts=1,
                    error={"type": "ValueError", "cell": 1, "cell_source": "raise X\x1b[2J",
                           "message": "\x1b]0;pwned\x07 [bold]x[/] [link=http://e]y[/link]"},

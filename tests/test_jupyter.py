@@ -24,15 +24,15 @@ from nbclient import NotebookClient
 
 from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
 from nborch import Store
-from nborch.events import AttemptProgress, RunStarted, TaskStateChanged
-from nborch.graph import STATE_COLORS
-from nborch import htmlview
-from nborch.htmlview import SvgGraph, layout
-from nborch.jupyter.magic import body_kind, marked_lines, notebook_stem
-from nborch.jupyter.widget import Refresher, RunView
-from nborch.run import Run, TaskRun
-from nborch.spec import from_arrows
-from nborch.errors import SpecError
+from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
+from nborch.ui.graph import STATE_COLORS
+from nborch.ui import htmlview
+from nborch.ui.htmlview import SvgGraph, layout
+from nborch.ui.jupyter.magic import body_kind, marked_lines, notebook_stem
+from nborch.ui.jupyter.widget import Refresher, RunView
+from nborch.core.run import Run, TaskRun
+from nborch.spec.loader import from_arrows
+from nborch.core.errors import SpecError
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
@@ -204,7 +204,7 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
 
 def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
     from nborch import Pipeline
-    from nborch.scheduler import Scheduler
+    from nborch.scheduling.scheduler import Scheduler
     tiny_pipeline(workdir)
     nb = execute(
         workdir,

@@ -12,9 +12,9 @@ from pathlib import Path
 import psutil
 
 from nborch import Pipeline
-from nborch.attempt import AttemptJob
-from nborch.executors.local import LocalExecutor
-from nborch.kernels import KernelRequest
+from nborch.execution.attempt import AttemptJob
+from nborch.execution.executors.local import LocalExecutor
+from nborch.execution.kernels import KernelRequest
 from conftest import forked_kernels, kernel_templates, kernels_of, write_notebook, write_pipeline
 
 

@@ -185,7 +185,7 @@ def test_declared_products_are_output_datasets(workdir: Path, receiver: Receiver
 
 
 def test_dataset_names_follow_the_openlineage_naming_spec():
-    from nborch.lineage import dataset_name
+    from nborch.runtime.lineage import dataset_name
     assert dataset_name("/data/out.csv") == ("file", "/data/out.csv")
     assert dataset_name("file:///data/out.csv") == ("file", "/data/out.csv")
     assert dataset_name("s3://bucket/runs/out.csv") == ("s3://bucket", "runs/out.csv")

@@ -16,9 +16,9 @@ import pytest
 
 from conftest import (free_port, nborch, run_json, small_pipeline, start_scheduler, wait_for_line,
                       write_notebook, write_pipeline)
-from nborch.spec import load
-from nborch.events import RunEnded, RunStarted, TaskStateChanged
-from nborch.metrics import Metrics
+from nborch.spec.loader import load
+from nborch.core.events import RunEnded, RunStarted, TaskStateChanged
+from nborch.runtime.metrics import Metrics
 
 
 def scrape(port: int) -> dict[str, float]:

@@ -69,7 +69,7 @@ def test_the_home_and_all_in_it_are_private_to_its_owner(workdir: Path):
     assert_private(home, user_files=run_dir / "artifacts")
 
     # The scheduler's lock file lives in the home too.
-    from nborch.scheduler import Scheduler
+    from nborch.scheduling.scheduler import Scheduler
     scheduler = Scheduler(home, say=lambda message: None)
     scheduler.acquire()
     scheduler._lock_file.close()
@@ -134,7 +134,7 @@ def test_the_kernel_template_serves_its_own_user_only(workdir: Path):
     if os.geteuid() != 0:
         pytest.skip("needs root, to connect as another user")
     import psutil
-    from nborch.forkserver import KernelTemplate
+    from nborch.execution.forkserver import KernelTemplate
     template = KernelTemplate()
     try:
         assert template._ready.wait(60) and not template._failed, template._failed
@@ -162,7 +162,7 @@ def test_the_kernel_template_serves_its_own_user_only(workdir: Path):
 
 
 def test_kernel_ipc_sockets_are_in_a_private_folder():
-    from nborch.kernels import _ipc_prefix
+    from nborch.execution.kernels import _ipc_prefix
     prefix = Path(_ipc_prefix())
     assert mode(prefix.parent) == 0o700 and prefix.parent.name.startswith("nborch-ipc-")
     assert Path(_ipc_prefix()).parent == prefix.parent  # one folder per process

@@ -8,8 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
-from nborch.events import Throttle
-from nborch.logs import collapse_carriage_returns
+from nborch.core.events import Throttle
+from nborch.ui.logs import collapse_carriage_returns
 from conftest import nborch, run_json, write_notebook, write_pipeline
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import nborch, write_notebook
 from nborch import Pipeline, Store
-from nborch.graph import STATE_COLORS
-from nborch.report import ATTEMPT_COLORS, write_report
+from nborch.ui.graph import STATE_COLORS
+from nborch.ui.report import ATTEMPT_COLORS, write_report
 
 
 class Page(HTMLParser):
@@ -116,7 +116,7 @@ def test_report_command_writes_the_file(finished_run):
 
 
 def test_timeline_of_a_running_run_draws_open_attempts(finished_run):
-    from nborch.report import timeline
+    from nborch.ui.report import timeline
     folder, run_id = finished_run
     store = Store(folder / ".nborch")
     run = store.get_run(run_id)
@@ -132,7 +132,7 @@ def test_timeline_of_a_running_run_draws_open_attempts(finished_run):
 
 
 def test_a_grid_is_one_node_one_timeline_row_and_a_folded_table(tmp_path: Path):
-    from nborch.report import render_report, timeline
+    from nborch.ui.report import render_report, timeline
     write_notebook(tmp_path / "region.ipynb", "import nborch\nnborch.publish('r', region)",
                    parameters="region = 'eu'")
     write_notebook(tmp_path / "join.ipynb", "pass")

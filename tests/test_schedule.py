@@ -13,9 +13,9 @@ import pytest
 
 from conftest import nborch, run_json, small_pipeline, start_scheduler, wait_for_line
 from nborch import Store
-from nborch.errors import SpecError
-from nborch.scheduler import Scheduler
-from nborch.schedules import Schedule, check_cron, slots
+from nborch.core.errors import SpecError
+from nborch.scheduling.scheduler import Scheduler
+from nborch.scheduling.schedules import Schedule, check_cron, slots
 
 BERLIN = ZoneInfo("Europe/Berlin")
 

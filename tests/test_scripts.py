@@ -65,7 +65,7 @@ def test_scripts_in_folder_pipelines_arrows_and_the_api(workdir: Path):
     run = run_json(proc)
     assert set(run["tasks"]) == {"extract", "clean"}  # upstream read from the script's cell
     assert run["tasks"]["clean"]["values"] == {"summary": "eu:10"}
-    from nborch.spec import from_arrows
+    from nborch.spec.loader import from_arrows
     arrows = from_arrows("flow/extract.ipynb >> flow/clean.py", workdir, "arrows")
     assert arrows.tasks["clean"].upstream == ("extract",)
     p = Pipeline("api", root=flow)

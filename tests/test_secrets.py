@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
 from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
-from nborch.secrecy import MASK, Masker, secret_forms, too_short
+from nborch.core.secrecy import MASK, Masker, secret_forms, too_short
 
 # -- generated secrets ------------------------------------------------------------------
 

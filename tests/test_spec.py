@@ -1,5 +1,5 @@
-"""Unit tests of ``nborch.spec`` (YAML to Pipeline), the ``Pipeline`` Python API, and the
-pure task state machine ``nborch.planner.Planner``. No kernels, no subprocesses."""
+"""Unit tests of ``nborch.spec.loader`` (YAML to Pipeline), the ``Pipeline`` Python API, and the
+pure task state machine ``nborch.core.planner.Planner``. No kernels, no subprocesses."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nborch.errors import SpecError, ValidationError
-from nborch.model import Pipeline, Task
-from nborch.planner import Planner
-from nborch.spec import from_mapping, load, load_yaml, parse_scalar, parse_yaml_text
+from nborch.core.errors import SpecError, ValidationError
+from nborch.core.model import Pipeline, Task
+from nborch.core.planner import Planner
+from nborch.spec.loader import from_mapping, load, load_yaml, parse_scalar, parse_yaml_text
 
 from conftest import write_notebook
 
@@ -24,7 +24,7 @@ def _yaml(folder: Path, text: str, name: str = "pipeline.yaml") -> Path:
 
 
 # =============================================================================================
-# nborch.spec: YAML
+# nborch.spec.loader: YAML
 # =============================================================================================
 
 def test_dates_in_yaml_stay_strings(tmp_path):

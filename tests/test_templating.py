@@ -1,11 +1,11 @@
-"""Unit tests of ``nborch.templating``: Jinja2 rendering of pipeline values and durations."""
+"""Unit tests of ``nborch.spec.templating``: Jinja2 rendering of pipeline values and durations."""
 
 from __future__ import annotations
 
 import jinja2
 import pytest
 
-from nborch.templating import format_duration, parse_duration, render, template_error
+from nborch.spec.templating import format_duration, parse_duration, render, template_error
 
 CTX = {
     "run_id": "20260101T060000-abc",

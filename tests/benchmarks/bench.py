@@ -80,8 +80,8 @@ def forked_kernel_cpu(samples: int = 5) -> float:
     import psutil
     from jupyter_core.utils import run_sync
 
-    from nborch.forkserver import KernelTemplate
-    from nborch.kernels import Kernel, KernelRequest
+    from nborch.execution.forkserver import KernelTemplate
+    from nborch.execution.kernels import Kernel, KernelRequest
     template = KernelTemplate()
     costs = []
     try:
@@ -101,8 +101,8 @@ def forked_kernel_cpu(samples: int = 5) -> float:
 
 def big_dag(root: Path, reps: int) -> list[str]:
     from nborch import Pipeline, graph
-    from nborch.planner import Planner
-    from nborch.validate import prepare
+    from nborch.core.planner import Planner
+    from nborch.spec.validate import prepare
     scenario = scenarios.wide(root, 500, "big500")
     rows = []
     for label, step in (("validate (load, notebooks, parameters, graph)", "validate"),
@@ -111,7 +111,7 @@ def big_dag(root: Path, reps: int) -> list[str]:
         times = []
         for _ in range(reps):
             pipeline = Pipeline.load(scenario.folder)
-            from nborch import notebooks
+            from nborch.spec import notebooks
             notebooks._inspect.cache_clear()
             start = time.perf_counter()
             prepared = prepare(pipeline)

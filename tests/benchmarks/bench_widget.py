@@ -12,9 +12,9 @@ import statistics
 import sys
 import time
 
-from nborch.events import TASK_STATES, AttemptProgress, RunStarted, TaskStateChanged
-from nborch.htmlview import layout
-from nborch.run import Run
+from nborch.core.events import TASK_STATES, AttemptProgress, RunStarted, TaskStateChanged
+from nborch.ui.htmlview import layout
+from nborch.core.run import Run
 
 
 def dag(n: int, seed: int = 7) -> dict[str, tuple[str, ...]]:
@@ -53,7 +53,7 @@ def main(n: int = 500, repeat: int = 200) -> None:
           f"of {repeat}")
 
     import ipywidgets  # noqa: F401  (the view below needs it; outside a kernel it sends nothing)
-    from nborch.jupyter.widget import RunView
+    from nborch.ui.jupyter.widget import RunView
     run = Run.from_start(RunStarted("r", "bench", "2026-01-01T00:00:00+00:00",
                                     "2026-01-01T00:00:00+00:00", {},
                                     {name: {"upstream": list(ups)} for name, ups in edges.items()},

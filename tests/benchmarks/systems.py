@@ -32,7 +32,7 @@ def _edges(folder: Path) -> dict[str, list[str]]:
 
 
 def nborch_api(folder: Path, parallel: int, work: Path):
-    import nborch.papermill_engine  # noqa: F401  (imports papermill, as the baselines do)
+    import nborch.execution.papermill_engine  # noqa: F401  (imports papermill, as the baselines do)
     from nborch import Pipeline
     pipeline = Pipeline.load(folder)
     start = time.perf_counter()
@@ -49,7 +49,7 @@ def nborch_not_forked(folder: Path, parallel: int, work: Path):
 
 def nborch_no_progress(folder: Path, parallel: int, work: Path):
     """nborch with its per-cell progress hooks removed: what progress events cost."""
-    import nborch.papermill_engine as engine
+    import nborch.execution.papermill_engine as engine
     init = engine.NborchClient.__init__
 
     def without_hooks(self, *args, **kwargs):
@@ -63,7 +63,7 @@ def nborch_no_progress(folder: Path, parallel: int, work: Path):
 def nborch_dask(folder: Path, parallel: int, work: Path):
     """The same run on a Dask LocalCluster (started and stopped inside the timing, as
     ``--executor dask`` does)."""
-    import nborch.papermill_engine  # noqa: F401
+    import nborch.execution.papermill_engine  # noqa: F401
     from nborch import Pipeline
     pipeline = Pipeline.load(folder)
     start = time.perf_counter()

@@ -1,0 +1,455 @@
+"""Pipeline and Task: the validated shape of a pipeline, whatever it was written in.
+
+``Pipeline`` is also the Python API's builder (``p.notebook(...)``); each ``Task`` is a
+frozen value, so nothing downstream of the spec can change a task behind the engine's back.
+"""
+
+from __future__ import annotations
+
+import itertools
+import keyword
+import math
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .errors import SpecError
+from ..spec.templating import parse_duration
+
+if TYPE_CHECKING:
+    from .run import Run
+
+NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")  # use fullmatch: "$" would let "a\n" through
+TRIGGERS = ("all_success", "all_done", "one_failed")
+BACKOFFS = ("constant", "exponential")
+
+# Options a task may set itself or inherit from the pipeline's defaults, with their defaults.
+TASK_DEFAULTS: dict[str, Any] = {
+    "retries": 0,
+    "retry_delay": 10.0,
+    "retry_backoff": "constant",
+    "max_retry_delay": 3600.0,
+    "timeout": None,
+    "kernel": None,
+    "trigger": "all_success",
+    "cwd": None,
+    "env": {},
+    "secrets": (),
+    "resources": {},
+}
+DURATION_OPTIONS = ("retry_delay", "max_retry_delay", "timeout")
+MAX_GRID = 10_000  # instances of one grid, unless allow_large_grid
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    notebook: Path | None  # None for a command task
+    upstream: tuple[str, ...] = ()
+    parameters: dict = field(default_factory=dict)
+    retries: int = 0
+    retry_delay: float = 10.0
+    retry_backoff: str = "constant"
+    max_retry_delay: float = 3600.0
+    timeout: float | None = None
+    kernel: str | None = None
+    trigger: str = "all_success"
+    cwd: Path | None = None
+    env: dict = field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
+    grid: str | None = None  # the grid this task is an instance of
+    hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
+    command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
+    product: str | dict | None = None  # declared output(s): a path template or name -> template
+    ploomber: Any = None  # a ploomber.PloomberTask: this task keeps Ploomber's conventions
+
+    def delay_before(self, attempt: int) -> float:
+        """Seconds to wait before ``attempt`` (2 is the first retry)."""
+        delay = self.retry_delay
+        if self.retry_backoff == "exponential":
+            delay = self.retry_delay * 2 ** (attempt - 2)
+        return min(delay, self.max_retry_delay)
+
+    @property
+    def workdir(self) -> Path:
+        """Where the task runs: its notebook's folder (a command: the pipeline's folder, set
+        as ``cwd`` when the task is made) unless ``cwd`` says otherwise."""
+        return self.cwd or self.notebook.parent
+
+
+def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
+    """Check and convert task options (durations to seconds, lists to tuples).
+
+    Returns the converted options and a list of problems, each naming ``where``.
+    """
+    out, problems = {}, []
+    for key, value in options.items():
+        try:
+            if key in DURATION_OPTIONS:
+                value = None if value is None else parse_duration(value)
+            elif key == "retries":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise ValueError(f"retries must be a whole number >= 0, not {value!r}")
+            elif key == "trigger" and value not in TRIGGERS:
+                raise ValueError(f"unknown trigger {value!r}; use one of {', '.join(TRIGGERS)}")
+            elif key == "retry_backoff" and value not in BACKOFFS:
+                raise ValueError(f"unknown retry_backoff {value!r}; use one of {', '.join(BACKOFFS)}")
+            elif key == "secrets":
+                if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                        not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"secrets must be a list of environment variable names, not {value!r}")
+                value = tuple(value)
+            elif key == "env":
+                if not isinstance(value, dict):
+                    raise ValueError(f"env must be a mapping of names to values, not {value!r}")
+                value = {str(k): str(v) for k, v in value.items()}
+                if any(has_nul(k) or has_nul(v) for k, v in value.items()):
+                    raise ValueError("env names and values cannot contain a NUL byte")
+            elif key == "resources":
+                if not isinstance(value, dict) or not all(
+                        isinstance(k, str) and isinstance(v, (int, float))
+                        and not isinstance(v, bool) and v > 0 for k, v in value.items()):
+                    raise ValueError("resources must map resource names to positive numbers, "
+                                     f"such as {{GPU: 1}}, not {value!r}")
+                value = dict(value)
+            elif key == "kernel" and value is not None and not isinstance(value, str):
+                raise ValueError(f"kernel must be a kernel name, not {value!r}")
+            elif key == "cwd" and value is not None:
+                if not isinstance(value, (str, Path)) or has_nul(value):
+                    raise ValueError(f"cwd must be a folder path, not {str(value)!r}")
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+            continue
+        out[key] = value
+    return out, problems
+
+
+@dataclass(frozen=True)
+class GridInstances:
+    """A grid whose instances are already named and parameterized (a Ploomber grid, whose
+    names and products follow Ploomber's rules): ``(name, parameters, product)`` each."""
+    instances: tuple[tuple[str, dict, Any], ...]
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The instances of a grid task, ``NAME-0``, ``NAME-1``, ...; usable in ``upstream``
+    (which then waits for every instance)."""
+    name: str
+    tasks: tuple[Task, ...]
+
+
+def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[dict]:
+    """The parameter sets of ``grid``: the Cartesian product of its lists, in order (the
+    last parameter varies fastest). Raises SpecError naming ``where`` and the culprit."""
+    if not isinstance(grid, dict) or not grid:
+        raise SpecError(f"{where}: 'grid' must be a mapping from parameter names to lists of "
+                        f"values, such as {{region: [eu, us]}}, not {grid!r}")
+    problems = []
+    for key, values in grid.items():
+        if not is_parameter_name(key):
+            problems.append(f"{where}: grid parameter {key!r} is not a parameter name (a "
+                            "Python identifier)")
+        elif not isinstance(values, (list, tuple)):
+            problems.append(f"{where}: grid parameter {key!r} must be a list of values, "
+                            f"not {type(values).__name__} {values!r}")
+        elif not values:
+            problems.append(f"{where}: grid parameter {key!r} has an empty list, so the grid "
+                            "would have no instances")
+    if problems:
+        raise SpecError(problems)
+    size = math.prod(len(v) for v in grid.values())
+    if size > MAX_GRID and not allow_large:
+        shape = " x ".join(str(len(v)) for v in grid.values())
+        raise SpecError(f"{where}: the grid has {size:,} combinations ({shape}), more than "
+                        f"{MAX_GRID:,}; pass --allow-large-grid (allow_large_grid=True in "
+                        "Python) if you mean it")
+    return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+
+
+def read_hooks(declared: dict, where: str) -> dict[str, tuple]:
+    """``{"on_failure": [...], ...}`` (YAML items or callables) as ``Hook`` tuples."""
+    from ..runtime.hooks import parse_hooks
+    return {event: tuple(parse_hooks(value, f"{where}: {event}"))
+            for event, value in declared.items() if value}
+
+
+RESERVED_PRODUCTS = ("notebook", "values")  # keys ``upstream[task]`` already has
+
+
+def check_product(product: Any, where: str) -> list[str]:
+    """Problems with a ``product`` declaration: a path, or a mapping of names to paths."""
+    if isinstance(product, str) and product:
+        return [f"{where}: product path {product!r} contains a NUL byte"] if has_nul(product) \
+            else []
+    if not isinstance(product, dict) or not product:
+        return [f"{where}: 'product' must be a path or a mapping of names to paths, "
+                f"not {product!r}"]
+    problems = []
+    for key, path in product.items():
+        if key in RESERVED_PRODUCTS:
+            problems.append(f"{where}: a product cannot be named {key!r}: upstream[task] "
+                            f"already has {key!r}; rename it")
+        elif not isinstance(key, str) or not key:
+            problems.append(f"{where}: product name {key!r} must be a non-empty string")
+        if not isinstance(path, str) or not path:
+            problems.append(f"{where}: product {key!r} must be a path, not {path!r}")
+        elif has_nul(path):
+            problems.append(f"{where}: product path {path!r} contains a NUL byte")
+    return problems
+
+
+def is_parameter_name(name: Any) -> bool:
+    """A parameter name becomes code in the cell papermill injects (``NAME = value``), so it
+    must be a plain identifier: ``a=1; import os`` as a name would run."""
+    return isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)
+
+
+def parameter_name_problems(names: Iterable, where: str) -> list[str]:
+    return [f"{where}: parameter name {name!r} is not a Python identifier (letters, digits and "
+            "'_', not starting with a digit, not a keyword such as 'class')"
+            for name in names if not is_parameter_name(name)]
+
+
+def has_nul(path: Any) -> bool:
+    """A NUL byte in a path: the operating system cannot open it (Python raises ValueError),
+    so it is refused as bad input first."""
+    return isinstance(path, (str, Path)) and "\0" in str(path)
+
+
+def check_task_name(name: Any, where: str) -> str | None:
+    """A problem with a task name, or None."""
+    if not isinstance(name, str) or not name:
+        return f"{where}: task name must be a non-empty string, not {name!r}"
+    if "/" in name or "\\" in name or ".." in name:
+        return f"{where}: task name {name!r} must not contain a path separator or '..'"
+    if not NAME_RE.fullmatch(name):
+        return f"{where}: task name {name!r} may only use letters, digits, '_', '.' and '-'"
+    return None
+
+
+class Pipeline:
+    """A named DAG of notebook tasks.
+
+    Build one in Python::
+
+        p = Pipeline("daily_sales", retries=2)
+        extract = p.notebook("extract.ipynb", parameters={"day": "{{ ds }}"})
+        regions = p.notebook("region.ipynb", upstream=[extract], grid={"region": ["eu", "us"]})
+        p.notebook("clean.ipynb", upstream=[regions])
+        run = p.run(max_parallel=4)
+
+    or load one with ``Pipeline.from_yaml(path)`` / ``Pipeline.load(path_or_folder)``.
+    """
+
+    def __init__(self, name: str, *, parameters: dict | None = None, secrets: Sequence[str] = (),
+                 schedule: dict | None = None, source: str | Path | None = None,
+                 root: str | Path | None = None, allow_large_grid: bool = False,
+                 on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
+                 **defaults: Any):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
+                            source=str(source) if source else None)
+        unknown = set(defaults) - set(TASK_DEFAULTS)
+        if unknown:
+            raise SpecError(f"unknown pipeline option(s) {', '.join(sorted(unknown))}; "
+                            f"task defaults are {', '.join(TASK_DEFAULTS)}")
+        options, problems = normalize_options(defaults, "defaults")
+        if problems:
+            raise SpecError(problems, source=str(source) if source else None)
+        self.name = name
+        self.parameters = dict(parameters or {})
+        self.secrets = tuple(secrets)
+        self.schedule = schedule
+        self.source = Path(source).resolve() if source else None
+        self.root = Path(root).resolve() if root else (self.source.parent if self.source else Path.cwd())
+        self.defaults = {**TASK_DEFAULTS, **options}
+        self.allow_large_grid = allow_large_grid
+        self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
+                                 "on_retry": on_retry}, "pipeline")
+        self.tasks: dict[str, Task] = {}
+        self.grids: dict[str, tuple[str, ...]] = {}  # grid name -> its instances' names
+
+    # -- building -----------------------------------------------------------------
+
+    def notebook(self, path: str | Path, *, name: str | None = None,
+                 upstream: Iterable[Task | Grid | str] = (), parameters: dict | None = None,
+                 grid: dict | None = None, product: str | dict | None = None,
+                 on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
+                 **options: Any) -> Task | Grid:
+        """Add a notebook task; ``path`` is relative to the pipeline's folder (the current
+        folder for a pipeline built in Python). Returns the task, usable in ``upstream``.
+
+        With ``grid={"region": ["eu", "us"], ...}`` the notebook runs once per combination
+        of values, as tasks ``NAME-0``, ``NAME-1``, ...; returns the ``Grid``. ``product``
+        declares the files it writes (a path, or a mapping of names to paths)."""
+        if has_nul(path):
+            raise SpecError(f"task {name or str(path)!r}: notebook path {str(path)!r} contains a "
+                            "NUL byte", source=self._where())
+        notebook = (self.root / Path(path)).resolve()
+        return self._add(notebook.stem if name is None else name, notebook=notebook,
+                         upstream=upstream, parameters=parameters, grid=grid, product=product,
+                         hooks={"on_failure": on_failure, "on_success": on_success,
+                                "on_retry": on_retry}, options=options)
+
+    def command(self, argv: Sequence[str], *, name: str | None = None,
+                upstream: Iterable[Task | Grid | str] = (), product: str | dict | None = None,
+                on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
+                **options: Any) -> Task:
+        """Add a command task: ``argv`` runs without a shell, each argument a template (see
+        the docs), in ``cwd`` (default: the pipeline's folder). Exit code 0 is success."""
+        if isinstance(argv, str) or not isinstance(argv, (list, tuple)) or not argv or \
+                not all(isinstance(a, (str, int, float)) and not isinstance(a, bool) for a in argv):
+            raise SpecError(f"task {name or argv!r}: 'command' must be a non-empty list of "
+                            "arguments such as [dbt, build, --select, orders] (no shell: "
+                            "one list item per argument)", source=self._where())
+        argv = tuple(str(a) for a in argv)
+        if any(has_nul(a) for a in argv):
+            raise SpecError(f"task {name or argv[0]!r}: a command argument cannot contain a NUL "
+                            "byte", source=self._where())
+        options.setdefault("cwd", self.defaults["cwd"] or self.root)
+        return self._add(Path(argv[0]).stem if name is None else name, command=argv,
+                         upstream=upstream, product=product,
+                         hooks={"on_failure": on_failure, "on_success": on_success,
+                                "on_retry": on_retry}, options=options)
+
+    def _add(self, name: str, *, notebook: Path | None = None,
+             command: tuple[str, ...] | None = None, upstream: Iterable, parameters=None,
+             grid=None, product=None, hooks: dict, options: dict) -> Task | Grid:
+        problem = check_task_name(name, f"task {name!r}")
+        if problem:
+            raise SpecError(problem, source=self._where())
+        if name in self.tasks:
+            other = self.tasks[name].grid
+            raise SpecError(f"task name {name!r} is already instance {name!r} of grid {other!r}"
+                            if other else
+                            f"duplicate task name {name!r} (task names default to the notebook's "
+                            "file stem; pass name= to tell them apart)", source=self._where())
+        if name in self.grids:
+            raise SpecError(f"duplicate task name {name!r}: it is already the name of a grid "
+                            f"(whose instances are {name}-0, {name}-1, ...)", source=self._where())
+        unknown = set(options) - set(TASK_DEFAULTS)
+        if unknown:
+            raise SpecError(f"task {name!r}: unknown option(s) {', '.join(sorted(unknown))}",
+                            source=self._where())
+        converted, problems = normalize_options(options, f"task {name!r}")
+        problems += parameter_name_problems(parameters or {}, f"task {name!r}")
+        if product is not None:
+            problems += check_product(product, f"task {name!r}")
+        if problems:
+            raise SpecError(problems, source=self._where())
+        settings = {**self.defaults, **converted}
+        if settings["cwd"] is not None:
+            settings["cwd"] = (self.root / Path(settings["cwd"])).resolve()
+        settings["secrets"] = tuple(dict.fromkeys(self.secrets + tuple(settings["secrets"])))
+        ups = self.expand(u.name if isinstance(u, (Task, Grid)) else str(u) for u in upstream)
+        try:
+            hooks = read_hooks(hooks, f"task {name!r}")
+        except SpecError as exc:
+            raise SpecError(exc.problems, source=self._where()) from None
+        task = Task(name=name, notebook=notebook, upstream=ups, parameters=dict(parameters or {}),
+                    hooks=hooks, command=command, product=product, **settings)
+        if grid is not None:
+            return self._add_grid(task, grid)
+        self.tasks[name] = task
+        return task
+
+    def _add_grid(self, base: Task, grid: Any) -> Grid:
+        """Add one task per combination of ``grid``, named ``NAME-0``, ``NAME-1``, ...
+        (or as a ``GridInstances`` names them)."""
+        name, where = base.name, f"task {base.name!r}"
+        named = isinstance(grid, GridInstances)
+        if not named:
+            try:
+                combinations = grid_combinations(grid, where, self.allow_large_grid)
+            except SpecError as exc:
+                raise SpecError(exc.problems, source=self._where()) from None
+            grid = GridInstances(tuple((f"{name}-{i}", combination, base.product)
+                                       for i, combination in enumerate(combinations)))
+        both = [k for k in grid.instances[0][1] if k in base.parameters]
+        if both:
+            raise SpecError(f"{where}: {', '.join(map(repr, both))} set in both 'parameters' and "
+                            "'grid'; give each parameter in one of them", source=self._where())
+        names = [instance[0] for instance in grid.instances]
+        taken = [n for n in names if n in self.tasks]
+        if taken:
+            raise SpecError(f"{where}: grid instance name {taken[0]!r} collides with task "
+                            f"{taken[0]!r}; rename the grid or that task", source=self._where())
+        instances = tuple(replace(base, name=n, product=product, grid=name, parameters=(
+                                      {**combination, **base.parameters} if named  # Ploomber's
+                                      else {**base.parameters, **combination}))    # order
+                          for n, combination, product in grid.instances)
+        self.tasks.update((t.name, t) for t in instances)
+        self.grids[name] = tuple(names)
+        for other, task in self.tasks.items():  # earlier tasks that named this grid upstream
+            if name in task.upstream:
+                self.tasks[other] = replace(task, upstream=self.expand(task.upstream))
+        return Grid(name, instances)
+
+    def expand(self, names: Iterable[str]) -> tuple[str, ...]:
+        """``names`` with each grid name replaced by its instances' names."""
+        out: list[str] = []
+        for name in names:
+            out += self.grids.get(name, (name,))
+        return tuple(dict.fromkeys(out))
+
+    def add_upstream(self, name: str, extra: Iterable[str]) -> None:
+        """Add edges (from a notebook's own ``upstream = [...]`` declaration)."""
+        task = self.tasks[name]
+        self.tasks[name] = replace(task, upstream=self.expand(task.upstream + tuple(extra)))
+
+    def listing(self) -> str:
+        """The task names for a message: a grid as ``NAME-0..NAME-99`` rather than 100 names."""
+        shown: list[str] = []
+        for name, task in self.tasks.items():
+            if task.grid is None:
+                shown.append(name)
+            elif name == self.grids[task.grid][0]:
+                shown.append(f"{name}..{self.grids[task.grid][-1]} (grid {task.grid!r})")
+        return ", ".join(shown)
+
+    def _where(self) -> str | None:
+        return str(self.source) if self.source else None
+
+    # -- loading ----------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
+        from ..spec.loader import load_yaml
+        return load_yaml(path, allow_large_grid=allow_large_grid)
+
+    @classmethod
+    def load(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
+        """A pipeline from a YAML file."""
+        from ..spec.loader import load
+        return load(path, allow_large_grid=allow_large_grid)
+
+    # -- running ----------------------------------------------------------------------
+
+    def validate(self, params: dict | None = None) -> None:
+        """Raise ``ValidationError`` listing every problem; run nothing."""
+        from ..spec.validate import validate
+        validate(self, params or {})
+
+    def run(self, **options: Any) -> "Run":
+        """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
+
+        Options: ``params``, ``max_parallel``, ``fail_fast``, ``logical_date``, ``home``
+        (the store folder), ``incremental``, ``force`` (task names), ``listeners``.
+        """
+        return self.start(**options).wait()
+
+    def start(self, *, params: dict | None = None, **options: Any):
+        """Validate and start a run in the background; returns a ``RunHandle``."""
+        from ..runtime.engine import start_run
+        return start_run(self, params=params or {}, **options)
+
+    def resume(self, run_id: str, *, from_task: str | None = None, **options: Any) -> "Run":
+        """Resume an earlier run of this pipeline (see ``Run.resume``)."""
+        from ..runtime.engine import resume_run
+        return resume_run(run_id, pipeline=self, from_task=from_task, **options).wait()
+
+    def __repr__(self) -> str:
+        return f"Pipeline({self.name!r}, tasks={list(self.tasks)})"

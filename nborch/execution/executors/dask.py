@@ -1,0 +1,198 @@
+"""Run attempts on a Dask distributed cluster.
+
+Each attempt is one Dask task: on a worker it starts a fresh kernel and runs the notebook
+through the same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
+secrets). The orchestrating process keeps the DAG, the store and every state change; the
+worker sends progress and output back as Dask events (``Worker.log_event``, received by
+``Client.subscribe_topic``) and returns the attempt's result (published values included).
+Cancelling sets a ``distributed.Event`` that the attempt on the worker watches.
+
+Secrets travel with the attempt in memory (pickled over Dask's connection) and are never
+written on the worker. Workers write the executed notebook and the log where the store
+says: on one machine that just works; across hosts the store folder must be a path every
+worker sees (a shared file system).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import queue
+import threading
+import uuid
+from typing import Any, Callable
+
+from ...core import events
+from ..attempt import AttemptJob, AttemptResult, error_dict
+from ...core.errors import NborchError, SpecError
+from ..kernels import KernelRequest
+from ...store.store import utcnow
+
+log = logging.getLogger("nborch")
+CANCEL_POLL = 0.5  # seconds between a worker's looks at the attempt's cancel event
+WORKER_EVENTS = (events.KernelStarted, events.AttemptProgress, events.AttemptOutput)
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise SpecError("the dask executor needs Dask distributed: pip install 'nborch[dask]'"
+                        ) from None
+    return distributed
+
+
+class DaskExecutor:
+    name = "dask"
+
+    def __init__(self, target: Any = "dask"):
+        distributed = _import_distributed()
+        self._cluster = None
+        if isinstance(target, distributed.Client):
+            self.client, self._owns_client = target, False
+        elif target == "dask":
+            self._cluster = distributed.LocalCluster(
+                n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                dashboard_address=None)
+            self.client, self._owns_client = distributed.Client(self._cluster), True
+        else:
+            address = "tcp://" + str(target).removeprefix("dask://").removeprefix("tcp://")
+            try:
+                self.client = distributed.Client(address, timeout="15s")
+            except (OSError, TimeoutError) as exc:
+                raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+            self._owns_client = True
+        self.on_kernel_ready: Callable[[], None] = lambda: None
+        self._topic = f"nborch-{uuid.uuid4().hex}"
+        self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
+        self._events: queue.Queue = queue.Queue()
+        threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
+        self.client.subscribe_topic(self._topic, self._events.put)
+
+    def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
+               done: Callable[[AttemptResult], None]) -> "DaskAttempt":
+        key = f"nborch-{job.run_id}-{job.task}-{job.attempt}-{uuid.uuid4().hex[:6]}"
+        if self.client.status != "running":  # the scheduler is gone: start nothing new
+            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
+            return DaskAttempt(self.client, None, key)
+        self._emitters[(job.task, job.attempt)] = emit
+        future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
+                                    pure=False, resources=dict(job.resources) or None)
+        attempt = DaskAttempt(self.client, future, key)
+        started = utcnow()
+        future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
+        return attempt
+
+    def _lost(self) -> dict:
+        return error_dict("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
+                      f"{self.client.scheduler.address}; once it is back, `nborch resume` runs "
+                      "what did not finish")
+
+    def _result(self, future, started: str, cancelled: bool) -> AttemptResult:
+        if future.status == "cancelled" and not cancelled and self.client.status != "running":
+            return AttemptResult("failed", started, utcnow(), None, {}, self._lost())
+        return _result(future, started, cancelled)
+
+    def release(self, task: str, attempt: int) -> None:
+        self._emitters.pop((task, attempt), None)
+
+    def shutdown(self) -> None:
+        self._events.put(None)
+        try:
+            self.client.unsubscribe_topic(self._topic)
+        except Exception:  # the connection is already gone
+            pass
+        if self._owns_client:
+            self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def _dispatch(self) -> None:
+        """Hand the workers' events to the run, in order, off Dask's event loop."""
+        while (item := self._events.get()) is not None:
+            _, message = item
+            event = getattr(events, message["type"])(**message["fields"])
+            emit = self._emitters.get((event.task, event.attempt))
+            if emit is not None:
+                emit(event)
+
+
+class DaskAttempt:
+    """The handle of an attempt running on the cluster."""
+
+    def __init__(self, client, future, key: str):
+        self.client, self.future, self.key = client, future, key
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        distributed = _import_distributed()
+        self.cancelled = True
+        if self.future is None or self.client.status != "running":
+            return
+        distributed.Event(self.key, client=self.client).set()  # stops a running attempt
+        self.future.cancel()  # drops one that has not started
+
+
+def _result(future, started: str, cancelled: bool) -> AttemptResult:
+    if future.status == "finished":
+        return future.result()
+    if cancelled or future.status == "cancelled":
+        return AttemptResult("cancelled", started, utcnow(), None, {}, error_dict(
+            "Cancelled", "the run was cancelled"))
+    exc = future.exception()
+    kind = type(exc).__name__
+    if kind == "KilledWorker":
+        message = ("the Dask worker running it died (Dask gave up after the workers it tried "
+                   f"died too): {exc}")
+        return AttemptResult("failed", started, utcnow(), None, {}, error_dict("WorkerLost", message))
+    return AttemptResult("failed", started, utcnow(), None, {}, error_dict(kind, str(exc) or kind))
+
+
+# -- on the worker ----------------------------------------------------------------------------
+
+def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, key: str
+                  ) -> AttemptResult:
+    """One attempt, on a Dask worker: a fresh kernel, the notebook, the kernel stopped (or,
+    for a command task, the command)."""
+    import distributed
+
+    from ..attempt import make_runner
+    from ..kernels import Kernel
+
+    worker = distributed.get_worker()
+
+    def emit(event) -> None:
+        if isinstance(event, WORKER_EVENTS):
+            worker.log_event(topic, {"type": type(event).__name__,
+                                     "fields": dataclasses.asdict(event)})
+
+    kernel = Kernel(request) if request is not None else None
+    started = utcnow()
+    try:
+        if kernel is not None:
+            kernel.start()
+    except Exception as exc:
+        kernel.shutdown()
+        return AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+            "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
+    runner = make_runner(job, kernel, emit)
+    finished = threading.Event()
+    cancel = distributed.Event(key, client=distributed.get_client())
+    threading.Thread(target=_watch_cancel, args=(cancel, runner, finished), daemon=True).start()
+    try:
+        return runner.run()
+    finally:
+        finished.set()
+        if kernel is not None:
+            kernel.shutdown()
+
+
+def _watch_cancel(cancel, runner, finished: threading.Event) -> None:
+    while not finished.is_set():
+        try:
+            if cancel.wait(timeout=CANCEL_POLL):
+                runner.cancel()
+                return
+        except Exception:  # the worker is shutting down: nothing left to cancel
+            return

@@ -1,0 +1,192 @@
+"""Run attempts in threads of this process; kernels are child processes.
+
+Each attempt has a thread of its own that starts the attempt's kernel and runs the
+attempt on it. The thread can be started ahead of need (``prewarm``): the kernel is then
+ready when the task's upstream tasks finish, and the task starts executing cells at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import traceback
+from typing import Callable
+
+from ..attempt import AttemptJob, AttemptResult, error_dict, make_runner
+from ..kernels import Kernel, KernelRequest
+from ...store.store import utcnow
+
+log = logging.getLogger("nborch")
+
+
+class _Slot:
+    """A thread holding one kernel for one attempt: start the kernel, wait for the job,
+    run it, report, then shut the kernel down (after reporting, off the critical path).
+    A command task's slot (``request`` None) has no kernel."""
+
+    def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None],
+                 template=None):
+        self.key = key
+        self.request = request
+        self.ready = threading.Event()
+        self.kernel = Kernel(request, template) if request is not None else None
+        self.runner = None
+        self.claimed = False  # given its job (or discarded)
+        self._jobs: queue.Queue = queue.Queue()
+        self._on_ready = on_ready
+        self._start_error: Exception | None = None
+        self._cancelled = False
+        self.thread = threading.Thread(target=self._main, name=f"nborch-{key[0]}-{key[1]}",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, job: AttemptJob, emit: Callable, done: Callable[[AttemptResult], None]) -> None:
+        self.claimed = True
+        self._jobs.put((job, emit, done))
+
+    def discard(self) -> None:
+        self.claimed = True
+        self._jobs.put(None)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self.runner is not None:
+            self.runner.cancel()
+        elif self.kernel is not None:
+            self.kernel.kill()
+
+    def _main(self) -> None:
+        if self.kernel is not None:
+            try:
+                self.kernel.start()
+            except Exception as exc:
+                self._start_error = exc
+        self.ready.set()
+        if self.kernel is not None:
+            self._on_ready()
+        item = self._jobs.get()
+        try:
+            if item is not None:
+                self._attempt(*item)
+        finally:
+            try:
+                if self.kernel is not None:
+                    self.kernel.shutdown()
+            except Exception:
+                log.debug("kernel shutdown failed", exc_info=True)
+
+    def _attempt(self, job: AttemptJob, emit: Callable, done: Callable) -> None:
+        started = utcnow()
+        if self._start_error is not None or self._cancelled:
+            status = "cancelled" if self._cancelled else "failed"
+            message = "the run was cancelled" if self._cancelled else \
+                f"kernel {self.request.name!r} did not start: {self._start_error}"
+            done(AttemptResult(status, started, utcnow(), None, {},
+                               error_dict("KernelStartError", message)))
+            return
+        self.runner = make_runner(job, self.kernel, emit)
+        if self._cancelled:
+            self.runner.cancel()
+        try:
+            result = self.runner.run()
+        except Exception as exc:  # a bug of ours must still end the attempt
+            log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
+            result = AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+                "NborchInternalError", f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc()))
+        done(result)
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, fork_kernels: bool | None = None):
+        self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
+        self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
+        self._lock = threading.Lock()
+        self.on_kernel_ready: Callable[[], None] = lambda: None
+        if fork_kernels is None:
+            fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
+        self._fork_kernels = fork_kernels
+        self._template = None  # started with the first kernel (see forkserver.py)
+
+    @property
+    def forks_kernels(self) -> bool:
+        """Whether kernels are forked from a template (cheap to start; see forkserver.py)."""
+        return self._fork_kernels
+
+    def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
+        """A slot for ``key`` (call with the lock held)."""
+        if request is not None and self._fork_kernels and self._template is None:
+            from ..forkserver import KernelTemplate
+            self._template = KernelTemplate()
+        return _Slot(key, request, self._ready, self._template)
+
+    def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
+               done: Callable[[AttemptResult], None]) -> _Slot:
+        """Run ``job``; ``done(result)`` is called from the attempt's thread. Uses the kernel
+        warmed for it when it matches ``request`` (None: a command, no kernel). Returns a
+        handle with ``cancel()``."""
+        key = (job.task, job.attempt)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None or slot.claimed or request is None or \
+                    not slot.request.same_as(request):
+                if slot is not None:
+                    slot.discard()
+                slot = self._slots[key] = self._new_slot(key, request)
+        slot.run(job, emit, done)
+        return slot
+
+    def prewarm(self, task: str, attempt: int, request: KernelRequest) -> None:
+        """Start the kernel of a task that will soon be ready."""
+        with self._lock:
+            if (task, attempt) not in self._slots:
+                self._slots[(task, attempt)] = self._new_slot((task, attempt), request)
+
+    def warm(self) -> set[str]:
+        """Tasks with a kernel started or starting for them, not yet given their job."""
+        with self._lock:
+            return {slot.key[0] for slot in self._slots.values() if not slot.claimed}
+
+    def starting(self) -> tuple[int, int]:
+        """Kernels still starting: (for attempts waiting on them, spares started ahead)."""
+        with self._lock:
+            unready = [slot for slot in self._slots.values() if not slot.ready.is_set()]
+        claimed = sum(1 for slot in unready if slot.claimed)
+        return claimed, len(unready) - claimed
+
+    def discard(self, task: str) -> None:
+        """Stop kernels warmed for a task that will not run after all (``shutdown`` still
+        waits for them to be gone)."""
+        with self._lock:
+            for key in [k for k, slot in self._slots.items() if k[0] == task and not slot.claimed]:
+                slot = self._slots.pop(key)
+                slot.discard()
+                self._finishing.append(slot)
+
+    def _ready(self) -> None:
+        self.on_kernel_ready()
+
+    def release(self, task: str, attempt: int) -> None:
+        """The attempt is over: its slot shuts its kernel down by itself."""
+        with self._lock:
+            slot = self._slots.pop((task, attempt), None)
+            if slot is not None:
+                self._finishing.append(slot)
+
+    def shutdown(self, timeout: float = 15.0) -> None:
+        """Stop unused warm kernels and wait until every kernel of the run is gone."""
+        with self._lock:
+            slots, self._slots = list(self._slots.values()), {}
+            finishing, self._finishing = self._finishing, []
+        for slot in slots:
+            if not slot.claimed:
+                slot.discard()
+        for slot in slots + finishing:
+            slot.thread.join(timeout)
+        if self._template is not None:
+            self._template.close()
+            self._template = None

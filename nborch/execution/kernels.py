@@ -1,0 +1,178 @@
+"""Kernels for task attempts, started by the thread that will run the attempt.
+
+nbclient and jupyter_client bind a kernel's client to the event loop of the thread that
+made it, so a kernel started ahead of need (warm) lives in a thread of its own, which later
+runs the attempt on it. Every attempt gets a fresh kernel; a kernel never serves twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+
+from ..core.secrecy import task_environment
+
+STARTUP_TIMEOUT = 60.0
+IOPUB_LOOK = 0.02  # seconds to wait for an iopub message before asking again
+
+
+@dataclass(frozen=True)
+class KernelRequest:
+    """Everything a task's kernel must be started with; equal requests are interchangeable."""
+    name: str
+    cwd: str
+    env: dict = field(default_factory=dict, repr=False, hash=False)  # on top of nborch's own
+    withheld: frozenset = frozenset()  # names of nborch's environment the kernel must not get
+
+    def same_as(self, other: "KernelRequest") -> bool:
+        return ((self.name, self.cwd, self.env, self.withheld)
+                == (other.name, other.cwd, other.env, other.withheld))
+
+
+_ipc_folders: dict[int, str] = {}  # pid -> that process's private folder for IPC sockets
+_ipc_lock = threading.Lock()
+
+
+def _ipc_prefix() -> str:
+    """An absolute, unique path prefix for a kernel's IPC sockets (client and kernel run in
+    different folders, so a relative one would not meet), in a folder only this user may
+    open (0700), one per process, removed at exit. Short: socket paths are limited to about
+    100 bytes."""
+    import secrets
+    with _ipc_lock:
+        folder = _ipc_folders.get(os.getpid())
+        if folder is None:
+            import atexit
+            import tempfile
+            folder = _ipc_folders[os.getpid()] = tempfile.mkdtemp(prefix="nborch-ipc-")
+            atexit.register(_remove_ipc_folder, os.getpid(), folder)
+    return os.path.join(folder, secrets.token_hex(6))
+
+
+def _remove_ipc_folder(pid: int, folder: str) -> None:
+    if os.getpid() == pid:  # not in a forked child, whose parent still uses it
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _await_ready(km, kc, timeout: float) -> None:
+    """Return once the kernel answers on its shell channel and its iopub messages reach us.
+
+    jupyter_client's ``wait_for_ready`` does the same, but gives iopub 0.2 s per try and
+    usually needs a second try (the first status messages go out before our subscription
+    is in place): about 0.25 s of every start spent waiting. Trying again at once after a
+    short look costs a few more kernel_info round trips instead.
+    """
+    import time
+    from queue import Empty
+    deadline = time.monotonic() + timeout
+    while True:
+        kc.kernel_info()
+        try:
+            reply = await kc.get_shell_msg(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+        except Empty:
+            reply = None
+        if reply is not None and reply["msg_type"] == "kernel_info_reply":
+            try:
+                await kc.get_iopub_msg(timeout=IOPUB_LOOK)
+                return
+            except Empty:
+                pass
+        if not await km.is_alive():
+            raise RuntimeError("Kernel died before replying to kernel_info")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kernel didn't respond in {timeout:g} seconds")
+
+
+class Kernel:
+    """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
+    the owning thread; ``kill`` may be called from any thread."""
+
+    def __init__(self, request: KernelRequest, template=None):
+        self.request = request
+        self.template = template  # a forkserver.KernelTemplate to fork the kernel from
+        self.km = None
+        self.kc = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.process = None
+        self._stderr_lock = threading.Lock()
+        self._stderr_sink = None
+        self._stderr_early: list[str] = []
+
+    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+        from jupyter_core.utils import run_sync
+
+        # IPC sockets: no TCP ports to pick, so no port race between kernels started at once
+        # (papermill#511), and nothing listening on the network.
+        km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
+                                ip=_ipc_prefix())
+        if self.template is not None:
+            import uuid
+            from .forkserver import provisioner_for
+            km.kernel_id = str(uuid.uuid4())
+            km.provisioner = provisioner_for(km, self.template)
+        extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
+        env = task_environment(self.request.env, self.request.withheld)
+        run_sync(km.start_kernel)(cwd=self.request.cwd, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                  extra_arguments=extra)
+        self.km = km
+        provisioner = km.provisioner
+        self.process = getattr(provisioner, "process", None)
+        self.pid = getattr(provisioner, "pid", None)
+        self.pgid = getattr(provisioner, "pgid", None) or self.pid
+        if self.process is not None and self.process.stderr is not None:
+            threading.Thread(target=self._drain, daemon=True).start()
+        kc = km.client()
+        kc.start_channels()
+        try:
+            run_sync(_await_ready)(km, kc, timeout)
+        except Exception:
+            kc.stop_channels()
+            raise
+        kc.allow_stdin = False
+        self.kc = kc
+
+    def attach_stderr(self, sink) -> None:
+        """Send what the kernel process writes to stderr (crash messages) to ``sink``."""
+        with self._stderr_lock:
+            self._stderr_sink = sink
+            early, self._stderr_early = self._stderr_early, []
+        for text in early:
+            sink.write(text)
+
+    def _drain(self) -> None:
+        for raw in iter(self.process.stderr.readline, b""):
+            text = raw.decode("utf-8", "replace")
+            with self._stderr_lock:
+                sink = self._stderr_sink
+                if sink is None:
+                    self._stderr_early.append(text)
+            if sink is not None:
+                sink.write(text)
+        self.process.stderr.close()
+
+    def kill(self, signum: int = signal.SIGKILL) -> None:
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def shutdown(self) -> None:
+        from jupyter_core.utils import run_sync
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
+        if self.km is not None:
+            try:
+                run_sync(self.km.shutdown_kernel)(now=True)
+            except Exception:  # already dead; make sure the group is gone
+                self.kill()
+            run_sync(self.km.cleanup_resources)()
+            self.km = None

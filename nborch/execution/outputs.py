@@ -1,0 +1,92 @@
+"""Where executed notebooks go: a local folder, or any fsspec URL (``s3://bucket/prefix``,
+``gs://...``, ``memory://...``) when ``--output-dir`` says so.
+
+Local writes are atomic (a temporary file renamed into place), so a reader never sees half
+a notebook; remote writes go through fsspec, whose backends write an object at once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..core.private import FILE_MODE, is_private
+
+
+def is_url(location: str) -> bool:
+    return "://" in location and not location.startswith("file://")
+
+
+def join(base: str, *parts: str) -> str:
+    if is_url(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return str(Path(base.removeprefix("file://")).resolve().joinpath(*parts))
+
+
+def sibling(location: str, name: str) -> str:
+    """The location ``name`` in the same folder as ``location``."""
+    if is_url(location):
+        return location.rsplit("/", 1)[0] + "/" + name
+    return str(Path(location).with_name(name))
+
+
+def _fs(url: str):
+    try:
+        import fsspec
+    except ImportError:
+        raise RuntimeError(f"writing to {url} needs fsspec (pip install fsspec, and the "
+                           "package of that storage, e.g. s3fs)") from None
+    return fsspec.core.url_to_fs(url)
+
+
+def write_text(location: str, text: str) -> None:
+    if is_url(location):
+        fs, path = _fs(location)
+        with fs.open(path, "w", encoding="utf-8") as out:
+            out.write(text)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    # In a folder only its owner may open (the run's folder in the home) the file is its
+    # owner's only too; elsewhere (--output-dir, products) the umask decides, as usual.
+    mode = FILE_MODE if is_private(path.parent) else 0o666
+    with open(tmp, "w", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, mode)) as out:
+        out.write(text)
+    os.replace(tmp, path)
+
+
+def read_text(location: str) -> str:
+    if is_url(location):
+        fs, path = _fs(location)
+        with fs.open(path, "r", encoding="utf-8") as source:
+            return source.read()
+    return Path(location).read_text(encoding="utf-8")
+
+
+def move(source: str, target: str) -> None:
+    if is_url(source):
+        fs, path = _fs(source)
+        fs.mv(path, _fs(target)[1])
+    else:
+        os.replace(source, target)
+
+
+def exists(location: str) -> bool:
+    if is_url(location):
+        try:
+            fs, path = _fs(location)
+            return fs.exists(path)
+        except Exception:  # unreachable storage: treat as missing, so the task runs again
+            return False
+    return Path(location).exists()
+
+
+def check(location: str) -> None:
+    """Fail early, before a run starts, for an output location that cannot work."""
+    from ..core.errors import SpecError
+    if is_url(location):
+        try:
+            _fs(location)
+        except (RuntimeError, ImportError, ValueError) as exc:
+            raise SpecError(f"--output-dir {location}: {exc}") from None

@@ -1,0 +1,319 @@
+"""Hooks: tell someone when a run or a task fails, succeeds or retries.
+
+Kinds (a small registry, like papermill's engines): ``webhook`` (POST of a JSON payload),
+``command`` (an argv list, no shell, details in environment variables), ``email`` (SMTP
+settings from ``NBORCH_SMTP_*`` environment variables, stdlib ``smtplib``) and, from the
+Python API, any callable taking the payload. A hook that fails is logged (in the run's
+``hooks.log`` and nborch's logger) and never changes the run's outcome.
+
+``HookRunner`` is an event listener: task hooks run in a worker thread so the engine never
+waits on a slow endpoint, and the run's own hooks run when the run ends, after every task
+hook, before ``RunHandle.wait()`` returns (so a CLI run exits only once its alerts are out).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from ..core.errors import SpecError
+from ..core import private
+from ..core.events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
+from ..core.secrecy import Masker, too_short
+from ..store.store import utcnow
+
+log = logging.getLogger("nborch")
+EVENTS = ("on_failure", "on_success", "on_retry")
+KINDS = ("webhook", "command", "email")
+OPTIONS = {"webhook": ("headers", "secret_headers", "timeout", "retries"),
+           "command": ("timeout",), "email": ("subject",)}
+DEFAULT_TIMEOUT = 10.0  # seconds, per request or command
+DEFAULT_RETRIES = 2     # extra webhook requests after a failed one (1 s, then 2 s apart)
+MESSAGE_LIMIT = 500     # characters of a failed hook's message kept in hooks.log
+
+
+@dataclass(frozen=True)
+class Hook:
+    kind: str      # webhook | command | email | python
+    target: Any    # URL, argv list, list of addresses, or a callable
+    options: dict = field(default_factory=dict)
+
+    def describe(self) -> str:
+        if self.kind == "python":
+            return f"python {getattr(self.target, '__qualname__', self.target)!s}"
+        if self.kind == "command":
+            return f"command {self.target[0]}"
+        if self.kind == "webhook":  # its path and query often are the credential (Slack's)
+            return f"webhook {_redacted(self.target)}"
+        return f"{self.kind} {', '.join(self.target)}"
+
+
+def _redacted(url: str) -> str:
+    """A URL with only its scheme and host: ``https://hooks.slack.com/...``."""
+    from urllib.parse import urlsplit
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/..."
+
+
+# -- reading hook declarations ----------------------------------------------------------------
+
+def parse_hooks(value: Any, where: str) -> list[Hook]:
+    """A hook list from YAML (or the API): each item one of ``webhook:``, ``command:``,
+    ``email:`` (with its options), or a Python callable."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    hooks, problems = [], []
+    for n, item in enumerate(items):
+        at = f"{where}[{n}]" if isinstance(value, list) else where
+        try:
+            hooks.append(_parse_one(item, at))
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems)
+    return hooks
+
+
+def _parse_one(item: Any, at: str) -> Hook:
+    if isinstance(item, Hook):
+        return item
+    if callable(item):
+        return Hook("python", item)
+    if not isinstance(item, dict):
+        raise SpecError(f"{at}: a hook is a mapping with one of {', '.join(KINDS)} "
+                        f"(e.g. webhook: https://...), not {item!r}")
+    kinds = [k for k in KINDS if k in item]
+    if len(kinds) != 1:
+        raise SpecError(f"{at}: a hook needs exactly one of {', '.join(KINDS)}; got "
+                        f"{', '.join(map(str, item)) or 'nothing'}")
+    kind = kinds[0]
+    unknown = [k for k in item if k != kind and k not in OPTIONS[kind]]
+    if unknown:
+        raise SpecError(f"{at}: unknown key(s) {', '.join(map(repr, unknown))} for a {kind} "
+                        f"hook (known: {', '.join(OPTIONS[kind])})")
+    target, options = item[kind], {k: v for k, v in item.items() if k != kind}
+    if kind == "webhook" and not (isinstance(target, str) and target.startswith(("http://",
+                                                                               "https://"))):
+        raise SpecError(f"{at}: webhook must be an http:// or https:// URL, not {target!r}")
+    if kind == "command" and not (isinstance(target, list) and target
+                                  and all(isinstance(a, str) for a in target)):
+        raise SpecError(f"{at}: command must be a list of strings (argv, no shell), e.g. "
+                        "[notify-send, \"pipeline failed\"]")
+    if kind == "email":
+        target = [target] if isinstance(target, str) else target
+        if not (isinstance(target, list) and target and all(
+                isinstance(a, str) and "@" in a for a in target)):
+            raise SpecError(f"{at}: email must be an address or a list of addresses")
+    for key in ("headers", "secret_headers"):
+        value = options.get(key)
+        if value is not None and not (isinstance(value, dict) and all(
+                isinstance(v, str) for v in value.values())):
+            raise SpecError(f"{at}: {key} must map header names to strings")
+    if "timeout" in options:
+        from ..spec.templating import parse_duration
+        try:
+            options["timeout"] = parse_duration(options["timeout"])
+        except SpecError as exc:
+            raise SpecError(f"{at}: {exc}") from None
+    retries = options.get("retries", DEFAULT_RETRIES)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise SpecError(f"{at}: retries must be a whole number >= 0, not {retries!r}")
+    return Hook(kind, target, options)
+
+
+def credentials(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
+    """The secret values hooks send: header values, webhook URLs, the SMTP password."""
+    values = [env.get(var, "") for h in hooks
+              for var in h.options.get("secret_headers", {}).values()]
+    values += [h.target for h in hooks if h.kind == "webhook"]
+    if any(h.kind == "email" for h in hooks):
+        values.append(env.get("NBORCH_SMTP_PASSWORD", ""))
+    return [v for v in values if v and not too_short(v)]
+
+
+def missing_secret_headers(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
+    """Environment variables that ``secret_headers`` name but that ``env`` lacks."""
+    return sorted({var for h in hooks for var in h.options.get("secret_headers", {}).values()
+                   if not env.get(var)})
+
+
+# -- sending --------------------------------------------------------------------------------
+
+def send(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
+    """Deliver ``payload`` through ``hook``; raises on failure. ``env`` is where settings and
+    secret header values are read (the process environment plus the pipeline's .env)."""
+    SENDERS[hook.kind](hook, payload, env)
+
+
+def _webhook(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
+    headers = {"Content-Type": "application/json", "User-Agent": "nborch",
+               **hook.options.get("headers", {}),
+               **{name: env.get(var, "")
+                  for name, var in hook.options.get("secret_headers", {}).items()}}
+    body = json.dumps(payload).encode()
+    retries = hook.options.get("retries", DEFAULT_RETRIES)
+    for attempt in range(retries + 1):
+        request = urllib.request.Request(hook.target, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=hook.options.get(
+                    "timeout", DEFAULT_TIMEOUT)) as response:
+                response.read()
+            return
+        except (urllib.error.URLError, OSError) as exc:
+            client_error = isinstance(exc, urllib.error.HTTPError) and exc.code < 500
+            if client_error or attempt == retries:  # a 4xx will not get better by retrying
+                raise
+            time.sleep(2 ** attempt)
+
+
+def _command(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
+    proc = subprocess.run(hook.target, env={**os.environ, **hook_environment(payload)},
+                          capture_output=True, text=True,
+                          timeout=hook.options.get("timeout", DEFAULT_TIMEOUT))
+    if proc.returncode != 0:  # the runner masks this (whole) before it is logged
+        raise RuntimeError(f"exit code {proc.returncode}: {proc.stderr.strip()}")
+
+
+def _email(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
+    import smtplib
+    host = env.get("NBORCH_SMTP_HOST")
+    if not host:
+        raise RuntimeError("NBORCH_SMTP_HOST is not set (see docs/scheduling.md: email hooks)")
+    message = EmailMessage()
+    message["From"] = env.get("NBORCH_SMTP_FROM", "nborch@localhost")
+    message["To"] = ", ".join(hook.target)
+    message["Subject"] = hook.options.get("subject") or (
+        f"[nborch] {payload['pipeline']}" + (f".{payload['task']}" if payload["task"] else "")
+        + f": {payload['status']}")
+    message.set_content(email_text(payload))
+    port = int(env.get("NBORCH_SMTP_PORT", "25"))
+    timeout = hook.options.get("timeout", DEFAULT_TIMEOUT)
+    security = env.get("NBORCH_SMTP_SECURITY", "none").lower()  # none | starttls | ssl
+    smtp_class = smtplib.SMTP_SSL if security == "ssl" else smtplib.SMTP
+    with smtp_class(host, port, timeout=timeout) as smtp:
+        if security == "starttls":
+            smtp.starttls()
+        if env.get("NBORCH_SMTP_USER"):
+            smtp.login(env["NBORCH_SMTP_USER"], env.get("NBORCH_SMTP_PASSWORD", ""))
+        smtp.send_message(message)
+
+
+def _python(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
+    hook.target(payload)
+
+
+SENDERS: dict[str, Callable[[Hook, dict, Mapping[str, str]], None]] = {
+    "webhook": _webhook, "command": _command, "email": _email, "python": _python}
+
+
+def hook_environment(payload: dict) -> dict[str, str]:
+    """What a command hook gets in its environment."""
+    return {
+        "NBORCH_HOOK": payload["hook"], "NBORCH_PIPELINE": payload["pipeline"],
+        "NBORCH_RUN_ID": payload["run_id"], "NBORCH_LOGICAL_DATE": payload["logical_date"] or "",
+        "NBORCH_STATUS": payload["status"], "NBORCH_TASK": payload["task"] or "",
+        "NBORCH_FAILED_TASKS": ",".join(t["task"] for t in payload["failed_tasks"]),
+        "NBORCH_PAYLOAD": json.dumps(payload)}
+
+
+def email_text(payload: dict) -> str:
+    what = f"task {payload['task']} of " if payload["task"] else ""
+    lines = [f"{what}pipeline {payload['pipeline']}: {payload['status']}",
+             f"run {payload['run_id']}, logical date {payload['logical_date']}", ""]
+    for failed in payload["failed_tasks"]:
+        error = failed["error"] or {}
+        cell = f" (cell {error['cell']})" if error.get("cell") else ""
+        lines.append(f"- {failed['task']}: {error.get('type', 'failed')}: "
+                     f"{error.get('message', '')}{cell}")
+    if payload["output_paths"]:
+        lines += ["", "executed notebooks:"]
+        lines += [f"  {task}: {path}" for task, path in payload["output_paths"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def payload(run, hook_event: str, task: str | None = None) -> dict:
+    """The document a hook receives (docs/scheduling.md describes it)."""
+    status = run.tasks[task].status if task else run.status
+    failed = [{"task": name, "error": None if t.error is None else
+               {k: t.error.get(k) for k in ("type", "message", "cell")}}
+              for name, t in run.tasks.items()
+              if (t.status in (FAILED, RETRYING) and (task is None or name == task))]
+    return {"hook": hook_event, "pipeline": run.pipeline, "run_id": run.run_id,
+            "logical_date": run.logical_date, "status": status, "task": task,
+            "started_at": run.started_at, "ended_at": run.ended_at,
+            "failed_tasks": failed,
+            "output_paths": {name: t.output_path for name, t in run.tasks.items()
+                             if t.output_path and (task is None or name == task)}}
+
+
+# -- the listener ---------------------------------------------------------------------------
+
+TASK_HOOK_FOR_STATE = {FAILED: "on_failure", SUCCESS: "on_success", RETRYING: "on_retry"}
+RUN_HOOK_FOR_STATUS = {"failed": "on_failure", "success": "on_success"}
+
+
+class HookRunner:
+    """Fires a run's hooks from its events. ``pipeline_hooks`` and each task's
+    ``hooks`` map an event name (``on_failure``...) to a list of ``Hook``."""
+
+    def __init__(self, run, pipeline_hooks: dict, task_hooks: dict, log_path: Path,
+                 env: Mapping[str, str], secrets: list[str] = ()):
+        self.run, self.pipeline_hooks, self.task_hooks = run, pipeline_hooks, task_hooks
+        self.log_path, self.env = log_path, env
+        # What a failure message must not show: the run's secrets, the hooks' own
+        # credentials (header values, webhook URLs, the SMTP password).
+        hooks = [h for by_event in [pipeline_hooks, *task_hooks.values()]
+                 for listed in by_event.values() for h in listed]
+        self.masker = Masker([*secrets, *credentials(hooks, env)])
+        self._queue: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._work, name="nborch-hooks", daemon=True)
+        self._worker.start()
+
+    def __call__(self, event: Any) -> None:
+        if getattr(event, "run_id", None) != self.run.run_id:
+            return
+        if isinstance(event, TaskStateChanged):
+            hook_event = TASK_HOOK_FOR_STATE.get(event.state)
+            if hook_event is None:
+                return
+            for hook in self.task_hooks.get(event.task, {}).get(hook_event, []):
+                self._queue.put((hook, payload(self.run, hook_event, event.task)))
+            if hook_event == "on_retry":
+                for hook in self.pipeline_hooks.get("on_retry", []):
+                    self._queue.put((hook, payload(self.run, hook_event, event.task)))
+        elif isinstance(event, RunEnded):
+            hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
+            for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
+                self._queue.put((hook, payload(self.run, hook_event)))
+            self._queue.put(None)
+            self._worker.join()  # every alert is out before the run counts as finished
+
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            hook, data = item
+            try:
+                send(hook, data, self.env)
+                self._log(f"{data['hook']} {hook.describe()}: sent")
+            except Exception as exc:  # masked before it is shortened
+                why = self.masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
+                self._log(f"{data['hook']} {hook.describe()}: FAILED: {why}")
+                log.warning("nborch: hook %s of run %s failed: %s", hook.describe(),
+                            self.run.run_id, why)
+
+    def _log(self, line: str) -> None:
+        private.makedirs(self.log_path.parent)
+        with open(self.log_path, "a", encoding="utf-8", opener=private.opener) as out:
+            out.write(f"{utcnow()} {line}\n")

@@ -1,0 +1,121 @@
+"""Prometheus metrics of runs, served over HTTP by ``--metrics-port`` (needs prometheus-client).
+
+``Metrics`` is an event listener: give it to every run of the process (``listeners=[...]``)
+and it counts what ends and gauges what runs, per pipeline. It must hear a run's
+``RunStarted`` (which names the pipeline); events of runs it did not see start are ignored.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+
+from ..core.errors import NborchError
+from ..core.events import FINAL_TASK_STATES, QUEUED, RETRYING, RUNNING, RunEnded, RunStarted, \
+    TaskStateChanged
+
+# Notebook attempts take from a fraction of a second to hours.
+BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
+GAUGED = (RUNNING, QUEUED)
+
+
+class MetricsError(NborchError):
+    exit_code = 2
+
+
+class Metrics:
+    """Counters, a histogram and gauges of the runs it hears about, in its own registry (so
+    several in one process, as in tests, do not clash)."""
+
+    def __init__(self):
+        try:
+            import prometheus_client as prom
+        except ImportError:
+            raise MetricsError("serving metrics needs the prometheus-client package: "
+                               "pip install 'nborch[metrics]'") from None
+        self._prom = prom
+        self.registry = reg = prom.CollectorRegistry()
+        label = ["pipeline"]
+        self.runs = prom.Counter("nborch_runs", "Runs ended, by final state",
+                                 label + ["status"], registry=reg)
+        self.task_runs = prom.Counter("nborch_task_runs", "Task runs ended, by final state",
+                                      label + ["status"], registry=reg)
+        self.retries = prom.Counter("nborch_task_retries", "Failed attempts to be retried",
+                                    label, registry=reg)
+        self.durations = prom.Histogram("nborch_attempt_duration_seconds",
+                                        "Duration of task attempts", label, buckets=BUCKETS,
+                                        registry=reg)
+        self.gauges = {
+            RUNNING: prom.Gauge("nborch_tasks_running", "Tasks running now", label, registry=reg),
+            QUEUED: prom.Gauge("nborch_tasks_queued", "Tasks ready and waiting for a slot",
+                               label, registry=reg)}
+        self.runs_running = prom.Gauge("nborch_runs_running", "Runs in progress", label,
+                                       registry=reg)
+        self._lock = threading.Lock()  # runs of a scheduler emit from their own threads
+        self._runs: dict[str, tuple[str, dict[str, str]]] = {}  # run id -> (pipeline, states)
+        self._began: dict[tuple[str, str, int], str] = {}  # (run, task, attempt) -> start time
+        self._server = None
+
+    def __call__(self, event) -> None:
+        with self._lock:
+            if isinstance(event, RunStarted):
+                self._runs[event.run_id] = (event.pipeline, {})
+                self.runs_running.labels(event.pipeline).inc()
+            elif isinstance(event, TaskStateChanged) and event.run_id in self._runs:
+                self._task_changed(event)
+            elif isinstance(event, RunEnded) and event.run_id in self._runs:
+                pipeline, states = self._runs.pop(event.run_id)
+                for state in states.values():  # tasks a crashed engine left running
+                    if state in GAUGED:
+                        self.gauges[state].labels(pipeline).dec()
+                self._began = {k: v for k, v in self._began.items() if k[0] != event.run_id}
+                self.runs_running.labels(pipeline).dec()
+                self.runs.labels(pipeline, event.status).inc()
+
+    def _task_changed(self, e: TaskStateChanged) -> None:
+        pipeline, states = self._runs[e.run_id]
+        old = states.get(e.task)
+        states[e.task] = e.state
+        if old in GAUGED:
+            self.gauges[old].labels(pipeline).dec()
+        if e.state in GAUGED:
+            self.gauges[e.state].labels(pipeline).inc()
+        key = (e.run_id, e.task, e.attempt)
+        if e.state == RUNNING:
+            self._began[key] = e.at
+        if e.attempt_status is not None and key in self._began:
+            seconds = (datetime.fromisoformat(e.at) -
+                       datetime.fromisoformat(self._began.pop(key))).total_seconds()
+            self.durations.labels(pipeline).observe(max(0.0, seconds))
+        if e.state == RETRYING:
+            self.retries.labels(pipeline).inc()
+        elif e.state in FINAL_TASK_STATES:
+            self.task_runs.labels(pipeline, e.state).inc()
+
+    # -- serving --------------------------------------------------------------------------
+
+    def serve(self, port: int, host: str = "0.0.0.0") -> "Metrics":
+        """Serve ``/metrics`` on ``host:port`` from a daemon thread until ``close()``."""
+        try:
+            self._server, _ = self._prom.start_http_server(port, host, registry=self.registry)
+        except (OSError, OverflowError) as exc:  # in use, not allowed, no such address
+            reason = getattr(exc, "strerror", None) or exc
+            raise MetricsError(f"cannot serve metrics on {host}:{port}: {reason} "
+                               "(choose another --metrics-port or --metrics-host)") from None
+        return self
+
+    @property
+    def port(self) -> int:
+        return self._server.server_port
+
+    def __enter__(self) -> "Metrics":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

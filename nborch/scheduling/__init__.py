@@ -1,0 +1,1 @@
+"""When runs start: schedules (cron slots) and the scheduler that starts due runs."""

@@ -1,0 +1,218 @@
+"""``nborch scheduler`` and ``nborch backfill``: start runs for the slots of schedules.
+
+The scheduler is one long-running process per store (an exclusive lock on
+``scheduler.lock`` in the store's folder, released by the OS if the process dies). Each
+tick it re-reads the schedules from the store, so ``nborch schedule ...`` changes apply
+without a restart, and starts a run for every due slot that ``max_active_runs`` allows,
+with the slot as the run's ``logical_date``. Runs are ordinary runs of this process: the
+store, ``nborch runs`` and the Jupyter views see them as they go.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..core.errors import NborchError, SpecError
+from ..core.events import RunEnded
+from ..core.private import makedirs, opener
+from .schedules import Schedule, from_pipeline
+from ..store.store import Store
+
+log = logging.getLogger("nborch")
+LOCK_NAME = "scheduler.lock"
+POLL_SECONDS = 5.0      # schedule changes apply within this; due slots start on time anyway
+GRACE_SECONDS = 300.0   # on SIGTERM, how long running runs may go on before they are cancelled
+
+
+class SchedulerBusy(NborchError):
+    exit_code = 2
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Scheduler:
+    def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
+                 grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
+                 listeners: Sequence = ()):
+        self.store = Store(home)
+        self.poll, self.grace, self.say = poll, grace, say
+        self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
+        self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
+        self._stop = threading.Event()
+        self._lock_file = None
+
+    # -- life -------------------------------------------------------------------------
+
+    def acquire(self, wait: bool = False) -> None:
+        """Become the store's one active scheduler, or raise ``SchedulerBusy``."""
+        makedirs(self.store.home)
+        handle = open(self.store.home / LOCK_NAME, "a+", opener=opener)
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not wait:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    raise SchedulerBusy(
+                        f"another scheduler is already active for the store {self.store.home} "
+                        f"({holder}); only one may run per store (use --wait to take over when "
+                        "it stops)") from None
+                if self._stop.wait(1.0):
+                    handle.close()
+                    return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self._lock_file = handle
+
+    def stop(self) -> None:
+        """Stop starting runs (a signal handler may call this)."""
+        self._stop.set()
+
+    def serve(self, wait_for_lock: bool = False) -> None:
+        """Start due runs until ``stop()``; then let running runs finish within the grace
+        period and cancel the rest."""
+        self.acquire(wait_for_lock)
+        if self._lock_file is None:
+            return
+        try:
+            self.say(f"scheduler active for the store {self.store.home} (pid {os.getpid()})")
+            while not self._stop.is_set():
+                self.tick(_now())
+                self._stop.wait(self._sleep_time(_now()))
+            self._drain()
+        finally:
+            self._lock_file.close()
+            self._lock_file = None
+
+    # -- one tick ---------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> list[str]:
+        """Start the runs that are due at ``now``; their run ids."""
+        started = []
+        for schedule in self.store.schedules():
+            if schedule.paused:
+                continue
+            due = schedule.due(now)
+            if not due:
+                continue
+            active = self.store.running_count(schedule.pipeline)
+            for slot in due:
+                if active >= schedule.max_active_runs:
+                    break  # the slot stays due: it starts when a run ends (or is dropped
+                    # for a newer one when catchup is off)
+                run_id = self._start(schedule, slot)
+                self.store.update_schedule(schedule.pipeline, last_slot=slot.isoformat())
+                if run_id:
+                    started.append(run_id)
+                    active += 1
+        return started
+
+    def _start(self, schedule: Schedule, slot: datetime) -> str | None:
+        from ..runtime.engine import start_run
+        from ..spec.loader import load
+        try:
+            handle = start_run(load(schedule.source), params={}, logical_date=slot,
+                               home=self.store.home,
+                               listeners=[self._ended, *self.listeners])
+        except NborchError as exc:  # the file was changed into something invalid, or removed
+            self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
+            return None
+        self.handles[handle.run_id] = handle
+        self.say(f"{schedule.pipeline}: run {handle.run_id} started for {slot.isoformat()}")
+        return handle.run_id
+
+    def _ended(self, event) -> None:
+        if isinstance(event, RunEnded):
+            self.say(f"run {event.run_id} ended: {event.status}")
+
+    def _sleep_time(self, now: datetime) -> float:
+        upcoming = [s.next_slot(now) for s in self.store.schedules() if not s.paused]
+        until = min(((slot - now).total_seconds() for slot in upcoming), default=self.poll)
+        return max(0.05, min(self.poll, until))
+
+    def _drain(self) -> None:
+        running = [h for h in self.handles.values() if not h.done]
+        if not running:
+            self.say("scheduler stopped")
+            return
+        self.say(f"scheduler stopping: waiting up to {self.grace:g}s for {len(running)} "
+                 "running run(s)")
+        deadline = time.monotonic() + self.grace
+        for handle in running:
+            try:
+                handle.wait(max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+        late = [h for h in running if not h.done]
+        for handle in late:
+            handle.cancel()
+        for handle in late:
+            handle.wait()
+        if late:
+            self.say(f"scheduler stopped: cancelled {len(late)} run(s) still running after the "
+                     f"grace period ({', '.join(h.run_id for h in late)})")
+        else:
+            self.say("scheduler stopped: every run finished")
+
+
+# -- backfill ---------------------------------------------------------------------------------
+
+def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: int = 1,
+             rerun: bool = False, home: str | Path | None = None,
+             say: Callable[[str], None] = print) -> list:
+    """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
+    included), oldest first, at most ``max_parallel_runs`` at once; slots that already
+    succeeded are skipped unless ``rerun``. Returns the finished Runs."""
+    from ..runtime.engine import start_run
+    from ..spec.loader import load
+    if end < start:
+        raise SpecError(f"--end {end} is before --start {start}")
+    if max_parallel_runs < 1:
+        raise SpecError(f"--max-parallel-runs must be >= 1, not {max_parallel_runs}")
+    pipeline = load(source)
+    store = Store(home)
+    registered = {s.pipeline: s for s in store.schedules()}
+    schedule = registered.get(pipeline.name) or from_pipeline(pipeline)
+    zone = schedule.zone
+    first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
+    last = datetime.combine(end, dtime.max, zone)
+    todo = []
+    for slot in schedule.slots(first, last):
+        if not rerun and "success" in store.runs_of_slot(pipeline.name, slot.isoformat()):
+            say(f"{slot.isoformat()}: already succeeded, skipped")
+            continue
+        todo.append(slot)
+    say(f"backfill of {pipeline.name}: {len(todo)} slot(s) to run")
+    finished, running = [], []
+    try:
+        for slot in todo:
+            while len(running) >= max_parallel_runs:
+                finished.append(running.pop(0).wait())
+            handle = start_run(load(source), params={}, logical_date=slot, home=store.home)
+            say(f"{slot.isoformat()}: run {handle.run_id} started")
+            running.append(handle)
+        while running:
+            finished.append(running.pop(0).wait())
+    except KeyboardInterrupt:  # stop the whole backfill, not only the run waited for
+        for handle in running:
+            handle.cancel()
+        for handle in running:
+            handle.wait()
+        raise
+    for run in finished:
+        say(f"{run.logical_date}: run {run.run_id} {run.status}")
+    return finished

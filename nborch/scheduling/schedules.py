@@ -1,0 +1,128 @@
+"""Schedules: a pipeline file, a cron expression and a time zone, and the slots they make.
+
+Cron is read by croniter on *wall-clock* time in the schedule's zone, then each slot is
+placed in the zone with ``zoneinfo``: a daily 02:30 runs once on the day clocks spring
+forward (at 03:30, the first wall time that exists) and once on the day they fall back
+(the first 02:30), never skipped and never doubled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..core.errors import SpecError
+
+DEFAULT_TIMEZONE = "UTC"
+
+
+@dataclass
+class Schedule:
+    pipeline: str           # the pipeline's name (one schedule per pipeline and store)
+    source: str             # the pipeline file (or folder), absolute
+    cron: str
+    timezone: str = DEFAULT_TIMEZONE
+    catchup: bool = False
+    max_active_runs: int = 1
+    paused: bool = False
+    last_slot: str | None = None   # the newest slot started (ISO, in the schedule's zone)
+    created_at: str | None = None  # slots before this are not due (ISO, UTC)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def slots(self, after: datetime, until: datetime) -> Iterator[datetime]:
+        """Every slot strictly after ``after`` up to ``until`` (inclusive), oldest first, as
+        aware datetimes in the schedule's zone."""
+        return slots(self.cron, self.zone, after, until)
+
+    def next_slot(self, now: datetime) -> datetime:
+        return next(slots(self.cron, self.zone, now, None))
+
+    def due(self, now: datetime) -> list[datetime]:
+        """The slots that should start now: all missed ones with ``catchup``, else the newest."""
+        after = datetime.fromisoformat(self.last_slot or self.created_at or now.isoformat())
+        missed = list(self.slots(after, now))
+        return missed if self.catchup else missed[-1:]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_cron(expr: object, where: str = "") -> str:
+    from croniter import croniter
+    if not isinstance(expr, str) or not croniter.is_valid(expr):
+        raise SpecError(f"{where}bad cron expression {expr!r} (five fields: minute hour "
+                        "day-of-month month day-of-week, e.g. \"0 6 * * *\")")
+    return expr
+
+
+def check_timezone(name: object, where: str = "") -> str:
+    try:
+        ZoneInfo(str(name))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SpecError(f"{where}unknown timezone {name!r} (use an IANA name such as "
+                        "Europe/Berlin or UTC)") from None
+    return str(name)
+
+
+def slots(cron: str, zone: ZoneInfo, after: datetime, until: datetime | None
+          ) -> Iterator[datetime]:
+    """Slots of ``cron`` in ``zone`` strictly after ``after`` and up to ``until`` (None: no
+    end). ``after`` and ``until`` are aware datetimes in any zone."""
+    from croniter import croniter
+    start = after.astimezone(zone)
+    # Iterate on naive wall-clock time: croniter then never sees a DST jump.
+    walker = croniter(cron, start.replace(tzinfo=None) - timedelta(hours=3))
+    last_wall = None
+    while True:
+        wall = walker.get_next(datetime)
+        if wall == last_wall:
+            continue
+        last_wall = wall
+        slot = _place(wall, zone)
+        if slot <= after:
+            continue
+        if until is not None and slot > until:
+            return
+        yield slot
+
+
+def _place(wall: datetime, zone: ZoneInfo) -> datetime:
+    """A wall-clock time in ``zone``; a time the spring-forward gap skipped moves to the
+    first wall time after the gap, an ambiguous one (fall back) is its first occurrence."""
+    slot = wall.replace(tzinfo=zone, fold=0)
+    roundtrip = slot.astimezone(timezone.utc).astimezone(zone)
+    if roundtrip.replace(tzinfo=None) != wall:  # in the gap
+        slot = roundtrip
+    return slot
+
+
+def from_pipeline(pipeline, *, cron: str | None = None, tz: str | None = None,
+                  catchup: bool | None = None, max_active_runs: int | None = None,
+                  start: datetime | None = None) -> Schedule:
+    """The schedule of a loaded pipeline: its YAML ``schedule:`` overridden by options.
+    Slots from ``start`` on (default: now) are due."""
+    if pipeline.source is None:
+        raise SpecError("only a pipeline file or folder can be scheduled (the scheduler loads "
+                        "it again for every run)")
+    declared = pipeline.schedule or {}
+    cron = cron or declared.get("cron")
+    if cron is None:
+        raise SpecError(f"{pipeline.source}: no cron expression: give --cron \"0 6 * * *\" or "
+                        "add a schedule: {cron: ...} to the pipeline file")
+    runs = declared.get("max_active_runs", 1) if max_active_runs is None else max_active_runs
+    if not isinstance(runs, int) or isinstance(runs, bool) or runs < 1:
+        raise SpecError(f"max_active_runs must be a whole number >= 1, not {runs!r}")
+    return Schedule(
+        pipeline=pipeline.name, source=str(Path(pipeline.source).resolve()),
+        cron=check_cron(cron), timezone=check_timezone(tz or declared.get("timezone")
+                                                       or DEFAULT_TIMEZONE),
+        catchup=bool(declared.get("catchup", False) if catchup is None else catchup),
+        max_active_runs=runs,
+        created_at=(start - timedelta(microseconds=1) if start else datetime.now(timezone.utc)
+                    ).isoformat())

@@ -1,0 +1,378 @@
+"""Turn a pipeline file into a ``Pipeline``: YAML parsing with line numbers, key checks."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..core.errors import SpecError
+from ..core.model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
+
+PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
+                 "on_failure", "on_success", "on_retry")
+TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid", "resources",
+             "on_failure", "on_success", "on_retry", *TASK_DEFAULTS)
+SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
+HOOK_KEYS = ("on_failure", "on_success", "on_retry")
+
+
+class _Mapping(dict):
+    """A YAML mapping that remembers the line of each key (1-based)."""
+    lines: dict
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps (``2026-01-01`` stays a string, as a
+    notebook parameter expects) and with duplicate keys as errors."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
+    loader.flatten_mapping(node)
+    result = _Mapping()
+    result.lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, Hashable):
+            # e.g. an unquoted {{ ds }}: YAML reads it as a mapping inside a mapping
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping or list cannot be a key here; a value starting with "
+                "'{{' must be quoted (\"{{ ds }}\")", key_node.start_mark)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {result.lines[key]})",
+                key_node.start_mark)
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    return result
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml_text(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = exc.problem or exc.context or str(exc)
+        if exc.context and exc.context_mark and exc.problem_mark and \
+                exc.context_mark.line != exc.problem_mark.line:
+            # e.g. an unclosed quote: the parser notices at the end, the cause is where it began
+            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
+        raise SpecError(f"invalid YAML at {line}{what}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(f"invalid YAML: {exc}", source=source) from None
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """``-p KEY=VALUE`` options (CLI and magic) as a dict of YAML scalars."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
+        if "{{" in value or "{%" in value:
+            raise SpecError(f"-p {pair!r}: a -p value is used as given, not rendered as a "
+                            "template ({{ ... }} is rendered in task values only); give the "
+                            "value itself")
+        out[key.strip()] = parse_scalar(value)
+    return out
+
+
+def parse_scalar(text: str) -> Any:
+    """Read ``-p KEY=VALUE`` values as YAML scalars: ``4`` is 4, ``true`` is True."""
+    try:
+        value = yaml.load(text, Loader=_Loader)  # noqa: S506
+    except (yaml.YAMLError, ValueError):  # ValueError: e.g. a NUL byte, which YAML refuses
+        return text
+    return value if isinstance(value, (str, int, float, bool)) or value is None else text
+
+
+def _line(mapping: Any, key: str) -> str:
+    lines = getattr(mapping, "lines", {})
+    return f" (line {lines[key]})" if key in lines else ""
+
+
+def unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[str]:
+    problems = []
+    for key in mapping:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+            problems.append(f"{where}: unknown key {key!r}{_line(mapping, key)}{hint}")
+    return problems
+
+
+def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
+    """A pipeline from a YAML file, or from a folder (its ``pipeline.yaml`` if it has one,
+    else one task per notebook, with edges from each notebook's ``upstream = [...]``).
+    ``allow_large_grid`` lets a grid have more than ``MAX_GRID`` instances."""
+    _check_path(path)
+    path = Path(path)
+    if path.is_dir():
+        for name in ("pipeline.yaml", "pipeline.yml"):
+            if (path / name).is_file():
+                return load_yaml(path / name, allow_large_grid=allow_large_grid)
+        return from_folder(path)
+    return load_yaml(path, allow_large_grid=allow_large_grid)
+
+
+def from_folder(folder: Path) -> Pipeline:
+    folder = folder.resolve()
+    from .notebooks import looks_like_script_notebook
+    notebooks = sorted(p for p in [*folder.glob("*.ipynb"),
+                                   *filter(looks_like_script_notebook, folder.glob("*.py"))]
+                       if not p.name.startswith((".", "_")) and not p.stem.endswith("-checkpoint"))
+    if not notebooks:
+        raise SpecError("no notebooks (*.ipynb, or *.py with jupytext '# %%' cells) in this "
+                        "folder", source=str(folder))
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", folder.name) or "pipeline"
+    pipeline = Pipeline(name, root=folder)
+    pipeline.source = folder
+    problems = []
+    for notebook in notebooks:
+        try:
+            pipeline.notebook(notebook.name)
+        except SpecError as exc:
+            problems += exc.problems
+    if problems:
+        raise SpecError(problems, source=str(folder))
+    return pipeline
+
+
+def _check_path(path: str | Path) -> None:
+    if has_nul(path):
+        raise SpecError(f"pipeline path {str(path)!r} contains a NUL byte")
+
+
+def load_yaml(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
+    _check_path(path)
+    path = Path(path)
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("pipeline file not found", source=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"cannot read pipeline file: {exc}", source=source) from None
+    return from_mapping(parse_yaml_text(text, source), source=path,
+                        allow_large_grid=allow_large_grid)
+
+
+def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
+                 allow_large_grid: bool = False) -> Pipeline:
+    """Build a Pipeline from parsed YAML, collecting every problem before raising."""
+    where = str(source)
+    from . import ploomber
+    if ploomber.looks_like_ploomber(data):
+        return ploomber.load(data, source, allow_large_grid=allow_large_grid)
+    if not isinstance(data, dict):
+        raise SpecError("a pipeline file must be a YAML mapping with at least 'name' and 'tasks'",
+                        source=where)
+    problems = unknown_keys(data, PIPELINE_KEYS, "pipeline")
+    name = data.get("name", default_name)
+    if name is None:
+        problems.append("pipeline: missing 'name'")
+    parameters = data.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        problems.append(f"pipeline: 'parameters'{_line(data, 'parameters')} must be a mapping")
+        parameters = {}
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        problems.append(f"pipeline: 'defaults'{_line(data, 'defaults')} must be a mapping")
+        defaults = {}
+    problems += unknown_keys(defaults, tuple(TASK_DEFAULTS), "defaults")
+    schedule = data.get("schedule")
+    if schedule is not None:
+        problems += _check_schedule(schedule, data)
+    secrets = data.get("secrets") or []
+    if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
+        problems.append(f"pipeline: 'secrets'{_line(data, 'secrets')} must be a list of "
+                        "environment variable names")
+        secrets = []
+    tasks = data.get("tasks")
+    if not isinstance(tasks, dict) or not tasks:
+        problems.append(f"pipeline: 'tasks'{_line(data, 'tasks')} must be a mapping of task names "
+                        "to task definitions")
+        tasks = {}
+    # Keep going after a problem, so one message lists them all.
+    options, default_problems = normalize_options(
+        {k: v for k, v in defaults.items() if k in TASK_DEFAULTS}, "defaults")
+    problems += default_problems
+    try:
+        pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
+                            secrets=secrets, schedule=schedule, source=source,
+                            allow_large_grid=allow_large_grid,
+                            **{k: data.get(k) for k in HOOK_KEYS}, **options)
+    except SpecError as exc:
+        problems += exc.problems
+        pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source,
+                            allow_large_grid=allow_large_grid)
+    for task_name, spec in tasks.items():
+        here = f"task {task_name!r}{_line(tasks, task_name)}"
+        problem = check_task_name(task_name, here)
+        if problem:
+            problems.append(problem)
+            continue
+        if not isinstance(spec, dict):
+            problems.append(f"{here}: must be a mapping with at least 'notebook'")
+            continue
+        task_problems = unknown_keys(spec, TASK_KEYS, here)
+        has_nb, has_cmd = "notebook" in spec, "command" in spec
+        if has_nb == has_cmd:
+            task_problems.append(f"{here}: give exactly one of 'notebook' and 'command'"
+                                 + (", not both" if has_nb else ""))
+        elif has_nb and (not isinstance(spec["notebook"], str) or not spec["notebook"]):
+            task_problems.append(f"{here}: 'notebook' must be a path")
+        elif has_cmd:
+            task_problems += [f"{here}: '{k}'{_line(spec, k)} is for notebook tasks; a command "
+                              "gets its values in its arguments ({{ params.NAME }})"
+                              for k in ("parameters", "grid", "kernel") if k in spec]
+        upstream = spec.get("upstream") or []
+        if isinstance(upstream, str):
+            upstream = [upstream]
+        if not isinstance(upstream, list) or not all(isinstance(u, str) for u in upstream):
+            task_problems.append(f"{here}: 'upstream' must be a list of task names")
+        params = spec.get("parameters") or {}
+        if not isinstance(params, dict):
+            task_problems.append(f"{here}: 'parameters' must be a mapping")
+        if "grid" in spec and spec["grid"] is None:
+            task_problems.append(f"{here}: 'grid'{_line(spec, 'grid')} is empty; give a mapping "
+                                 "from parameter names to lists of values")
+        if task_problems:
+            problems += task_problems
+            continue
+        options = {k: v for k, v in spec.items() if k in TASK_DEFAULTS}
+        common = {"name": task_name, "upstream": upstream, "product": spec.get("product"),
+                  **{k: spec.get(k) for k in HOOK_KEYS}, **options}
+        try:
+            if has_cmd:
+                pipeline.command(spec["command"], **common)
+            else:
+                pipeline.notebook(spec["notebook"], parameters=params, grid=spec.get("grid"),
+                                  **common)
+        except SpecError as exc:
+            problems += [f"{p}{_line(tasks, task_name)}" if p.startswith("task") else p
+                         for p in exc.problems]
+    if problems:
+        raise SpecError(problems, source=where)
+    return pipeline
+
+
+def _check_schedule(schedule: Any, data: dict) -> list[str]:
+    where = f"schedule{_line(data, 'schedule')}"
+    if not isinstance(schedule, dict):
+        return [f"{where}: must be a mapping with 'cron'"]
+    problems = unknown_keys(schedule, SCHEDULE_KEYS, where)
+    cron = schedule.get("cron")
+    if not isinstance(cron, str):
+        problems.append(f"{where}: 'cron' must be a cron expression such as \"0 6 * * *\"")
+    else:
+        from croniter import croniter
+        if not croniter.is_valid(cron):
+            problems.append(f"{where}: bad cron expression {cron!r} (five fields: minute hour "
+                            "day-of-month month day-of-week)")
+    tz = schedule.get("timezone")
+    if tz is not None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(str(tz))
+        except (ZoneInfoNotFoundError, ValueError):
+            problems.append(f"{where}: unknown timezone {tz!r} (use an IANA name like Europe/Berlin)")
+    return problems
+
+
+ARROW_SUFFIXES = (".ipynb", ".py")
+
+
+def from_arrows(text: str, root: Path, name: str) -> Pipeline:
+    """A pipeline from the arrow form of ``%%orchestrate``: one chain per line,
+    ``a.ipynb >> b.ipynb >> c.ipynb``; a line may name a single notebook; blank lines and
+    ``#`` comments are skipped. Paths are relative to ``root``; task names are file stems, and
+    a notebook named on several lines is one task. Every problem names its line (1-based).
+    """
+    root = Path(root)
+    order: dict[Path, str] = {}              # notebook -> task name, in order of appearance
+    where: dict[str, tuple[str, int]] = {}   # task name -> (path as written, first line)
+    upstream: dict[Path, list[Path]] = {}
+    problems: list[str] = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split(" #", 1)[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        here = f"line {number}: {raw.strip()!r}"
+        parts = [part.strip() for part in line.split(">>")]
+        if has_nul(line):
+            problems.append(f"{here}: a notebook path cannot contain a NUL byte")
+            continue
+        if any(not part for part in parts):
+            problems.append(f"{here}: a notebook path is missing around '>>'")
+            continue
+        bad = next((p for p in parts if not p.endswith(ARROW_SUFFIXES)
+                    or any(c in p for c in "<>|,;") or ".ipynb " in p), None)
+        if bad is not None:
+            if bad.endswith(ARROW_SUFFIXES) or ".ipynb" in bad:
+                problems.append(f"{here}: {bad!r} is not one notebook path; put '>>' between "
+                                "notebooks")
+            else:
+                problems.append(f"{here}: {bad!r} is not a notebook path ending in .ipynb")
+            continue
+        chain = []
+        for part in parts:
+            notebook = (root / part).resolve()
+            task = notebook.stem
+            if notebook not in order:
+                if task in where:
+                    other, first = where[task]
+                    problems.append(f"{here}: {part!r} and {other!r} (line {first}) would both be "
+                                    f"task {task!r}; task names are file stems, so rename one "
+                                    "or use a YAML body")
+                    continue
+                problem = check_task_name(task, here)
+                if problem:
+                    problems.append(problem)
+                    continue
+                order[notebook] = task
+                where[task] = (part, number)
+                upstream[notebook] = []
+            chain.append(notebook)
+        for before, after in zip(chain, chain[1:]):
+            if before not in upstream[after]:
+                upstream[after].append(before)
+    if not problems and not order:
+        problems.append("no notebooks: write one chain per line, such as "
+                        "'extract.ipynb >> clean.ipynb >> report.ipynb'")
+    if problems:
+        raise SpecError(problems)
+    pipeline = Pipeline(name, root=root)
+    for notebook in _dependency_order(list(order), upstream):
+        pipeline.notebook(notebook, name=order[notebook],
+                          upstream=[order[u] for u in upstream[notebook]])
+    return pipeline
+
+
+def _dependency_order(nodes: list, upstream: dict) -> list:
+    """``nodes`` with every node after its upstream ones, otherwise in their given order
+    (so tables read in running order); a cycle keeps the given order (validation reports it)."""
+    done: list = []
+    placed: set = set()
+    while len(done) < len(nodes):
+        ready = next((n for n in nodes if n not in placed
+                      and all(u in placed for u in upstream[n])), None)
+        if ready is None:
+            return nodes
+        done.append(ready)
+        placed.add(ready)
+    return done

@@ -1,0 +1,324 @@
+"""The ``nborch`` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import nullcontext
+
+from .. import __version__
+from ..core.errors import NborchError, SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def printable(text: str) -> str:
+    """User text as the CLI prints it: see ``console.printable`` (imported when needed, as
+    every view is, so ``nborch publish`` starts fast)."""
+    from .console import printable
+    return printable(text)
+
+
+def _console():
+    from rich.console import Console
+    # Piped output is read by people in logs and CI, not by an 80-column terminal.
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
+
+
+def _store(args):
+    from ..store.store import Store
+    return Store(args.home)
+
+
+def cmd_run(args) -> int:
+    from ..spec.loader import load, parse_params
+    pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
+    return _follow(args, lambda listeners: pipeline.start(
+        params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
+        logical_date=args.logical_date, home=args.home, listeners=listeners,
+        incremental=args.incremental, force=args.force, executor=args.executor,
+        output_dir=args.output_dir), f"of {pipeline.name} started "
+        f"({len(pipeline.tasks)} tasks)")
+
+
+def cmd_resume(args) -> int:
+    from ..runtime.engine import resume_run
+    run_id = _resolve_run_id(_store(args), args.run_id)
+    return _follow(args, lambda listeners: resume_run(
+        run_id, from_task=args.from_task, max_parallel=args.max_parallel,
+        fail_fast=args.fail_fast, home=args.home, listeners=listeners, executor=args.executor),
+        "resumed")
+
+
+def _follow(args, start, started_what: str) -> int:
+    """Start a run with progress listeners, show it live, print the outcome."""
+    from .console import LiveProgress, PlainProgress, print_run
+    from ..core.events import RunStarted
+    out = sys.stderr if args.json else sys.stdout
+    live = out.isatty() and not args.json
+
+    def announce(event) -> None:  # first, before any task's progress line
+        if isinstance(event, RunStarted):
+            print(f"run {event.run_id} {started_what}", file=out, flush=True)
+
+    metrics = serve_metrics(args, lambda text: print(text, file=out, flush=True))
+    with metrics or nullcontext():  # stops serving when the run ends
+        handle = start([announce] + ([] if live else [PlainProgress(out)]) +
+                       ([metrics] if metrics else []))
+        try:
+            if live:
+                with LiveProgress(handle.run) as view:
+                    handle.subscribe(view)
+                    run = handle.wait()
+            else:
+                run = handle.wait()
+        except KeyboardInterrupt:
+            print("cancelled: kernels stopped, states recorded", file=sys.stderr)
+            run = handle.run
+    if args.json:
+        print(json.dumps(run.to_dict(), indent=2))
+    else:
+        print_run(run, _console())
+    return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+
+
+def serve_metrics(args, say):
+    """The metrics listener, serving already, when ``--metrics-port`` is given; else None."""
+    if args.metrics_port is None:
+        return None
+    from ..runtime.metrics import Metrics
+    metrics = Metrics().serve(args.metrics_port, args.metrics_host)
+    say(f"serving metrics on http://{args.metrics_host}:{metrics.port}/metrics")
+    return metrics
+
+
+def with_metrics(p) -> None:
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics on PORT at /metrics (needs nborch[metrics])")
+    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
+                   help="address to serve metrics on (default 0.0.0.0: every interface)")
+
+
+def cmd_validate(args) -> int:
+    from ..spec.loader import load, parse_params
+    from ..spec.validate import prepare
+    pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
+    prepared = prepare(pipeline, parse_params(args.param))
+    grids = len(pipeline.grids)
+    grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
+    print(printable(f"{args.pipeline}: pipeline {pipeline.name!r} is valid "
+                    f"({len(prepared.tasks)} tasks{grids})"))
+    return EXIT_OK
+
+
+def cmd_plot(args) -> int:
+    from . import graph
+    from ..spec.loader import load
+    from ..spec.validate import prepare
+    prepared = prepare(load(args.pipeline))
+    states = None
+    if args.run:
+        store = _store(args)
+        states = {n: t.status for n, t in store.get_run(_resolve_run_id(store, args.run)).tasks.items()}
+    path = graph.write(prepared.edges, args.output, states)
+    print(printable(f"wrote {path}"))
+    return EXIT_OK
+
+
+def cmd_runs(args) -> int:
+    from .console import print_runs
+    rows = _store(args).list_runs(args.pipeline, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no runs recorded yet" + (f" for pipeline {args.pipeline!r}" if args.pipeline else ""))
+    else:
+        print_runs(rows, _console())
+    return EXIT_OK
+
+
+def _resolve_run_id(store, run_id: str) -> str:
+    if run_id in ("latest", "last"):
+        rows = store.list_runs(limit=1)
+        if not rows:
+            raise NborchError("no runs recorded yet")
+        return rows[0]["run_id"]
+    return run_id
+
+
+def cmd_show(args) -> int:
+    from .console import print_run
+    store = _store(args)
+    run = store.get_run(_resolve_run_id(store, args.run_id))
+    if args.json:
+        from ..core.grouping import groups
+        data = run.to_dict()
+        for name, attempts in _group(store.attempts(run.run_id)).items():
+            data["tasks"][name]["attempt_history"] = attempts
+        for grid, names in groups(run).items():
+            for name in names:
+                data["tasks"][name]["grid"] = grid
+        print(json.dumps(data, indent=2))
+    else:
+        print_run(run, _console())
+    return EXIT_OK
+
+
+def _group(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault(row["task"], []).append(
+            {k: row[k] for k in ("attempt", "status", "started_at", "ended_at", "output_path", "error")})
+    return out
+
+
+def cmd_logs(args) -> int:
+    store = _store(args)
+    run = store.get_run(_resolve_run_id(store, args.run_id))
+    if args.task not in run.tasks:
+        raise SpecError(f"run {run.run_id} has no task {args.task!r} "
+                        f"(tasks: {', '.join(run.tasks)})")
+    from .logs import follow_log, print_log
+    if args.follow:
+        follow_log(store, run.run_id, args.task, sys.stdout)
+    elif not print_log(store, run.run_id, args.task, sys.stdout):
+        print(f"task {args.task!r} has no log yet (status: {run.tasks[args.task].status})",
+              file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    store = _store(args)
+    run_id = _resolve_run_id(store, args.run_id)
+    path = write_report(store, run_id, args.output or f"run-{run_id}.html")
+    print(printable(f"wrote {path}"))
+    return EXIT_OK
+
+
+def cmd_publish(args) -> int:
+    from ..inside import publish
+    try:
+        value = json.loads(args.value)
+    except ValueError:
+        value = args.value  # not JSON: the text itself
+    try:
+        publish(args.name, value)
+    except (TypeError, ValueError) as exc:  # too large
+        print(f"nborch publish: error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    if not os.environ.get("NBORCH_VALUES_FILE"):
+        print(printable(f"nborch publish: not inside an nborch command task; {args.name} was not "
+                        "recorded"), file=sys.stderr)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nborch", description="Run Jupyter notebooks as an orchestrated pipeline.")
+    parser.add_argument("--version", action="version", version=f"nborch {__version__}")
+    parser.add_argument("--home", default=None, metavar="DIR",
+                        help="run store folder (default: $NBORCH_HOME or .nborch)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_params(p):
+        p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                       help="set a pipeline parameter (value read as YAML: 4, true, eu)")
+        p.add_argument("--allow-large-grid", action="store_true",
+                       help="allow a grid of more than 10,000 instances")
+
+    def with_run_options(p):
+        p.add_argument("--max-parallel", type=int, default=None, metavar="N",
+                       help="tasks running at once (default: number of CPUs)")
+        p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
+        p.add_argument("--executor", default=None, metavar="EXECUTOR",
+                       help="where tasks run: local (default), dask (a local Dask cluster), or "
+                            "dask://HOST:PORT (an existing Dask scheduler)")
+        p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+        with_metrics(p)
+
+    p = sub.add_parser("run", help="run a pipeline")
+    p.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")
+    with_params(p)
+    with_run_options(p)
+    p.add_argument("--logical-date", default=None, metavar="DATE",
+                   help="the run's logical date (ISO; default: now)")
+    p.add_argument("--incremental", action="store_true",
+                   help="skip tasks whose notebook, parameters, kernel and upstream results are "
+                        "unchanged since their last successful run")
+    p.add_argument("--output-dir", default=None, metavar="DIR|URL",
+                   help="where executed notebooks go (a folder, or an fsspec URL such as "
+                        "s3://bucket/prefix); default: the store's runs/ folder")
+    p.add_argument("--force", action="append", default=[], metavar="TASK",
+                   help="with --incremental, run TASK (or every instance of grid TASK) even if "
+                        "it is up to date (repeatable)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("resume", help="run again the tasks of a run that did not succeed")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("--from", dest="from_task", default=None, metavar="TASK",
+                   help="also run TASK and everything downstream of it again")
+    with_run_options(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = sub.add_parser("validate", help="check a pipeline without running it")
+    p.add_argument("pipeline")
+    with_params(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plot", help="draw a pipeline's graph")
+    p.add_argument("pipeline")
+    p.add_argument("-o", "--output", default="dag.svg", help="output file: .svg, .png, .pdf, .dot")
+    p.add_argument("--run", default=None, metavar="RUN_ID", help="colour the nodes by this run's states")
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("runs", help="list recorded runs, newest first")
+    p.add_argument("--pipeline", default=None, metavar="NAME")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("show", help="one run: tasks, states, attempts, values, errors")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("logs", help="a task's output (stdout, stderr, text results)")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("task")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="stream the output while the task runs; exit when it ends")
+    p.set_defaults(func=cmd_logs)
+
+    p = sub.add_parser("report", help="write a self-contained HTML page about a run")
+    p.add_argument("run_id", help="a run id, or 'latest'")
+    p.add_argument("-o", "--output", default=None, metavar="FILE.html",
+                   help="where to write it (default: run-RUN_ID.html)")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("publish", help="inside a command task: publish a value for downstream "
+                                        "tasks and the run record")
+    p.add_argument("name")
+    p.add_argument("value", help="read as JSON (42, true, [1, 2], {\"a\": 1}), else as text")
+    p.set_defaults(func=cmd_publish)
+
+    from .schedule_cli import add_parsers
+    add_parsers(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except NborchError as exc:
+        print(printable(f"nborch: error: {exc}"), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,390 @@
+"""``%%orchestrate`` and ``%orchestrate``: run, check and watch pipelines from a notebook.
+
+The cell body is the arrow form (``a.ipynb >> b.ipynb``, one chain per line), a full YAML
+pipeline, or one line naming a ``.yaml`` file; paths are relative to the kernel's folder
+(the controlling notebook's). The line magic also has ``status [RUN_ID]`` and
+``runs [PIPELINE]``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from ...core.errors import NborchError, SpecError
+from ...core.model import NAME_RE, Pipeline
+
+DEFAULT_OUT = "_nborch_run"
+HANDLE_NAME = "_nborch_handle"
+YAML_KEY_RE = re.compile(r"^[A-Za-z_][\w.-]*\s*:(\s|$)")
+LINE_RE = re.compile(r"\bline (\d+)\b")
+TASK_RE = re.compile(r"\btask '([^']+)'")
+_HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this kernel
+
+RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[41;97m"
+USAGE = """\
+%%orchestrate [--wait] [--dry-run] [-p KEY=VALUE]... [--max-parallel N] [--name NAME]
+              [--out NAME] [--executor local|dask|dask://HOST:PORT] [--incremental] [--schedule "CRON"]
+extract.ipynb >> clean.ipynb >> report.ipynb      (or a YAML pipeline, or pipeline.yaml)
+
+%orchestrate status [RUN_ID]     redisplay a run (live while it runs; default: the latest)
+%orchestrate runs [PIPELINE]     recent runs; pick one to see its graph"""
+
+
+class OrchestrateError(Exception):
+    """A problem shown under the cell as a short message, not as a Python traceback.
+
+    IPython calls ``_render_traceback_`` instead of formatting a traceback; the offending
+    lines of the cell body are shown highlighted.
+    """
+
+    def __init__(self, problems: list[str] | str, body: str | None = None,
+                 marks: set[int] = frozenset()):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.body, self.marks = body, set(marks)
+        super().__init__("; ".join(self.problems))
+
+    def _render_traceback_(self) -> list[str]:
+        if len(self.problems) == 1:
+            out = [f"{RED}{BOLD}nborch:{RESET} {self.problems[0]}"]
+        else:
+            out = [f"{RED}{BOLD}nborch: {len(self.problems)} problems:{RESET}"]
+            out += [f"  - {p}" for p in self.problems]
+        if self.body is not None and self.body.strip():
+            lines = self.body.splitlines()
+            shown = range(len(lines))
+            if len(lines) > 30 and self.marks:  # a long body: the marked lines and around them
+                near = {n for m in self.marks for n in range(m - 3, m + 2)}
+                shown = [n for n in shown if n in near]
+            out.append(f"{DIM}in the cell:{RESET}")
+            for n in shown:
+                text = f"{n + 1:>4} | {lines[n]}"
+                out.append(f"{MARK}{text}{RESET}" if n + 1 in self.marks else f"{DIM}{text}{RESET}")
+        return out
+
+
+def marked_lines(problems: list[str], body: str) -> set[int]:
+    """Body lines (1-based) that the problems point at: by line number or by task name."""
+    marks = {int(m) for p in problems for m in LINE_RE.findall(p)}
+    lines = body.splitlines()
+    for task in {t for p in problems if not LINE_RE.search(p) for t in TASK_RE.findall(p)}:
+        pattern = re.compile(rf"(^|[\s/>]){re.escape(task)}\.(ipynb|py)\b|^\s*{re.escape(task)}\s*:")
+        marks |= {n + 1 for n, line in enumerate(lines) if pattern.search(line)}
+    return {m for m in marks if 1 <= m <= len(lines)}
+
+
+def notebook_stem(user_ns: dict) -> str:
+    """The controlling notebook's file stem, made a valid pipeline name; else "notebook"."""
+    session = (os.environ.get("JPY_SESSION_NAME") or user_ns.get("__session__")
+               or user_ns.get("__vsc_ipynb_file__") or "")
+    stem = Path(str(session)).stem if session else ""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.")
+    return stem or "notebook"
+
+
+def unquote(value: str) -> str:
+    """IPython's magic argument parser keeps quotes: ``--schedule '0 6 * * *'``."""
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def body_kind(body: str, root: Path) -> str:
+    """``arrows``, ``yaml`` (a pipeline in the cell) or ``file`` (one line naming a YAML file
+    or a folder of notebooks, read as ``nborch run`` reads it)."""
+    lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if any(">>" in ln for ln in lines):
+        return "arrows"
+    if len(lines) == 1 and (lines[0].endswith((".yaml", ".yml", "/")) or (root / lines[0]).is_dir()):
+        return "file"
+    if lines and YAML_KEY_RE.match(lines[0]):
+        return "yaml"
+    return "arrows"
+
+
+def read_body(body: str, root: Path, default_name: str, name: str | None,
+              params: dict) -> Pipeline:
+    """The pipeline a cell body describes; ``params`` are the -p values (checked here for
+    the arrow form, whose notebooks declare them; a YAML pipeline declares its own)."""
+    from ...spec import loader as spec
+    kind = body_kind(body, root)
+    if kind == "file":
+        pipeline = spec.load(root / body.strip())
+    elif kind == "yaml":
+        data = spec.parse_yaml_text(body, source="the cell")
+        pipeline = spec.from_mapping(data, source=root / "%%orchestrate", default_name=default_name)
+    else:
+        pipeline = spec.from_arrows(body, root, name or default_name)
+        if params:
+            arrow_parameters(pipeline, params)
+    if name is not None and pipeline.name != name:
+        if not NAME_RE.fullmatch(name):
+            raise SpecError(f"--name {name!r}: a pipeline name may only use letters, digits, "
+                            "'_', '.' and '-'")
+        pipeline.name = name
+    return pipeline
+
+
+def arrow_parameters(pipeline: Pipeline, params: dict) -> None:
+    """-p for the arrow form: each value goes to every notebook whose parameters cell
+    declares that name. A name no notebook declares is an error."""
+    from ...spec.notebooks import inspect_notebook
+    pipeline.parameters.update(params)
+    used: set[str] = set()
+    complete = True
+    for name, task in list(pipeline.tasks.items()):
+        try:
+            declared = inspect_notebook(task.notebook).parameters
+        except NborchError:
+            complete = False  # validation names the unreadable notebook
+            continue
+        mine = {key: "{{ params.%s }}" % key for key in params if key in declared}
+        if mine:
+            pipeline.tasks[name] = replace(task, parameters={**task.parameters, **mine})
+            used |= set(mine)
+    unused = [key for key in params if key not in used]
+    if unused and complete:
+        raise SpecError([f"-p {key}: no notebook of the cell declares {key!r} in its parameters "
+                         "cell" for key in unused])
+
+
+@magics_class
+class OrchestrateMagics(Magics):
+
+    @magic_arguments()
+    @argument("--name", default=None, help="pipeline name (default: this notebook's file stem)")
+    @argument("--max-parallel", type=int, default=None, metavar="N",
+              help="tasks running at once (default: number of CPUs)")
+    @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+              help="a parameter (repeatable); value read as YAML: 4, true, eu")
+    @argument("--executor", default=None,
+              help="where tasks run: local (default), dask, or dask://HOST:PORT")
+    @argument("--incremental", action="store_true", help="skip tasks that are up to date")
+    @argument("--dry-run", action="store_true", help="validate and draw the graph; run nothing")
+    @argument("--wait", action="store_true",
+              help="block the cell until the run ends (interrupt the kernel to cancel)")
+    @argument("--out", default=DEFAULT_OUT, metavar="NAME",
+              help=f"variable that receives the Run (default: {DEFAULT_OUT})")
+    @argument("--schedule", default=None, metavar="CRON",
+              help="register as a schedule instead of running now")
+    @argument("words", nargs="*",
+              help="line magic: 'status [RUN_ID]', 'runs [PIPELINE]', or a one-line pipeline")
+    @line_cell_magic
+    def orchestrate(self, line: str, cell: str | None = None):
+        """Run a pipeline of notebooks and watch it live (see ``%orchestrate?``)."""
+        args = parse_argstring(self.orchestrate, line)
+        words = list(args.words)
+        if cell is None:
+            if not words:
+                print(USAGE)
+                return None
+            if words[0] == "status":
+                return self._status(words[1] if len(words) > 1 else None)
+            if words[0] == "runs":
+                return self._runs(words[1] if len(words) > 1 else None)
+            body = " ".join(words)
+        else:
+            if words:
+                raise OrchestrateError(f"unexpected {' '.join(words)!r} on the %%orchestrate line "
+                                       "(options only; the pipeline goes in the cell)")
+            body = cell
+        return self._orchestrate(args, body)
+
+    # -- running ----------------------------------------------------------------------
+
+    def _orchestrate(self, args, body: str):
+        root = Path.cwd()
+        try:
+            from ...spec.loader import parse_params
+            params = parse_params(args.param)
+            pipeline = read_body(body, root, notebook_stem(self.shell.user_ns), args.name, params)
+            if args.dry_run:
+                return self._dry_run(pipeline, params)
+            if args.schedule is not None:
+                return self._schedule(pipeline, body, root, params, unquote(args.schedule))
+            handle = pipeline.start(params=params, max_parallel=args.max_parallel,
+                                    executor=args.executor, incremental=args.incremental)
+        except SpecError as exc:
+            raise OrchestrateError(exc.problems, body, marked_lines(exc.problems, body)) from None
+        except NborchError as exc:
+            raise OrchestrateError(str(exc)) from None
+        return self._watch(handle, args)
+
+    def _dry_run(self, pipeline: Pipeline, params: dict) -> None:
+        from .. import htmlview
+        from ...spec.validate import prepare
+        prepared = prepare(pipeline, params)
+        graph = htmlview.layout(prepared.edges)
+        names = ", ".join(prepared.tasks)
+        text = (f"pipeline {pipeline.name!r} is valid: {len(prepared.tasks)} tasks ({names}); "
+                "nothing was run (--dry-run)")
+        page = (f'<div class="nborch-dry-run" style="{htmlview.FONT}">'
+                f"<div>{htmlview.esc(text)}</div>"
+                f"{htmlview.graph_block(graph.render({}) if graph else None)}</div>")
+        display({"text/html": page, "text/plain": text}, raw=True)
+
+    def _adopt(self, handle, out: str) -> None:
+        """A run started in this kernel: known to ``status``, its Run in the namespace."""
+        _HANDLES[handle.run_id] = handle
+        self.shell.user_ns[out] = handle.run
+        self.shell.user_ns[HANDLE_NAME] = handle
+
+    def _retry_action(self, get_view, run, out: str, parent: dict | None):
+        """The view's Retry-failed button: resume the run in the background and follow it
+        in the same view (its final snapshot lands in the cell that drew the view)."""
+        def retry() -> None:
+            from ...runtime.engine import resume_run
+            from .widget import display_snapshot, follow_handle
+            view = get_view()
+            handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
+            self._adopt(handle, out)
+            view.follow(handle.run, handle.cancel)
+            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+        return retry
+
+    def _schedule(self, pipeline: Pipeline, body: str, root: Path, params: dict,
+                  cron: str) -> None:
+        """Register the cell's pipeline as a schedule. The scheduler loads a pipeline from a
+        file for every run, so a cell body is first written to ``NAME.pipeline.yaml``
+        beside this notebook (a file the user can read, edit and commit)."""
+        from datetime import datetime, timezone
+
+        from ...scheduling.schedules import check_cron, from_pipeline
+        from ...spec.loader import load
+        from ...store.store import Store
+        from ...spec.validate import prepare
+        check_cron(cron, "--schedule: ")
+        prepare(pipeline, params)  # everything a run would check, before anything is written
+        if body_kind(body, root) != "file":
+            path = root / f"{pipeline.name}.pipeline.yaml"
+            write_pipeline_file(path, pipeline_document(pipeline, body, root, params))
+            pipeline = load(path)
+        schedule = from_pipeline(pipeline, cron=cron)
+        Store().save_schedule(schedule)
+        where = f"{Path(schedule.source).name}: " if body_kind(body, root) != "file" else ""
+        text = (f"{where}scheduled {schedule.pipeline} at {cron!r} ({schedule.timezone}); next "
+                f"run {schedule.next_slot(datetime.now(timezone.utc)).isoformat()}. Runs start "
+                "while `nborch scheduler` runs for this folder's store; `nborch schedule list` "
+                "shows them.")
+        display({"text/plain": text}, raw=True)
+
+    def _watch(self, handle, args):
+        from .widget import RunView, display_snapshot, follow_handle
+        self._adopt(handle, args.out)
+        parent = _parent(self.shell)
+        view = RunView(handle.run, on_stop=None if args.wait else handle.cancel, base=Path.cwd(),
+                       on_retry=self._retry_action(lambda: view, handle.run, args.out, parent))
+        display(view.widget)
+        if not args.wait:
+            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+            return None
+        refresher = follow_handle(view, handle)
+        interrupted = False
+        try:
+            handle.wait()
+        except KeyboardInterrupt:  # wait() has cancelled the run and let its kernels stop
+            interrupted = True
+        refresher.mark()
+        refresher.join()
+        display_snapshot(view)
+        if interrupted:
+            raise OrchestrateError(f"run {handle.run_id} cancelled: the kernel was interrupted "
+                                   "(its kernels are stopped and its states recorded)")
+        return None
+
+    # -- watching recorded runs -------------------------------------------------------
+
+    def _status(self, run_id: str | None):
+        from ...store.store import Store
+        from .widget import RunView, display_snapshot, follow_handle, follow_store
+        store = Store()
+        try:
+            run_id = latest_run_id(store) if run_id in (None, "latest", "last") else run_id
+            run = store.get_run(run_id)
+        except NborchError as exc:
+            raise OrchestrateError(str(exc)) from None
+        handle = _HANDLES.get(run_id)
+        if run.status != "running" and (handle is None or handle.done):
+            shown = handle.run if handle else run
+            view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
+                lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))
+            if view.retry_button.layout.display == "none":
+                display_snapshot(view)  # nothing will change: a plain copy is enough
+            else:
+                display(view.widget)
+            return None
+        if handle is not None and not handle.done:  # started in this kernel: follow its events
+            view = RunView(handle.run, on_stop=handle.cancel, base=Path.cwd())
+            display(view.widget)
+            follow_handle(view, handle, parent=_parent(self.shell),
+                          on_done=lambda: display_snapshot(view))
+        else:
+            view = RunView(run, base=Path.cwd())
+            display(view.widget)
+            follow_store(view, store, run_id, parent=_parent(self.shell),
+                         on_done=lambda: display_snapshot(view))
+        return None
+
+    def _runs(self, pipeline: str | None):
+        from ...store.store import Store
+        from .dashboard import RunsDashboard
+        try:
+            board = RunsDashboard(Store(), pipeline=pipeline, base=Path.cwd())
+        except NborchError as exc:
+            raise OrchestrateError(str(exc)) from None
+        display(board.widget)
+        board.follow(parent=_parent(self.shell))
+        return None
+
+
+GENERATED = "# written by %%orchestrate --schedule from a notebook cell; edits are kept\n"
+
+
+def pipeline_document(pipeline: Pipeline, body: str, root: Path, params: dict) -> str:
+    """The cell's pipeline as a YAML file in ``root``: a YAML body as it is, the arrow form
+    as tasks with their notebooks (relative to ``root``) and upstream tasks."""
+    import yaml
+    if body_kind(body, root) == "yaml":
+        return body if body.endswith("\n") else body + "\n"
+    tasks = {}
+    for name, task in pipeline.tasks.items():
+        entry: dict = {"notebook": os.path.relpath(task.notebook, root)}
+        if task.upstream:
+            entry["upstream"] = list(task.upstream)
+        if task.parameters:
+            entry["parameters"] = dict(task.parameters)
+        tasks[name] = entry
+    doc = {"name": pipeline.name, **({"parameters": params} if params else {}), "tasks": tasks}
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def write_pipeline_file(path: Path, text: str) -> None:
+    """Write a generated pipeline file; never over a file the user wrote."""
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(GENERATED):
+        raise NborchError(f"{path.name} exists and was not written by %%orchestrate "
+                          "--schedule; rename it, or schedule it with `nborch schedule add`")
+    path.write_text(GENERATED + text, encoding="utf-8")
+
+
+def latest_run_id(store) -> str:
+    rows = store.list_runs(limit=1)
+    if not rows:
+        raise NborchError(f"no runs recorded yet in {store.home} (set NBORCH_HOME to use "
+                          "another store)")
+    return rows[0]["run_id"]
+
+
+def _parent(shell) -> dict | None:
+    get_parent = getattr(shell, "get_parent", None)
+    return get_parent() if get_parent is not None else None
+
+
+def load_ipython_extension(ip) -> None:
+    ip.register_magics(OrchestrateMagics)

@@ -1,0 +1,64 @@
+"""Reading a task's log: all of it, or followed while the task runs (``logs --follow``)."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import IO
+
+from ..core.events import FINAL_TASK_STATES
+from ..store.store import Store
+
+POLL_SECONDS = 0.2
+_CR_LINE = re.compile(r"[^\n]*\r(?=[^\n])")
+
+
+def collapse_carriage_returns(text: str) -> str:
+    """Keep what a terminal would show: a line rewritten with ``\\r`` (a progress bar) keeps
+    only its last version, so a bar does not become hundreds of lines."""
+    return _CR_LINE.sub("", text.replace("\r\n", "\n"))
+
+
+def print_log(store: Store, run_id: str, task: str, out: IO[str]) -> bool:
+    path = store.log_path(run_id, task)
+    if not path.exists():
+        return False
+    with open(path, encoding="utf-8", errors="replace", newline="") as fh:  # keep the \r
+        out.write(collapse_carriage_returns(fh.read()))
+    return True
+
+
+def follow_log(store: Store, run_id: str, task: str, out: IO[str]) -> None:
+    """Print the log as it grows until the task is no longer waiting or running.
+
+    Another process writes the log, so this polls the file (as ``tail -f`` does). A line
+    that is still being rewritten with ``\\r`` is held back until it is complete or the
+    task ends; on a terminal it is shown as it changes.
+    """
+    path = store.log_path(run_id, task)
+    on_terminal = out.isatty()
+    pending, offset, partial_shown = "", 0, False
+    while True:
+        ended = store.get_run(run_id).tasks[task].status in FINAL_TASK_STATES
+        if path.exists():
+            with open(path, encoding="utf-8", errors="replace", newline="") as fh:
+                fh.seek(offset)
+                chunk = fh.read()
+                offset = fh.tell()
+            if chunk:
+                head, sep, pending = (pending + chunk).rpartition("\n")
+                if sep:
+                    out.write(("\r\x1b[K" if partial_shown else "")
+                              + collapse_carriage_returns(head + "\n"))
+                    partial_shown = False
+                if on_terminal and pending:
+                    out.write("\r\x1b[K" + pending.rsplit("\r", 1)[-1])
+                    partial_shown = True
+                out.flush()
+        if ended:
+            if pending:
+                out.write(("\r\x1b[K" if partial_shown else "")
+                          + collapse_carriage_returns(pending) + "\n")
+            out.flush()
+            return
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,156 @@
+"""The scheduling commands of ``nborch``: ``schedule``, ``scheduler`` and ``backfill``."""
+
+from __future__ import annotations
+
+import json
+import signal
+from contextlib import nullcontext
+from datetime import date, datetime, timezone
+
+from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
+from ..core.errors import NborchError, SpecError
+
+
+def _duration(text: str) -> float:
+    from ..spec.templating import parse_duration
+    return parse_duration(text)
+
+
+def _date(text: str, option: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"{option} {text!r}: use a date such as 2026-01-31") from None
+
+
+def _start(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise SpecError(f"--start {text!r}: use an ISO date or time such as 2026-01-31 or "
+                        "2026-01-31T06:00") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def cmd_schedule_add(args) -> int:
+    from ..scheduling.schedules import from_pipeline
+    from ..spec.loader import load
+    pipeline = load(args.pipeline)
+    schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
+                             catchup=True if args.catchup else None,
+                             max_active_runs=args.max_active_runs, start=_start(args.start))
+    store = _store(args)
+    replaced = any(s.pipeline == schedule.pipeline for s in store.schedules())
+    store.save_schedule(schedule)
+    now = datetime.now(timezone.utc)
+    print(f"{'replaced' if replaced else 'added'} the schedule of {schedule.pipeline}: "
+          f"{schedule.cron} ({schedule.timezone}), next run "
+          f"{schedule.next_slot(now).isoformat()}; `nborch scheduler` starts its runs")
+    return EXIT_OK
+
+
+def cmd_schedule_list(args) -> int:
+    now = datetime.now(timezone.utc)
+    rows = [{"pipeline": s.pipeline, "cron": s.cron, "timezone": s.timezone,
+             "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
+             "catchup": s.catchup, "max_active_runs": s.max_active_runs,
+             "last_slot": s.last_slot, "source": s.source}
+            for s in _store(args).schedules()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif not rows:
+        print("no schedules (add one with `nborch schedule add PIPELINE --cron \"0 6 * * *\"`)")
+    else:
+        width = max(len(r["pipeline"]) for r in rows)
+        for r in rows:
+            state = "paused" if r["paused"] else f"next {r['next_run']}"
+            print(f"{r['pipeline']:<{width}}  {r['cron']:<15} {r['timezone']:<16} {state}")
+    return EXIT_OK
+
+
+def _set_paused(args, paused: bool) -> int:
+    if not _store(args).update_schedule(args.pipeline, paused=paused):
+        raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
+                          "list`)")
+    print(f"{'paused' if paused else 'resumed'} the schedule of {args.pipeline}")
+    return EXIT_OK
+
+
+def cmd_schedule_remove(args) -> int:
+    if not _store(args).remove_schedule(args.pipeline):
+        raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
+                          "list`)")
+    print(f"removed the schedule of {args.pipeline} (its recorded runs are kept)")
+    return EXIT_OK
+
+
+def cmd_scheduler(args) -> int:
+    from ..scheduling.scheduler import Scheduler
+    def say(text: str) -> None:  # its lines name pipelines and quote their errors
+        print(printable(text), flush=True)
+
+    grace = _duration(args.grace)  # a bad --grace is reported before the port is taken
+    metrics = serve_metrics(args, say)
+    with metrics or nullcontext():
+        scheduler = Scheduler(args.home, grace=grace, say=say,
+                              listeners=[metrics] if metrics else [])
+        for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
+            signal.signal(signum, lambda *_: scheduler.stop())
+        scheduler.serve(wait_for_lock=args.wait)
+    return EXIT_OK
+
+
+def cmd_backfill(args) -> int:
+    from ..scheduling.scheduler import backfill
+    runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
+                    max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
+                    say=lambda text: print(printable(text), flush=True))
+    return EXIT_OK if all(r.status == "success" for r in runs) else EXIT_FAILED
+
+
+def add_parsers(sub) -> None:
+    """Register the scheduling commands on the ``nborch`` subcommand parser."""
+    p = sub.add_parser("schedule", help="add, list, pause, resume or remove schedules")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", help="schedule a pipeline file (or folder) on cron")
+    a.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")
+    a.add_argument("--cron", default=None, metavar="EXPR",
+                   help="cron expression, e.g. \"0 6 * * *\" (default: the file's schedule:)")
+    a.add_argument("--timezone", default=None, metavar="TZ",
+                   help="IANA time zone of the cron times (default: the file's, else UTC)")
+    a.add_argument("--catchup", action="store_true",
+                   help="run every missed slot, not only the newest")
+    a.add_argument("--max-active-runs", type=int, default=None, metavar="N",
+                   help="runs of this pipeline at once, at most (default 1)")
+    a.add_argument("--start", default=None, metavar="DATE",
+                   help="slots from this date or time on are due (default: now)")
+    a.set_defaults(func=cmd_schedule_add)
+    a = actions.add_parser("list", help="schedules with their next run time")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_schedule_list)
+    for action, func, what in (
+            ("pause", lambda args: _set_paused(args, True), "start no runs until resumed"),
+            ("resume", lambda args: _set_paused(args, False), "start runs again"),
+            ("remove", cmd_schedule_remove, "forget the schedule (runs are kept)")):
+        a = actions.add_parser(action, help=what)
+        a.add_argument("pipeline", help="the pipeline's name")
+        a.set_defaults(func=func)
+
+    p = sub.add_parser("scheduler", help="run the scheduler: start due runs until stopped")
+    p.add_argument("--grace", default="5m", metavar="DURATION",
+                   help="on SIGTERM, how long running runs may go on before they are "
+                        "cancelled (default 5m)")
+    p.add_argument("--wait", action="store_true",
+                   help="if another scheduler is active, wait and take over when it stops")
+    with_metrics(p)
+    p.set_defaults(func=cmd_scheduler)
+
+    p = sub.add_parser("backfill", help="run every slot of a pipeline's schedule in a date range")
+    p.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")
+    p.add_argument("--start", required=True, metavar="DATE", help="first day (inclusive)")
+    p.add_argument("--end", required=True, metavar="DATE", help="last day (inclusive)")
+    p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
+    p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
+    p.set_defaults(func=cmd_backfill)
