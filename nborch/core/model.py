@@ -14,8 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from .errors import SpecError
 from ..spec.templating import parse_duration
+from .errors import SpecError
 
 if TYPE_CHECKING:
     from .run import Run

@@ -20,10 +20,10 @@ import nbformat
 
 from ..core import private
 from ..core.events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
-from ..inside import PUBLISH_MIME, publish_preview
-from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from ..core.secrecy import Masker, StreamMasker
+from ..inside import PUBLISH_MIME, publish_preview
 from ..store.store import utcnow
+from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 log = logging.getLogger("nborch")
 TIMEOUT_GRACE = 5.0  # seconds between interrupting a timed-out cell and killing its kernel

@@ -17,11 +17,11 @@ import sys
 import threading
 from typing import Any, Callable
 
-from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
-from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from ..core.private import FILE_MODE
 from ..core.secrecy import Masker, task_environment
 from ..store.store import utcnow
+from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
+from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
 DRAIN_GRACE = 1.0  # seconds to wait for output after the program exits (background children)

@@ -19,23 +19,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from ..execution.attempt import AttemptJob, AttemptResult
+from ..core import private
 from ..core.dag import downstream_map
 from ..core.errors import NborchError, SpecError
 from ..core.events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
-                     EventBus, RunEnded, RunStarted, TaskStateChanged)
-from . import lineage
-from ..execution import outputs
-from ..core import private
-from ..execution.executors import get_executor
-from .hooks import HookRunner
-from ..execution.kernels import KernelRequest
+                           EventBus, RunEnded, RunStarted, TaskStateChanged)
 from ..core.model import Pipeline
 from ..core.planner import Planner, Transition
-from ..spec.ploomber import injected_upstream, ploomber_job
 from ..core.run import Run
-from ..store.store import Store, utcnow
+from ..execution import outputs
+from ..execution.attempt import AttemptJob, AttemptResult
+from ..execution.executors import get_executor
+from ..execution.kernels import KernelRequest
+from ..spec.ploomber import injected_upstream, ploomber_job
 from ..spec.validate import PreparedRun, prepare, stable_hash
+from ..store.store import Store, utcnow
+from . import lineage
+from .hooks import HookRunner
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0

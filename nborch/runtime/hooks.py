@@ -27,8 +27,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from ..core.errors import SpecError
 from ..core import private
+from ..core.errors import SpecError
 from ..core.events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
 from ..core.secrecy import Masker, too_short
 from ..store.store import utcnow

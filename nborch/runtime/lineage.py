@@ -19,8 +19,8 @@ import uuid
 from typing import Any
 
 from .. import __version__
-from ..core.secrecy import Masker
 from ..core.events import FAILED, RUNNING, RunEnded, RunStarted, TaskStateChanged
+from ..core.secrecy import Masker
 
 log = logging.getLogger("nborch")
 DEFAULT_NAMESPACE = "nborch"

@@ -22,8 +22,8 @@ from typing import Callable, Sequence
 from ..core.errors import NborchError, SpecError
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
-from .schedules import Schedule, from_pipeline
 from ..store.store import Store
+from .schedules import Schedule, from_pipeline
 
 log = logging.getLogger("nborch")
 LOCK_NAME = "scheduler.lock"

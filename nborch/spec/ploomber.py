@@ -42,7 +42,7 @@ import nbformat
 
 from ..core.errors import SpecError
 from ..core.model import (TASK_DEFAULTS, GridInstances, Pipeline, Task, check_task_name,
-                    grid_combinations, has_nul, parameter_name_problems)
+                          grid_combinations, has_nul, parameter_name_problems)
 from .notebooks import NotebookInfo, inspect_node, read_notebook
 from .templating import render, template_error
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
-from ..runtime.hooks import missing_secret_headers
 from ..core.model import Pipeline, Task, has_nul
-from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from ..core.secrecy import MIN_SECRET_LENGTH, OWN_CREDENTIALS, too_short
+from ..runtime.hooks import missing_secret_headers
+from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 
 DEFAULT_KERNEL = "python3"

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 
 from ..core.errors import RunNotFound, StoreError
 from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
-                     TaskStateChanged)
+                           TaskStateChanged)
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
 
 DB_NAME = "nborch.db"

@@ -54,8 +54,8 @@ def cmd_resume(args) -> int:
 
 def _follow(args, start, started_what: str) -> int:
     """Start a run with progress listeners, show it live, print the outcome."""
-    from .console import LiveProgress, PlainProgress, print_run
     from ..core.events import RunStarted
+    from .console import LiveProgress, PlainProgress, print_run
     out = sys.stderr if args.json else sys.stdout
     live = out.isatty() and not args.json
 
@@ -114,9 +114,9 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from . import graph
     from ..spec.loader import load
     from ..spec.validate import prepare
+    from . import graph
     prepared = prepare(load(args.pipeline))
     states = None
     if args.run:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
 from ..core.grouping import groups
 from ..core.grouping import summary as grid_summary
 from ..core.run import Run
 from ..spec.templating import format_duration
+from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
 
 FINISHED = ("success", "failed", "upstream_failed", "skipped", "cancelled")
 RUN_COLORS = {"running": STATE_COLORS["running"], "success": STATE_COLORS["success"],

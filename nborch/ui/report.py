@@ -14,12 +14,12 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from . import htmlview
-from .graph import STATE_COLORS
 from ..core.grouping import groups
 from ..core.run import Run
-from ..store.store import Store, utcnow
 from ..spec.templating import format_duration
+from ..store.store import Store, utcnow
+from . import htmlview
+from .graph import STATE_COLORS
 
 ATTEMPT_COLORS = {"success": STATE_COLORS["success"], "failed": STATE_COLORS["failed"],
                   "cancelled": STATE_COLORS["cancelled"], "running": STATE_COLORS["running"]}

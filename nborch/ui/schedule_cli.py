@@ -7,8 +7,8 @@ import signal
 from contextlib import nullcontext
 from datetime import date, datetime, timezone
 
-from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
 from ..core.errors import NborchError, SpecError
+from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
 
 
 def _duration(text: str) -> float:

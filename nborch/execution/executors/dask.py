@@ -24,10 +24,10 @@ import uuid
 from typing import Any, Callable
 
 from ...core import events
-from ..attempt import AttemptJob, AttemptResult, error_dict
 from ...core.errors import NborchError, SpecError
-from ..kernels import KernelRequest
 from ...store.store import utcnow
+from ..attempt import AttemptJob, AttemptResult, error_dict
+from ..kernels import KernelRequest
 
 log = logging.getLogger("nborch")
 CANCEL_POLL = 0.5  # seconds between a worker's looks at the attempt's cancel event

@@ -14,9 +14,9 @@ import threading
 import traceback
 from typing import Callable
 
+from ...store.store import utcnow
 from ..attempt import AttemptJob, AttemptResult, error_dict, make_runner
 from ..kernels import Kernel, KernelRequest
-from ...store.store import utcnow
 
 log = logging.getLogger("nborch")
 

@@ -218,8 +218,8 @@ class OrchestrateMagics(Magics):
         return self._watch(handle, args)
 
     def _dry_run(self, pipeline: Pipeline, params: dict) -> None:
-        from .. import htmlview
         from ...spec.validate import prepare
+        from .. import htmlview
         prepared = prepare(pipeline, params)
         graph = htmlview.layout(prepared.edges)
         names = ", ".join(prepared.tasks)
@@ -258,8 +258,8 @@ class OrchestrateMagics(Magics):
 
         from ...scheduling.schedules import check_cron, from_pipeline
         from ...spec.loader import load
-        from ...store.store import Store
         from ...spec.validate import prepare
+        from ...store.store import Store
         check_cron(cron, "--schedule: ")
         prepare(pipeline, params)  # everything a run would check, before anything is written
         if body_kind(body, root) != "file":

@@ -16,10 +16,10 @@ from typing import Callable
 
 import ipywidgets as w
 
-from .. import htmlview
 from ...core.events import KEPT_ON_RESUME, AttemptProgress, RunEnded, TaskStateChanged
 from ...core.grouping import groups
 from ...core.run import Run
+from .. import htmlview
 
 log = logging.getLogger("nborch")
 RENDER_INTERVAL = 0.25   # seconds between renders, at least: four a second at most
