@@ -100,7 +100,8 @@ def forked_kernel_cpu(samples: int = 5) -> float:
 
 
 def big_dag(root: Path, reps: int) -> list[str]:
-    from nborch import Pipeline, graph
+    from nborch import Pipeline
+    from nborch.ui import graph
     from nborch.core.planner import Planner
     from nborch.spec.validate import prepare
     scenario = scenarios.wide(root, 500, "big500")
