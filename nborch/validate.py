@@ -17,7 +17,7 @@ from .errors import SpecError, ValidationError
 from .hooks import missing_secret_headers
 from .model import Pipeline, Task, has_nul
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
-from .secrecy import MIN_SECRET_LENGTH, OWN_CREDENTIALS, too_short
+from .secrecy import MIN_SECRET_LENGTH, own_credentials, too_short
 from .templating import render, template_error
 
 DEFAULT_KERNEL = "python3"
@@ -68,7 +68,7 @@ class PreparedRun:
         headers = {var for by_event in hooks for listed in by_event.values() for hook in listed
                    for var in hook.options.get("secret_headers", {}).values()}
         return frozenset({s for p in self.tasks.values() for s in p.task.secrets}
-                         | headers | set(OWN_CREDENTIALS))
+                         | headers | own_credentials(os.environ))
 
 
 def template_context(run_id: str, logical_date: datetime, params: dict) -> dict:
