@@ -137,6 +137,15 @@ def test_numbers_holding_a_secret_are_masked_and_structure_is_kept():
     masker.notebook(nb)
     nbformat.validate(nb)
     assert nb.cells[0].outputs[0].data["text/plain"] == MASK
+    # A secret that is part of a MIME type masks the text, never the bundle's keys.
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("display_data", data={"text/plain": "plain text",
+                                                     "application/json": {"json": "json"}},
+                               metadata={"application/json": {"expanded": "json"}})])])
+    Masker(["json", "text"]).notebook(nb)
+    nbformat.validate(nb)
+    assert nb.cells[0].outputs[0].data == {"text/plain": "plain ***",
+                                           "application/json": {MASK: MASK}}
 
 
 # -- a real pipeline, every file and every printed line searched -----------------------------
@@ -241,7 +250,8 @@ def test_generated_secrets_are_written_nowhere(secrets):
 # -- what each task's environment holds ------------------------------------------------------
 
 ENV_PROBE = r'''import json, os
-names = ["PIPE_SECRET", "A_SECRET", "B_SECRET", "NBORCH_SMTP_PASSWORD", "HOOK_TOKEN"]
+names = ["PIPE_SECRET", "A_SECRET", "B_SECRET", "NBORCH_SMTP_PASSWORD", "HOOK_TOKEN",
+         "OPENLINEAGE__TRANSPORT__AUTH__API_KEY"]
 with open("/proc/self/environ", "rb") as handle:
     raw = handle.read()  # a forked kernel's starting environment is its template's
 seen = {n: n in os.environ for n in names}
@@ -251,7 +261,8 @@ print(json.dumps({"seen": seen, "in_proc_environ": leaked}))'''
 
 def test_a_task_gets_its_own_and_its_pipelines_secrets_and_no_other(workdir: Path):
     """Task ``a`` declares A_SECRET, task ``b`` (a command) B_SECRET, the pipeline PIPE_SECRET;
-    nborch's SMTP password and a hook's header secret are in nborch's environment."""
+    nborch's SMTP password, OpenLineage key and a hook's header secret are in nborch's
+    environment."""
     write_notebook(workdir / "a.ipynb", "import json, nborch\n" + ENV_PROBE.replace(
         "print(json.dumps(", "nborch.publish('env', ("))
     (workdir / "probe.py").write_text(ENV_PROBE.replace(
@@ -267,6 +278,7 @@ def test_a_task_gets_its_own_and_its_pipelines_secrets_and_no_other(workdir: Pat
                   "c": {"notebook": "c.ipynb"}}})
     env = {"PIPE_SECRET": "pipe-secret-1", "A_SECRET": "a-secret-22", "B_SECRET": "b-secret-333",
            "NBORCH_SMTP_PASSWORD": "smtp-pw-4444", "HOOK_TOKEN": "hook-token-55555",
+           "OPENLINEAGE__TRANSPORT__AUTH__API_KEY": "ol-key-666666",
            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
     for forked in ("1", "0"):
         proc = nborch("run", "pipeline.yaml", "--json", cwd=workdir,

@@ -24,8 +24,15 @@ MASK = "***"
 # Shorter values would mask ordinary text ("1", "yes"); a shorter secret is refused at
 # validation, so nothing declared a secret is ever left unmasked.
 MIN_SECRET_LENGTH = 4
-# Environment variables that carry nborch's own credentials: never given to a task.
-OWN_CREDENTIALS = ("NBORCH_SMTP_PASSWORD",)
+# Environment variables that carry nborch's own credentials (email hooks, OpenLineage):
+# never given to a task.
+OWN_CREDENTIALS = ("NBORCH_SMTP_PASSWORD", "OPENLINEAGE_API_KEY")
+OWN_CREDENTIAL_PREFIXES = ("OPENLINEAGE__TRANSPORT__AUTH",)
+
+
+def own_credentials(env: Mapping[str, str]) -> set[str]:
+    """The names in ``env`` that hold nborch's own credentials."""
+    return {k for k in env if k in OWN_CREDENTIALS or k.startswith(OWN_CREDENTIAL_PREFIXES)}
 
 
 def too_short(value: str) -> bool:
@@ -143,8 +150,10 @@ class Masker:
                 cell.attachments = self.data(cell.attachments)
             for output in cell.get("outputs", ()):
                 for key, value in output.items():
-                    if key not in _STRUCTURAL and not (key == "name" and
-                                                       output.output_type == "stream"):
+                    if key in ("data", "metadata"):  # keyed by MIME type: keys kept
+                        output[key] = {mime: self.data(v) for mime, v in value.items()}
+                    elif key not in _STRUCTURAL and not (key == "name" and
+                                                         output.output_type == "stream"):
                         output[key] = self.data(value)
 
     def stream(self) -> "StreamMasker":
@@ -198,5 +207,5 @@ def task_environment(additions: Mapping[str, str], withheld: Iterable[str]) -> d
     return {**{k: v for k, v in os.environ.items() if k not in withheld}, **additions}
 
 
-__all__ = ["MASK", "MIN_SECRET_LENGTH", "OWN_CREDENTIALS", "Masker", "StreamMasker",
+__all__ = ["MASK", "MIN_SECRET_LENGTH", "Masker", "StreamMasker", "own_credentials",
            "secret_forms", "task_environment", "too_short"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from ..core.secrecy import task_environment
 
 STARTUP_TIMEOUT = 60.0
+IPC_BASE_MAX = 60  # characters of the folder for IPC sockets (a socket path has 107 at most)
 IOPUB_LOOK = 0.02  # seconds to wait for an iopub message before asking again
 
 
@@ -47,9 +48,12 @@ def _ipc_prefix() -> str:
         if folder is None:
             import atexit
             import tempfile
-            folder = _ipc_folders[os.getpid()] = tempfile.mkdtemp(prefix="nborch-ipc-")
+            base = tempfile.gettempdir()
+            if len(base) > IPC_BASE_MAX and os.path.isdir("/tmp"):
+                base = "/tmp"  # a deep $TMPDIR would make socket paths too long to bind
+            folder = _ipc_folders[os.getpid()] = tempfile.mkdtemp(prefix="nborch-ipc-", dir=base)
             atexit.register(_remove_ipc_folder, os.getpid(), folder)
-    return os.path.join(folder, secrets.token_hex(6))
+    return os.path.join(folder, secrets.token_hex(4))
 
 
 def _remove_ipc_folder(pid: int, folder: str) -> None:

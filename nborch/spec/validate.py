@@ -15,7 +15,7 @@ from pathlib import Path
 from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
 from ..core.model import Pipeline, Task, has_nul
-from ..core.secrecy import MIN_SECRET_LENGTH, OWN_CREDENTIALS, too_short
+from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, too_short
 from ..runtime.hooks import missing_secret_headers
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
@@ -68,7 +68,7 @@ class PreparedRun:
         headers = {var for by_event in hooks for listed in by_event.values() for hook in listed
                    for var in hook.options.get("secret_headers", {}).values()}
         return frozenset({s for p in self.tasks.values() for s in p.task.secrets}
-                         | headers | set(OWN_CREDENTIALS))
+                         | headers | own_credentials(os.environ))
 
 
 def template_context(run_id: str, logical_date: datetime, params: dict) -> dict:
