@@ -78,3 +78,26 @@ def test_a_closed_pipe_is_not_an_error(workdir: Path):
                               text=True, timeout=120)
         assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
         assert "exit=0" in done.stdout, (args, done.stdout, done.stderr)
+
+
+def test_a_process_starting_many_runs_holds_no_file_or_thread_per_run(workdir: Path):
+    """A scheduler or a notebook starts runs for months: after warming up, open files and
+    threads stay flat (each run's store connection, zmq context and event loop are freed
+    when it ends, not when the garbage collector gets round to them)."""
+    import gc
+    from nborch import Pipeline
+    write_notebook(workdir / "a.ipynb", "x = 1")
+    pipeline = Pipeline("many_runs", root=workdir)
+    pipeline.notebook("a.ipynb", name="a")
+    me = psutil.Process()
+    gc.disable()  # what is freed must be freed by nborch, not by a collection
+    try:
+        seen = []
+        for _ in range(24):
+            assert pipeline.run(home=workdir / ".nborch").status == "success"
+            seen.append((me.num_fds(), me.num_threads()))
+    finally:
+        gc.enable()
+    warm = seen[3]
+    assert max(fds for fds, _ in seen[4:]) <= warm[0] + 2, seen
+    assert max(threads for _, threads in seen[4:]) <= warm[1] + 2, seen
