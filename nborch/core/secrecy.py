@@ -47,14 +47,15 @@ def _spellings(text: str) -> set[str]:
             quote(text, safe=""), quote_plus(text)}
 
 
-def _leaves(value: Any) -> Iterable[str]:
+def _strings(value: Any) -> Iterable[str]:
+    """The strings in a parsed JSON document (not its keys, nor numbers such as a port)."""
     if isinstance(value, Mapping):
         value = list(value.values())
     if isinstance(value, list):
         for item in value:
-            yield from _leaves(item)
-    elif not isinstance(value, bool) and isinstance(value, (str, int, float)):
-        yield str(value)
+            yield from _strings(item)
+    elif isinstance(value, str):
+        yield value
 
 
 def secret_forms(secret: str) -> set[str]:
@@ -65,7 +66,7 @@ def secret_forms(secret: str) -> set[str]:
     ``MIN_SECRET_LENGTH``, or only blanks, are left out: they would mask ordinary text."""
     whole = {secret}
     try:
-        whole.update(_leaves(json.loads(secret)))
+        whole.update(_strings(json.loads(secret)))
     except ValueError:
         pass
     lines = {line for text in whole for line in {*text.splitlines(), *text.split("\n")}}

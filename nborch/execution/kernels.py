@@ -179,4 +179,25 @@ class Kernel:
             except Exception:  # already dead; make sure the group is gone
                 self.kill()
             run_sync(self.km.cleanup_resources)()
+            # The manager made its own zmq context (sockets, an I/O thread) and would free it
+            # only when garbage-collected: a scheduler starting runs for months frees it now.
+            if getattr(self.km, "_created_context", False):
+                self.km.context.destroy(linger=0)
             self.km = None
+        _close_thread_loop()
+
+
+def _close_thread_loop() -> None:
+    """Close the event loop jupyter_client's calls made for this thread (the thread ends
+    with its kernel; an unclosed loop keeps its selector and self-pipe open)."""
+    import asyncio
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop()
+        except RuntimeError:
+            return
+    if not loop.is_running():
+        loop.close()
+        asyncio.set_event_loop(None)

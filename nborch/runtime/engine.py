@@ -242,6 +242,7 @@ class Engine:
         finally:
             self.bus.emit(RunEnded(self.run.run_id, status, utcnow()))
             self.executor.shutdown()
+            self.store.close()  # a process that starts runs for months holds no file per run
             self.finished.set()
 
     def _loop(self) -> str:

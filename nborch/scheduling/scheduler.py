@@ -131,6 +131,8 @@ class Scheduler:
         except NborchError as exc:  # the file was changed into something invalid, or removed
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None
+        # Only the runs still going: a scheduler that runs for months keeps no ended run.
+        self.handles = {k: h for k, h in self.handles.items() if not h.done}
         self.handles[handle.run_id] = handle
         self.say(f"{schedule.pipeline}: run {handle.run_id} started for {slot.isoformat()}")
         return handle.run_id

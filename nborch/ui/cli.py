@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from contextlib import nullcontext
 
@@ -74,13 +75,17 @@ def _follow(args, start, started_what: str) -> int:
                     run = handle.wait()
             else:
                 run = handle.wait()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (``Stopped``)
             print("cancelled: kernels stopped, states recorded", file=sys.stderr)
-            run = handle.run
+            run, stopped = handle.run, exc
+        else:
+            stopped = None
     if args.json:
         print(json.dumps(run.to_dict(), indent=2))
     else:
         print_run(run, _console())
+    if isinstance(stopped, Stopped):
+        return 128 + stopped.signum
     return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
@@ -254,14 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="TASK",
                    help="with --incremental, run TASK (or every instance of grid TASK) even if "
                         "it is up to date (repeatable)")
-    p.set_defaults(func=cmd_run)
+    p.set_defaults(func=cmd_run, cancel_on_signals=True)
 
     p = sub.add_parser("resume", help="run again the tasks of a run that did not succeed")
     p.add_argument("run_id", help="a run id, or 'latest'")
     p.add_argument("--from", dest="from_task", default=None, metavar="TASK",
                    help="also run TASK and everything downstream of it again")
     with_run_options(p)
-    p.set_defaults(func=cmd_resume)
+    p.set_defaults(func=cmd_resume, cancel_on_signals=True)
 
     p = sub.add_parser("validate", help="check a pipeline without running it")
     p.add_argument("pipeline")
@@ -309,13 +314,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (systemd stopping a unit, a closed terminal): the run is cancelled
+    as Ctrl-C cancels it, and the exit code says which signal (128 + its number)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    def stop(signum, frame):
+        signal.signal(signum, signal.SIG_DFL)  # a second one stops at once
+        raise Stopped(signum)
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
+class _ClosedPipeTolerant:
+    """stdout that a reader closing early (``nborch runs | head``) silences rather than
+    fails: what follows goes nowhere, and the command carries on to its real exit code."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._silence()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._silence()
+
+    def _silence(self) -> None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    sys.stdout = _ClosedPipeTolerant(sys.stdout)
+    if getattr(args, "cancel_on_signals", False):
+        _stop_on_signals()
     try:
         return args.func(args)
     except NborchError as exc:
         print(printable(f"nborch: error: {exc}"), file=sys.stderr)
         return exc.exit_code
+    except Stopped as exc:
+        return 128 + exc.signum
     except KeyboardInterrupt:
         return EXIT_CANCELLED
 

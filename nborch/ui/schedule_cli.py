@@ -153,4 +153,4 @@ def add_parsers(sub) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (inclusive)")
     p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
     p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
-    p.set_defaults(func=cmd_backfill)
+    p.set_defaults(func=cmd_backfill, cancel_on_signals=True)
