@@ -593,3 +593,14 @@ def test_notebook_and_parameter_problems_in_one_message(workdir):
     write_pipeline(workdir, spec, name=PIPELINE)
     proc = nborch("validate", PIPELINE, cwd=workdir)
     _assert_all(proc, [PIPELINE, str(paths["a"].parent / "missing.ipynb"), "'colour'"])
+
+
+def test_bad_durations_of_a_hook_and_the_scheduler_are_exit_2(workdir):
+    write_notebook(workdir / "a.ipynb", "pass")
+    write_pipeline(workdir, {"name": "d", "tasks": {"a": {"notebook": "a.ipynb"}},
+                             "on_failure": [{"webhook": "http://127.0.0.1:9/x",
+                                             "timeout": "soon"}]}, name=PIPELINE)
+    for proc, words in ((nborch("validate", PIPELINE, cwd=workdir), ["timeout", "soon"]),
+                        (nborch("scheduler", "--grace", "abc", cwd=workdir), ["--grace", "abc"])):
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert all(w in proc.stderr for w in words), proc.stderr

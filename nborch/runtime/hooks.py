@@ -126,8 +126,8 @@ def _parse_one(item: Any, at: str) -> Hook:
         from ..spec.templating import parse_duration
         try:
             options["timeout"] = parse_duration(options["timeout"])
-        except SpecError as exc:
-            raise SpecError(f"{at}: {exc}") from None
+        except ValueError as exc:
+            raise SpecError(f"{at}: timeout: {exc}") from None
     retries = options.get("retries", DEFAULT_RETRIES)
     if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
         raise SpecError(f"{at}: retries must be a whole number >= 0, not {retries!r}")

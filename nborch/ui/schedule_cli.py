@@ -11,9 +11,12 @@ from ..core.errors import NborchError, SpecError
 from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
 
 
-def _duration(text: str) -> float:
+def _duration(text: str, option: str) -> float:
     from ..spec.templating import parse_duration
-    return parse_duration(text)
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise SpecError(f"{option}: {exc}") from None
 
 
 def _date(text: str, option: str) -> date:
@@ -91,7 +94,7 @@ def cmd_scheduler(args) -> int:
     def say(text: str) -> None:  # its lines name pipelines and quote their errors
         print(printable(text), flush=True)
 
-    grace = _duration(args.grace)  # a bad --grace is reported before the port is taken
+    grace = _duration(args.grace, "--grace")  # a bad --grace is reported before the port is taken
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
