@@ -151,6 +151,7 @@ def test_retry_hooks_and_python_callables_from_the_api(workdir: Path):
     ([{"email": "not-an-address"}], "email must be an address or a list of addresses"),
     ([{"webhook": "http://x", "secret_headers": {"X-Token": "NOT_SET_ANYWHERE"}}],
      "NOT_SET_ANYWHERE"),
+    ([{"email": "oncall@example.com"}], "the hook needs 'NBORCH_SMTP_HOST'"),  # else lost
 ])
 def test_bad_hooks_are_validation_errors(workdir: Path, hooks, message):
     path = failing_pipeline(workdir, on_failure=hooks)

@@ -140,6 +140,8 @@ def test_scheduler_process_runs_due_slots_is_alone_and_stops_on_sigterm(workdir:
     try:
         lines = wait_for_line(proc, "started for")
         run_id = lines[-1].split("run ")[1].split()[0]
+        # Each line says when (a scheduler's output is read days later, in a journal).
+        assert all(datetime.fromisoformat(line.split()[0]) for line in lines)
         # A second scheduler on the same store is refused while the first one lives.
         second = nborch("scheduler", cwd=workdir, timeout=60)
         assert second.returncode == 2 and "another scheduler is already active" in second.stderr

@@ -101,3 +101,26 @@ def test_a_process_starting_many_runs_holds_no_file_or_thread_per_run(workdir: P
     warm = seen[3]
     assert max(fds for fds, _ in seen[4:]) <= warm[0] + 2, seen
     assert max(threads for _, threads in seen[4:]) <= warm[1] + 2, seen
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "home_is_a_file"])
+def test_a_store_that_cannot_record_stops_the_run_before_it_starts(workdir: Path, damage: str):
+    write_notebook(workdir / "a.ipynb", f"open({str(workdir / 'ran')!r}, 'w').close()")
+    write_pipeline(workdir, {"name": "rec", "tasks": {"a": {"notebook": "a.ipynb"}}})
+    home = workdir / ".nborch"
+    if damage == "home_is_a_file":
+        home.write_text("not a folder")
+    else:
+        for _ in range(3):  # a store with some runs in it
+            nborch("run", "pipeline.yaml", cwd=workdir, check=True)
+        (workdir / "ran").unlink()
+        db = home / "nborch.db"
+        data = db.read_bytes()
+        db.write_bytes(os.urandom(len(data)) if damage == "garbage" else data[:len(data) // 2])
+        for extra in ("nborch.db-wal", "nborch.db-shm"):
+            (home / extra).unlink(missing_ok=True)
+    proc = nborch("run", "pipeline.yaml", cwd=workdir)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr and "nothing was run" in proc.stderr, proc.stderr
+    assert str(home) in proc.stderr or ".nborch" in proc.stderr
+    assert not (workdir / "ran").exists(), "the task ran unrecorded"

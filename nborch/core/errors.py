@@ -38,5 +38,12 @@ class StoreError(NborchError):
     """The run store cannot be read or written."""
 
 
+class StoreUnusable(StoreError):
+    """The run store cannot be written (read-only, corrupt, full): checked before a run
+    starts, so nothing runs unrecorded."""
+
+    exit_code = 2
+
+
 class RunNotFound(StoreError):
     exit_code = 2

@@ -76,7 +76,9 @@ def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = No
         outputs.check(str(output_dir))
     prepared = prepare(pipeline, params, run_id=new_run_id(),
                        logical_date=parse_logical_date(logical_date))
-    engine = Engine(prepared, Store(home), get_executor(executor),
+    store = Store(home)
+    store.check_writable()  # before any kernel starts: nothing runs unrecorded
+    engine = Engine(prepared, store, get_executor(executor),
                     max_parallel or os.cpu_count() or 1, fail_fast, incremental,
                     pipeline.expand(force), output_dir=output_dir)
     return engine.start(listeners)
@@ -88,6 +90,7 @@ def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str 
     """Run again the tasks of ``run_id`` that did not succeed (and, with ``from_task``, that
     task and everything downstream of it), keeping the rest, as the same run."""
     store = Store(home)
+    store.check_writable()
     previous = store.get_run(run_id)  # also marks it crashed if its process died
     if previous.status == "running":
         raise NborchError(f"run {run_id} is still running; cancel it or wait for it to end")

@@ -144,10 +144,13 @@ def credentials(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
     return [v for v in values if v and not too_short(v)]
 
 
-def missing_secret_headers(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
-    """Environment variables that ``secret_headers`` name but that ``env`` lacks."""
-    return sorted({var for h in hooks for var in h.options.get("secret_headers", {}).values()
-                   if not env.get(var)})
+def missing_settings(hooks: list[Hook], env: Mapping[str, str]) -> list[str]:
+    """Environment variables the hooks need but ``env`` lacks: what ``secret_headers`` name,
+    and ``NBORCH_SMTP_HOST`` for an email hook."""
+    needed = {var for h in hooks for var in h.options.get("secret_headers", {}).values()}
+    if any(h.kind == "email" for h in hooks):
+        needed.add("NBORCH_SMTP_HOST")
+    return sorted(var for var in needed if not env.get(var))
 
 
 # -- sending --------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
 from ..core.model import Pipeline, Task, has_nul
 from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, too_short
-from ..runtime.hooks import missing_secret_headers
+from ..runtime.hooks import missing_settings
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 
@@ -125,9 +125,9 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                for g, names in pipeline.grids.items()]
     for owner, hooks in owners:
         for event, listed in hooks.items():
-            problems += [f"{owner}: {event}: secret_headers names {var!r}, which is not set in the "
+            problems += [f"{owner}: {event}: the hook needs {var!r}, which is not set in the "
                          f"environment or in {_dotenv_path(pipeline)}"
-                         for var in missing_secret_headers(listed, secret_env)]
+                         for var in missing_settings(listed, secret_env)]
     prepared: dict[str, PreparedTask] = {}
     for name, task in pipeline.tasks.items():
         info = infos.get(name)

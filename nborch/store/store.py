@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..core.errors import RunNotFound, StoreError
+from ..core.errors import RunNotFound, StoreError, StoreUnusable
 from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
                            TaskStateChanged)
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
@@ -180,6 +180,35 @@ class Store:
                 return conn.execute(sql, args).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"cannot read the run store {self.path}: {exc}") from None
+
+    def check_writable(self) -> None:
+        """Raise ``StoreUnusable`` unless a run could be recorded here now: the database is
+        whole (SQLite's quick check) and a write reaches the disk."""
+        if self.home.exists() and not self.home.is_dir():
+            raise StoreUnusable(f"the run store's folder {self.home} is a file; set NBORCH_HOME "
+                                "(or --home) to a folder; nothing was run")
+        try:
+            conn = self._connect()
+            with self._lock:
+                problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
+                if problems != ["ok"]:
+                    raise StoreUnusable(f"the run store {self.path} is corrupt ({problems[0]}); "
+                                        "move it aside to start a new one")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA user_version = {version}")  # writes the header
+                    conn.execute("COMMIT")
+                except sqlite3.Error:
+                    conn.execute("ROLLBACK")
+                    raise
+        except StoreUnusable:
+            raise
+        except StoreError as exc:  # it could not be opened
+            raise StoreUnusable(f"{exc}; nothing was run") from None
+        except sqlite3.Error as exc:
+            raise StoreUnusable(f"cannot record runs in {self.path}: {exc}; nothing was "
+                                "run") from None
 
     def close(self) -> None:
         with self._lock:

@@ -92,7 +92,9 @@ def cmd_schedule_remove(args) -> int:
 def cmd_scheduler(args) -> int:
     from ..scheduling.scheduler import Scheduler
     def say(text: str) -> None:  # its lines name pipelines and quote their errors
-        print(printable(text), flush=True)
+        from datetime import datetime
+        print(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {printable(text)}",
+              flush=True)
 
     grace = _duration(args.grace, "--grace")  # a bad --grace is reported before the port is taken
     metrics = serve_metrics(args, say)
