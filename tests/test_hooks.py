@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.policy
 import json
 import sys
+import threading
 from email import message_from_bytes
 from pathlib import Path
 
@@ -159,3 +160,37 @@ def test_bad_hooks_are_validation_errors(workdir: Path, hooks, message):
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
     assert "on_failure" in proc.stderr
     assert not (workdir / ".nborch" / "nborch.db").exists()
+
+
+def test_a_hanging_webhook_delays_no_other_hook(workdir: Path, receiver: Receiver):
+    """Hooks are delivered side by side: the working webhook, listed after one that never
+    answers, is received while the hanging request is still open."""
+    import socket
+    hanging = socket.socket()
+    hanging.bind(("127.0.0.1", 0))
+    hanging.listen()
+    open_request = threading.Event()
+
+    def hold() -> None:  # read the request, answer nothing, until the client gives up
+        conn, _ = hanging.accept()
+        open_request.set()
+        while conn.recv(65536):
+            pass
+        open_request.clear()
+        conn.close()
+    threading.Thread(target=hold, daemon=True).start()
+    seen_open: list[bool] = []
+
+    class Watching(list):
+        def append(self, post) -> None:
+            seen_open.append(open_request.wait(15))
+            super().append(post)
+    receiver.posts = Watching()
+    path = failing_pipeline(workdir, on_failure=[
+        {"webhook": f"http://127.0.0.1:{hanging.getsockname()[1]}/hang", "timeout": "20s",
+         "retries": 0},
+        {"webhook": receiver.url("/works")}])
+    proc = nborch("run", str(path), cwd=workdir)
+    hanging.close()
+    assert proc.returncode == 1, proc.stderr
+    assert receiver.answered("/works") and seen_open == [True]

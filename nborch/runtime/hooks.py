@@ -6,9 +6,10 @@ settings from ``NBORCH_SMTP_*`` environment variables, stdlib ``smtplib``) and, 
 Python API, any callable taking the payload. A hook that fails is logged (in the run's
 ``hooks.log`` and nborch's logger) and never changes the run's outcome.
 
-``HookRunner`` is an event listener: task hooks run in a worker thread so the engine never
-waits on a slow endpoint, and the run's own hooks run when the run ends, after every task
-hook, before ``RunHandle.wait()`` returns (so a CLI run exits only once its alerts are out).
+``HookRunner`` is an event listener: each hook is delivered on a thread of a small pool,
+so neither the engine nor another hook waits on a slow endpoint; when the run ends, its
+own hooks are sent and every delivery is waited for, at most ``DELIVERY_LIMIT`` seconds,
+before ``RunHandle.wait()`` returns (so a CLI run exits once its alerts are out).
 """
 
 from __future__ import annotations
@@ -16,12 +17,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -41,6 +41,8 @@ OPTIONS = {"webhook": ("headers", "secret_headers", "timeout", "retries"),
 DEFAULT_TIMEOUT = 10.0  # seconds, per request or command
 DEFAULT_RETRIES = 2     # extra webhook requests after a failed one (1 s, then 2 s apart)
 MESSAGE_LIMIT = 500     # characters of a failed hook's message kept in hooks.log
+SENDERS_AT_ONCE = 8     # hooks delivered at once, per run
+DELIVERY_LIMIT = 60.0   # seconds a run's end waits for its hooks, at most
 
 
 @dataclass(frozen=True)
@@ -281,9 +283,9 @@ class HookRunner:
         hooks = [h for by_event in [pipeline_hooks, *task_hooks.values()]
                  for listed in by_event.values() for h in listed]
         self.masker = Masker([*secrets, *credentials(hooks, env)])
-        self._queue: queue.Queue = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name="nborch-hooks", daemon=True)
-        self._worker.start()
+        # Each hook on a thread of its own: a webhook that hangs delays no other alert.
+        self._pool = ThreadPoolExecutor(SENDERS_AT_ONCE, thread_name_prefix="nborch-hook")
+        self._sending: list[Future] = []
 
     def __call__(self, event: Any) -> None:
         if getattr(event, "run_id", None) != self.run.run_id:
@@ -293,28 +295,33 @@ class HookRunner:
             if hook_event is None:
                 return
             for hook in self.task_hooks.get(event.task, {}).get(hook_event, []):
-                self._queue.put((hook, payload(self.run, hook_event, event.task)))
+                self._send(hook, payload(self.run, hook_event, event.task))
             if hook_event == "on_retry":
                 for hook in self.pipeline_hooks.get("on_retry", []):
-                    self._queue.put((hook, payload(self.run, hook_event, event.task)))
+                    self._send(hook, payload(self.run, hook_event, event.task))
         elif isinstance(event, RunEnded):
             hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
             for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
-                self._queue.put((hook, payload(self.run, hook_event)))
-            self._queue.put(None)
-            self._worker.join()  # every alert is out before the run counts as finished
+                self._send(hook, payload(self.run, hook_event))
+            # Every alert is out before the run counts as finished, within a bound.
+            _, late = wait(self._sending, timeout=DELIVERY_LIMIT)
+            if late:
+                self._log(f"{len(late)} hook(s) still sending after {DELIVERY_LIMIT:g}s: "
+                          "not waited for")
+            self._pool.shutdown(wait=False)
 
-    def _work(self) -> None:
-        while (item := self._queue.get()) is not None:
-            hook, data = item
-            try:
-                send(hook, data, self.env)
-                self._log(f"{data['hook']} {hook.describe()}: sent")
-            except Exception as exc:  # masked before it is shortened
-                why = self.masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
-                self._log(f"{data['hook']} {hook.describe()}: FAILED: {why}")
-                log.warning("nborch: hook %s of run %s failed: %s", hook.describe(),
-                            self.run.run_id, why)
+    def _send(self, hook: Hook, data: dict) -> None:
+        self._sending.append(self._pool.submit(self._deliver, hook, data))
+
+    def _deliver(self, hook: Hook, data: dict) -> None:
+        try:
+            send(hook, data, self.env)
+            self._log(f"{data['hook']} {hook.describe()}: sent")
+        except Exception as exc:  # masked before it is shortened
+            why = self.masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
+            self._log(f"{data['hook']} {hook.describe()}: FAILED: {why}")
+            log.warning("nborch: hook %s of run %s failed: %s", hook.describe(),
+                        self.run.run_id, why)
 
     def _log(self, line: str) -> None:
         private.makedirs(self.log_path.parent)
