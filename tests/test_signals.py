@@ -121,6 +121,10 @@ def test_a_store_that_cannot_record_stops_the_run_before_it_starts(workdir: Path
             (home / extra).unlink(missing_ok=True)
     proc = nborch("run", "pipeline.yaml", cwd=workdir)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
-    assert "Traceback" not in proc.stderr and "nothing was run" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and "nothing was run" in proc.stderr \
+        or "is a file" in proc.stderr, proc.stderr
     assert str(home) in proc.stderr or ".nborch" in proc.stderr
     assert not (workdir / "ran").exists(), "the task ran unrecorded"
+    if damage == "home_is_a_file":  # read commands say so too
+        proc = nborch("runs", cwd=workdir)
+        assert proc.returncode == 2 and "is a file" in proc.stderr, proc.stderr

@@ -117,10 +117,17 @@ class Store:
 
     @property
     def exists(self) -> bool:
+        self._check_home()
         return self.path.exists()
+
+    def _check_home(self) -> None:
+        if self.home.exists() and not self.home.is_dir():  # a typo'd NBORCH_HOME, say
+            raise StoreUnusable(f"the run store's folder {self.home} is a file; set "
+                                "NBORCH_HOME (or --home) to a folder")
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
+            self._check_home()
             try:
                 makedirs(self.home)
                 # The home is its owner's (see private.py). One an older nborch made 0755 is
@@ -184,9 +191,6 @@ class Store:
     def check_writable(self) -> None:
         """Raise ``StoreUnusable`` unless a run could be recorded here now: the database is
         whole (SQLite's quick check) and a write reaches the disk."""
-        if self.home.exists() and not self.home.is_dir():
-            raise StoreUnusable(f"the run store's folder {self.home} is a file; set NBORCH_HOME "
-                                "(or --home) to a folder; nothing was run")
         try:
             conn = self._connect()
             with self._lock:
