@@ -10,14 +10,13 @@ from typing import Any
 
 from .inside import artifact_path, publish, secret
 
-__version__ = "0.1.0"
 __all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "ValidationError",
            "publish", "artifact_path", "secret", "__version__"]
 
 _LAZY = {
     "Pipeline": "core.model", "Task": "core.model", "Run": "core.run", "TaskRun": "core.run",
     "Store": "store.store", "NborchError": "core.errors", "SpecError": "core.errors",
-    "ValidationError": "core.errors",
+    "ValidationError": "core.errors", "__version__": "core.version",
 }
 
 

@@ -88,12 +88,13 @@ def test_output_limit_setting_clears_and_errors(workdir: Path, monkeypatch):
     write_notebook(
         workdir / "nb.ipynb",
         # progress shown by clearing: 200 KiB in all, never more than 1 KiB at once (not
-        # thousands of messages: past zmq's high-water marks, iopub messages are lost)
-        "from IPython.display import clear_output, display\nfor i in range(200):\n"
-        "    clear_output(wait=True)\n    print(str(i) * (1024 // len(str(i))))",
-        "print('a' * 40000)",
+        # thousands of messages: past zmq's high-water marks, iopub messages are lost).
+        # One write per line: print writes its end apart, and the two may be two messages.
+        "import sys\nfrom IPython.display import clear_output, display\nfor i in range(200):\n"
+        "    clear_output(wait=True)\n    sys.stdout.write(str(i) * (1024 // len(str(i))) + '\\n')",
+        "_ = sys.stdout.write('a' * 40000 + '\\n')",
         "display({'text/html': 'h' * 30000, 'text/plain': 'big'}, raw=True)",
-        "print('late')",
+        "_ = sys.stdout.write('late\\n')",
         "raise ValueError('kept although over the limit')")
     p = Pipeline("caps")
     p.notebook("nb.ipynb", env={"NBORCH_MAX_OUTPUT": "64K"})  # ...and the task's, which wins

@@ -5,7 +5,8 @@ from __future__ import annotations
 import jinja2
 import pytest
 
-from nborch.spec.templating import format_duration, parse_duration, render, template_error
+from nborch.core.clock import format_duration, parse_duration
+from nborch.spec.templating import render, template_error
 
 CTX = {
     "run_id": "20260101T060000-abc",

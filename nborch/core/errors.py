@@ -47,3 +47,10 @@ class StoreUnusable(StoreError):
 
 class RunNotFound(StoreError):
     exit_code = 2
+
+
+def error_dict(kind: str, message: str, cell: int | None = None,
+               traceback: str | None = None) -> dict:
+    """A task attempt's error as stored and shown: ``{"type", "message", "cell", ...}``."""
+    return {"type": kind, "message": message, "cell": cell, "cell_source": None,
+            "traceback": traceback}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from ..spec.templating import parse_duration
+from .clock import parse_duration
 from .errors import SpecError
 
 if TYPE_CHECKING:

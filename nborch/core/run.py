@@ -6,13 +6,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from .clock import utcnow
 from .events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
     if not start:
         return None
-    from ..store.store import utcnow
     end_dt = datetime.fromisoformat(end or utcnow())
     return (end_dt - datetime.fromisoformat(start)).total_seconds()
 

@@ -19,10 +19,11 @@ from typing import Any, Callable
 import nbformat
 
 from ..core import private
+from ..core.clock import utcnow
+from ..core.errors import error_dict
 from ..core.events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from ..core.secrecy import Masker, StreamMasker
 from ..inside import PUBLISH_MIME, publish_preview
-from ..store.store import utcnow
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 log = logging.getLogger("nborch")
@@ -71,13 +72,6 @@ class AttemptResult:
     output_path: str | None
     values: dict = field(default_factory=dict)
     error: dict | None = None
-
-
-def error_dict(kind: str, message: str, cell: int | None = None,
-               traceback: str | None = None) -> dict:
-    """An attempt's error as stored and shown: ``{"type", "message", "cell", ...}``."""
-    return {"type": kind, "message": message, "cell": cell, "cell_source": None,
-            "traceback": traceback}
 
 
 class LogSinks:

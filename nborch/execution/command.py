@@ -18,9 +18,10 @@ import threading
 from typing import Any, Callable
 
 from ..core.private import FILE_MODE
+from ..core.clock import utcnow
+from ..core.errors import error_dict
 from ..core.secrecy import Masker, task_environment
-from ..store.store import utcnow
-from .attempt import AttemptJob, AttemptResult, LogSinks, error_dict, make_product_dirs
+from .attempt import AttemptJob, AttemptResult, LogSinks, make_product_dirs
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..core import private
+from ..core.clock import utcnow
 from ..core.dag import downstream_map
 from ..core.errors import NborchError, SpecError
 from ..core.events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
@@ -33,7 +34,7 @@ from ..execution.executors import get_executor
 from ..execution.kernels import KernelRequest
 from ..spec.ploomber import injected_upstream, ploomber_job
 from ..spec.validate import PreparedRun, prepare, stable_hash
-from ..store.store import Store, utcnow
+from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
 

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from ..core import private
+from ..core.clock import parse_duration, utcnow
 from ..core.errors import SpecError
 from ..core.events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
 from ..core.secrecy import Masker, too_short
-from ..store.store import utcnow
 
 log = logging.getLogger("nborch")
 EVENTS = ("on_failure", "on_success", "on_retry")
@@ -125,7 +125,6 @@ def _parse_one(item: Any, at: str) -> Hook:
                 isinstance(v, str) for v in value.values())):
             raise SpecError(f"{at}: {key} must map header names to strings")
     if "timeout" in options:
-        from ..spec.templating import parse_duration
         try:
             options["timeout"] = parse_duration(options["timeout"])
         except ValueError as exc:

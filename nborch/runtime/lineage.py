@@ -18,7 +18,7 @@ import threading
 import uuid
 from typing import Any
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.events import FAILED, RUNNING, RunEnded, RunStarted, TaskStateChanged
 from ..core.secrecy import Masker
 

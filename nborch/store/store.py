@@ -20,7 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..core.errors import RunNotFound, StoreError, StoreUnusable
+from ..core.clock import utcnow
+from ..core.errors import RunNotFound, StoreError, StoreUnusable, error_dict
 from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
                            TaskStateChanged)
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
@@ -73,10 +74,6 @@ MIGRATIONS: list[list[str]] = [
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def utcnow() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def default_home() -> Path:
@@ -351,7 +348,6 @@ class Store:
     def _record_crash(self, row: sqlite3.Row) -> None:
         run_id, now = row["run_id"], utcnow()
         why = f"the nborch process (pid {row['pid']} on {row['host']}) died while this task ran"
-        from ..execution.attempt import error_dict
         error = json.dumps(error_dict("OrchestratorDied", why))
         with self._write() as conn:
             if conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] \

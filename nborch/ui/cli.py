@@ -9,7 +9,7 @@ import signal
 import sys
 from contextlib import nullcontext
 
-from .. import __version__
+from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130

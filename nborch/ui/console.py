@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import IO
 
 from ..core.events import FINAL_TASK_STATES, RunEnded, RunStarted, TaskStateChanged
+from ..core.clock import format_duration
 from ..core.grouping import groups, summary
 from ..core.run import Run, _seconds_between
-from ..spec.templating import format_duration
 
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")

@@ -18,9 +18,9 @@ from typing import Mapping, Sequence
 from urllib.parse import quote
 
 from ..core.grouping import groups
+from ..core.clock import format_duration
 from ..core.grouping import summary as grid_summary
 from ..core.run import Run
-from ..spec.templating import format_duration
 from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
 
 FINISHED = ("success", "failed", "upstream_failed", "skipped", "cancelled")

@@ -15,9 +15,9 @@ import jinja2
 from markupsafe import Markup
 
 from ..core.grouping import groups
+from ..core.clock import format_duration, utcnow
 from ..core.run import Run
-from ..spec.templating import format_duration
-from ..store.store import Store, utcnow
+from ..store.store import Store
 from . import htmlview
 from .graph import STATE_COLORS
 
@@ -183,7 +183,7 @@ def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
 
 def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> str:
     """The report page for ``run`` and its ``attempts`` (``Store.attempts``)."""
-    from .. import __version__
+    from ..core.version import __version__
     graph = htmlview.layout(htmlview.run_edges(run))
     svg = graph.draw(run) if graph else None
     errors = [htmlview.error_details(a["task"], a["error"], label=f"attempt {a['attempt']} "

@@ -12,7 +12,7 @@ from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_me
 
 
 def _duration(text: str, option: str) -> float:
-    from ..spec.templating import parse_duration
+    from ..core.clock import parse_duration
     try:
         return parse_duration(text)
     except ValueError as exc:

@@ -24,9 +24,9 @@ import uuid
 from typing import Any, Callable
 
 from ...core import events
-from ...core.errors import NborchError, SpecError
-from ...store.store import utcnow
-from ..attempt import AttemptJob, AttemptResult, error_dict
+from ...core.clock import utcnow
+from ...core.errors import NborchError, SpecError, error_dict
+from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 
 log = logging.getLogger("nborch")

@@ -14,8 +14,9 @@ import threading
 import traceback
 from typing import Callable
 
-from ...store.store import utcnow
-from ..attempt import AttemptJob, AttemptResult, error_dict, make_runner
+from ...core.clock import utcnow
+from ...core.errors import error_dict
+from ..attempt import AttemptJob, AttemptResult, make_runner
 from ..kernels import Kernel, KernelRequest
 
 log = logging.getLogger("nborch")
