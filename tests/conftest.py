@@ -170,6 +170,19 @@ def small_pipeline(folder: Path, name: str = "nightly", body: str = "pass", **ex
         "after": {"notebook": "after.ipynb", "upstream": ["job"]}}, **extra})
 
 
+def hanging_pipeline(folder: Path) -> Path:
+    """A pipeline whose first task hangs (after creating the returned marker file) and whose
+    second waits for it: for stopping a run that is busy."""
+    started = folder / "started"
+    write_notebook(folder / "hang.ipynb",
+                   f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(300)")
+    write_notebook(folder / "later.ipynb", "pass")
+    write_pipeline(folder, {"name": "hangs", "tasks": {
+        "hang": {"notebook": "hang.ipynb"},
+        "later": {"notebook": "later.ipynb", "upstream": ["hang"]}}})
+    return started
+
+
 def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
     return subprocess.Popen([sys.executable, "-m", "nborch", "scheduler", *args], cwd=workdir,

@@ -15,7 +15,8 @@ from nborch import Pipeline
 from nborch.execution.attempt import AttemptJob
 from nborch.execution.executors.local import LocalExecutor
 from nborch.execution.kernels import KernelRequest
-from conftest import forked_kernels, kernel_templates, kernels_of, write_notebook, write_pipeline
+from conftest import (forked_kernels, hanging_pipeline, kernel_templates, kernels_of,
+                      write_notebook, write_pipeline)
 
 
 
@@ -124,13 +125,7 @@ def test_kernels_can_be_started_without_the_template(workdir: Path, monkeypatch)
 def test_a_killed_orchestrator_takes_its_forked_kernels_with_it(workdir: Path):
     """SIGKILL of `nborch run`: the template sees its stdin close and exits, and the
     kernels forked from it exit when their parent goes (ipykernel's parent poller)."""
-    started = workdir / "started"
-    write_notebook(workdir / "slow.ipynb",
-                   f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(300)")
-    write_notebook(workdir / "after.ipynb", "x = 1")
-    write_pipeline(workdir, {"name": "killed", "tasks": {
-        "slow": {"notebook": "slow.ipynb"},
-        "after": {"notebook": "after.ipynb", "upstream": ["slow"]}}})
+    started = hanging_pipeline(workdir)
     proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60

@@ -13,17 +13,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import nborch, run_json, write_notebook, write_pipeline
+from conftest import hanging_pipeline, nborch, run_json, write_notebook, write_pipeline
 
 
 def _start_hanging_run(workdir: Path) -> tuple[subprocess.Popen, Path]:
-    started = workdir / "started"
-    write_notebook(workdir / "hang.ipynb",
-                   f"open({str(started)!r}, 'w').close()\nimport time\ntime.sleep(300)")
-    write_notebook(workdir / "later.ipynb", "pass")
-    write_pipeline(workdir, {"name": "hangs", "tasks": {
-        "hang": {"notebook": "hang.ipynb"},
-        "later": {"notebook": "later.ipynb", "upstream": ["hang"]}}})
+    started = hanging_pipeline(workdir)
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
     proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
                             cwd=workdir, env=env, stdout=subprocess.PIPE,
