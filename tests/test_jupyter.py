@@ -510,6 +510,10 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
                                        "report": ("region",)}
     assert htmlview.states_of(run) == {"extract": "success", "region": "running",
                                        "report": "pending"}
+    # `nborch show` colours the grid's row by the same state as the widget's node.
+    from nborch.ui.console import STYLE, _grid_row
+    row = _grid_row("region", [t for t in tasks.values() if t.grid == "region"])
+    assert row[1].startswith(f"[{STYLE['running']}]")
     assert htmlview.status_lines(run)["region"] == "37/500 · 2 failed"
     view = RunView(run)
     assert fills(view.graph.value) == {"extract": GREEN, "region": STATE_COLORS["running"],

@@ -21,6 +21,17 @@ def groups(run) -> dict[str, list[str]]:
     return out
 
 
+def grid_state(states: Iterable[str]) -> str:
+    """One state for a whole grid, the same in every view: busy while any instance is, then
+    the worst outcome."""
+    states = list(states)
+    for state in ("running", "retrying", "queued", "failed", "upstream_failed", "cancelled",
+                  "pending"):
+        if state in states:
+            return state
+    return "skipped" if all(s == "skipped" for s in states) else "success"
+
+
 def summary(states: Iterable[str]) -> str:
     """``37/100 done, 2 failed, 61 pending``: done is success or skipped."""
     states = list(states)

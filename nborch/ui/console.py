@@ -17,7 +17,7 @@ from typing import IO
 
 from ..core.events import FINAL_TASK_STATES, RunEnded, RunStarted, TaskStateChanged
 from ..core.clock import format_duration
-from ..core.grouping import groups, summary
+from ..core.grouping import grid_state, groups, summary
 from ..core.run import Run, _seconds_between
 
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
@@ -280,8 +280,6 @@ def print_run(run: Run, console) -> None:
 def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
     """A grid's row in ``show``: its counts per state, total attempts, overall span."""
     states = [t.status for t in tasks]
-    worst = next((s for s in ("failed", "upstream_failed", "retrying", "running", "cancelled",
-                              "queued", "pending") if s in states), "success")
     starts = [t.started_at for t in tasks if t.started_at]
     ends = [t.ended_at for t in tasks if t.ended_at]
     ended = all(s in FINAL_TASK_STATES for s in states)
@@ -290,7 +288,8 @@ def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
     outputs = [t.output_path for t in tasks if t.output_path]
     pattern = os.path.commonprefix([t.name for t in tasks]).rstrip("0123456789") + "*.ipynb"
     where = _short_path(str(Path(outputs[0]).parent / pattern)) if outputs else ""
-    return (f"{markup(name, False)} (grid)", f"[{STYLE.get(worst, '')}]{summary(states)}[/]",
+    return (f"{markup(name, False)} (grid)",
+            f"[{STYLE.get(grid_state(states), '')}]{summary(states)}[/]",
             str(sum(t.attempts for t in tasks)), format_duration(duration), markup(where, False))
 
 

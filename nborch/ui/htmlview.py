@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from ..core.grouping import groups
+from ..core.grouping import grid_state, groups
 from ..core.clock import format_duration
 from ..core.grouping import summary as grid_summary
 from ..core.run import Run
@@ -155,15 +155,6 @@ def run_edges(run: Run) -> dict[str, tuple[str, ...]]:
         ups = tuple(dict.fromkeys(node[u] for u in t.upstream))
         edges[node[name]] = tuple(dict.fromkeys(edges.get(node[name], ()) + ups))
     return edges
-
-
-def grid_state(states: list[str]) -> str:
-    """One state for a grid's node: busy while any instance is, then the worst outcome."""
-    for state in ("running", "retrying", "queued", "failed", "upstream_failed", "cancelled",
-                  "pending"):
-        if state in states:
-            return state
-    return "skipped" if all(s == "skipped" for s in states) else "success"
 
 
 def states_of(run: Run) -> dict[str, str]:

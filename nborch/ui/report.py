@@ -14,7 +14,7 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from ..core.grouping import groups
+from ..core.grouping import grid_state, groups
 from ..core.clock import format_duration, utcnow
 from ..core.run import Run
 from ..store.store import Store
@@ -155,7 +155,7 @@ def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
         elif grids[task.grid][0] == name:
             members = grids[task.grid]
             lines.append((task.grid, members,
-                          htmlview.grid_state([run.tasks[m].status for m in members]), None))
+                          grid_state([run.tasks[m].status for m in members]), None))
     rows = []
     for i, (row_name, members, status_of_row, reason) in enumerate(lines):
         bars = []
