@@ -79,6 +79,18 @@ def test_schedule_add_list_pause_resume_remove(workdir: Path):
     [row] = json.loads(nborch("schedule", "list", "--json", cwd=workdir, check=True).stdout)
     assert (row["cron"], row["timezone"], row["paused"], row["next_run"],
             row["max_active_runs"]) == ("15 7 * * 1-5", "UTC", True, None, 2)
+    # Adding it again updates it and keeps its progress (and its pause), unless --start.
+    Store(workdir / ".nborch").update_schedule("nightly", last_slot="2026-03-02T07:15:00+00:00")
+    again = nborch("schedule", "add", str(path), "--cron", "30 7 * * 1-5", cwd=workdir,
+                   check=True)
+    assert "updated the schedule of nightly (its progress kept" in again.stdout
+    [row] = json.loads(nborch("schedule", "list", "--json", cwd=workdir, check=True).stdout)
+    assert (row["cron"], row["paused"], row["last_slot"]) == (
+        "30 7 * * 1-5", True, "2026-03-02T07:15:00+00:00")
+    nborch("schedule", "add", str(path), "--start", "2026-04-01", cwd=workdir, check=True)
+    [row] = json.loads(nborch("schedule", "list", "--json", cwd=workdir, check=True).stdout)
+    assert (row["paused"], row["last_slot"]) == (False, None)
+    nborch("schedule", "pause", "nightly", cwd=workdir, check=True)
     nborch("schedule", "resume", "nightly", cwd=workdir, check=True)
     assert "next" in nborch("schedule", "list", cwd=workdir, check=True).stdout
     nborch("schedule", "remove", "nightly", cwd=workdir, check=True)

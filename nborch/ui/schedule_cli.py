@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 from contextlib import nullcontext
+from dataclasses import replace
 from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
@@ -45,10 +46,14 @@ def cmd_schedule_add(args) -> int:
                              catchup=True if args.catchup else None,
                              max_active_runs=args.max_active_runs, start=_start(args.start))
     store = _store(args)
-    replaced = any(s.pipeline == schedule.pipeline for s in store.schedules())
+    old = next((s for s in store.schedules() if s.pipeline == schedule.pipeline), None)
+    if old is not None and args.start is None:  # an update: it goes on where it was
+        schedule = replace(schedule, last_slot=old.last_slot, created_at=old.created_at,
+                           paused=old.paused)
     store.save_schedule(schedule)
     now = datetime.now(timezone.utc)
-    print(f"{'replaced' if replaced else 'added'} the schedule of {schedule.pipeline}: "
+    kept = "" if old is None or args.start else " (its progress kept; --start to reset it)"
+    print(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}{kept}: "
           f"{schedule.cron} ({schedule.timezone}), next run "
           f"{schedule.next_slot(now).isoformat()}; `nborch scheduler` starts its runs")
     return EXIT_OK
