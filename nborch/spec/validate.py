@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 from ..core.dag import find_cycle
@@ -55,12 +55,13 @@ class PreparedRun:
     def edges(self) -> dict[str, tuple[str, ...]]:
         return {name: p.task.upstream for name, p in self.tasks.items()}
 
-    @property
+    # Cached: the engine reads these for every attempt, and each walks every task.
+    @cached_property
     def secret_values(self) -> list[str]:
         return sorted({v for p in self.tasks.values() for v in p.secrets.values() if v},
                       key=len, reverse=True)
 
-    @property
+    @cached_property
     def withheld_env(self) -> frozenset[str]:
         """Environment variables no task inherits from nborch: every declared secret (a
         task gets its own back explicitly), hook header secrets, nborch's credentials."""

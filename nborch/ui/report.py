@@ -14,8 +14,8 @@ from pathlib import Path
 import jinja2
 from markupsafe import Markup
 
-from ..core.grouping import grid_state, groups
 from ..core.clock import format_duration, utcnow
+from ..core.grouping import grid_state, groups
 from ..core.run import Run
 from ..store.store import Store
 from . import htmlview
