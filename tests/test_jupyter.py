@@ -205,6 +205,7 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
 def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
     from nborch import Pipeline
     from nborch.scheduling.scheduler import Scheduler
+    from nborch.scheduling.schedules import registered
     tiny_pipeline(workdir)
     nb = execute(
         workdir,
@@ -214,7 +215,7 @@ def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
     assert "morning.pipeline.yaml: scheduled morning at '0 6 * * *' (UTC)" in \
         stdout_of(nb.cells[1]) + json.dumps(outputs(nb.cells[1]))
     store = Store(workdir / ".nborch")
-    [schedule] = store.schedules()
+    [schedule] = registered(store)
     assert (schedule.pipeline, schedule.cron, schedule.source) == (
         "morning", "0 6 * * *", str(workdir / "morning.pipeline.yaml"))
     assert store.list_runs() == []  # registered, not run

@@ -95,13 +95,6 @@ class Run:
             out[t.status] = out.get(t.status, 0) + 1
         return out
 
-    def resume(self, *, from_task: str | None = None, **options: Any) -> "Run":
-        """Run again the tasks that did not succeed (with ``from_task``: that task and all
-        downstream of it too), as a new attempt of this run; blocks and returns the Run."""
-        from ..runtime.engine import resume_run
-        return resume_run(self.run_id, pipeline=self.pipeline_obj, from_task=from_task,
-                          home=self.home, **options).wait()
-
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started_at": self.started_at, "ended_at": self.ended_at,

@@ -56,14 +56,6 @@ class AttemptJob:
     check_products: bool = False  # a success that leaves a declared product missing fails
 
 
-def make_runner(job: AttemptJob, kernel, emit: Callable[[Any], None]):
-    """The runner of an attempt: a notebook on ``kernel``, or a command (no kernel)."""
-    if job.command is not None:
-        from .command import CommandRunner
-        return CommandRunner(job, emit)
-    return AttemptRunner(job, kernel, emit)
-
-
 @dataclass
 class AttemptResult:
     status: str  # success | failed | cancelled

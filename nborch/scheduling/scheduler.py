@@ -23,7 +23,7 @@ from ..core.errors import NborchError, SpecError
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
 from ..store.store import Store
-from .schedules import Schedule, from_pipeline
+from .schedules import Schedule, from_pipeline, registered
 
 log = logging.getLogger("nborch")
 LOCK_NAME = "scheduler.lock"
@@ -103,7 +103,7 @@ class Scheduler:
     def tick(self, now: datetime) -> list[str]:
         """Start the runs that are due at ``now``; their run ids."""
         started = []
-        for schedule in self.store.schedules():
+        for schedule in registered(self.store):
             if schedule.paused:
                 continue
             due = schedule.due(now)
@@ -122,7 +122,7 @@ class Scheduler:
         return started
 
     def _start(self, schedule: Schedule, slot: datetime) -> str | None:
-        from ..runtime.engine import start_run
+        from ..runtime.api import start_run
         from ..spec.loader import load
         try:
             handle = start_run(load(schedule.source), params={}, logical_date=slot,
@@ -142,7 +142,7 @@ class Scheduler:
             self.say(f"run {event.run_id} ended: {event.status}")
 
     def _sleep_time(self, now: datetime) -> float:
-        upcoming = [s.next_slot(now) for s in self.store.schedules() if not s.paused]
+        upcoming = [s.next_slot(now) for s in registered(self.store) if not s.paused]
         until = min(((slot - now).total_seconds() for slot in upcoming), default=self.poll)
         return max(0.05, min(self.poll, until))
 
@@ -179,7 +179,7 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
     succeeded are skipped unless ``rerun``. Returns the finished Runs."""
-    from ..runtime.engine import start_run
+    from ..runtime.api import start_run
     from ..spec.loader import load
     if end < start:
         raise SpecError(f"--end {end} is before --start {start}")
@@ -187,8 +187,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
         raise SpecError(f"--max-parallel-runs must be >= 1, not {max_parallel_runs}")
     pipeline = load(source)
     store = Store(home)
-    registered = {s.pipeline: s for s in store.schedules()}
-    schedule = registered.get(pipeline.name) or from_pipeline(pipeline)
+    saved = {s.pipeline: s for s in registered(store)}
+    schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
     zone = schedule.zone
     first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
     last = datetime.combine(end, dtime.max, zone)

@@ -25,6 +25,7 @@ from ..core.errors import RunNotFound, StoreError, StoreUnusable, error_dict
 from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded, RunStarted,
                            TaskStateChanged)
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
+from ..core.run import Run, TaskRun
 
 DB_NAME = "nborch.db"
 HOST = socket.gethostname()
@@ -104,6 +105,10 @@ def _loads(text: str | None) -> Any:
 
 
 class Store:
+    """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``)."""
+
+    run_type: type[Run] = Run  # what get_run builds (the public API's Run can resume)
+
     def __init__(self, home: str | Path | None = None):
         self.home = Path(home) if home is not None else default_home()
         self.path = self.home / DB_NAME
@@ -381,8 +386,7 @@ class Store:
                           " ORDER BY started_at DESC, run_id DESC LIMIT ?", (*args, limit))
         return [dict(r) for r in rows]
 
-    def get_run(self, run_id: str):
-        from ..core.run import Run, TaskRun
+    def get_run(self, run_id: str) -> Run:
         if self.exists:
             self.mark_crashed()
         row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)) if self.exists else []
@@ -399,7 +403,7 @@ class Store:
                 progress=_loads(t["progress"]), upstream=tuple(_loads(t["upstream"])),
                 notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"],
                 grid=t["grid"], command=_loads(t["command"]), products=_loads(t["products"]) or {})
-        return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
+        return self.run_type(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
                    source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
@@ -455,11 +459,12 @@ class Store:
                 tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
                                      "max_active_runs", "paused", "last_slot", "created_at")))
 
-    def schedules(self) -> list:
-        from ..scheduling.schedules import Schedule
+    def schedule_records(self) -> list[dict]:
+        """The schedules' rows, by pipeline (``scheduling.schedules.registered`` reads them
+        as ``Schedule`` objects)."""
         if not self.exists:
             return []
-        return [Schedule(**{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])})
+        return [{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])}
                 for r in self._read("SELECT * FROM schedules ORDER BY pipeline")]
 
     def update_schedule(self, pipeline: str, **fields: Any) -> bool:

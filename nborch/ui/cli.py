@@ -34,10 +34,11 @@ def _store(args):
 
 
 def cmd_run(args) -> int:
+    from ..runtime.api import start_run
     from ..spec.loader import load, parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
-    return _follow(args, lambda listeners: pipeline.start(
-        params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
+    return _follow(args, lambda listeners: start_run(
+        pipeline, params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
         incremental=args.incremental, force=args.force, executor=args.executor,
         output_dir=args.output_dir), f"of {pipeline.name} started "
@@ -45,7 +46,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
-    from ..runtime.engine import resume_run
+    from ..runtime.api import resume_run
     run_id = _resolve_run_id(_store(args), args.run_id)
     return _follow(args, lambda listeners: resume_run(
         run_id, from_task=args.from_task, max_parallel=args.max_parallel,

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
+from ..scheduling.schedules import from_pipeline, registered
 from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
 
 
@@ -39,14 +40,13 @@ def _start(text: str | None) -> datetime | None:
 
 
 def cmd_schedule_add(args) -> int:
-    from ..scheduling.schedules import from_pipeline
     from ..spec.loader import load
     pipeline = load(args.pipeline)
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
                              max_active_runs=args.max_active_runs, start=_start(args.start))
     store = _store(args)
-    old = next((s for s in store.schedules() if s.pipeline == schedule.pipeline), None)
+    old = next((s for s in registered(store) if s.pipeline == schedule.pipeline), None)
     if old is not None and args.start is None:  # an update: it goes on where it was
         schedule = replace(schedule, last_slot=old.last_slot, created_at=old.created_at,
                            paused=old.paused)
@@ -65,7 +65,7 @@ def cmd_schedule_list(args) -> int:
              "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
              "last_slot": s.last_slot, "source": s.source}
-            for s in _store(args).schedules()]
+            for s in registered(_store(args))]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:

@@ -28,6 +28,7 @@ from ...core.clock import utcnow
 from ...core.errors import NborchError, SpecError, error_dict
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
+from .base import Executor
 
 log = logging.getLogger("nborch")
 CANCEL_POLL = 0.5  # seconds between a worker's looks at the attempt's cancel event
@@ -43,8 +44,12 @@ def _import_distributed():
     return distributed
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     name = "dask"
+
+    @classmethod
+    def from_target(cls, target: str) -> "DaskExecutor":
+        return cls(target)
 
     def __init__(self, target: Any = "dask"):
         distributed = _import_distributed()
@@ -63,7 +68,6 @@ class DaskExecutor:
             except (OSError, TimeoutError) as exc:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
             self._owns_client = True
-        self.on_kernel_ready: Callable[[], None] = lambda: None
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
@@ -157,7 +161,7 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     for a command task, the command)."""
     import distributed
 
-    from ..attempt import make_runner
+    from ..runners import make_runner
     from ..kernels import Kernel
 
     worker = distributed.get_worker()

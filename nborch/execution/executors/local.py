@@ -16,7 +16,9 @@ from typing import Callable
 
 from ...core.clock import utcnow
 from ...core.errors import error_dict
-from ..attempt import AttemptJob, AttemptResult, make_runner
+from ..attempt import AttemptJob, AttemptResult
+from ..runners import make_runner
+from .base import Executor
 from ..kernels import Kernel, KernelRequest
 
 log = logging.getLogger("nborch")
@@ -100,14 +102,14 @@ class _Slot:
         done(result)
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     name = "local"
+    prewarms = True
 
     def __init__(self, fork_kernels: bool | None = None):
         self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
         self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
-        self.on_kernel_ready: Callable[[], None] = lambda: None
         if fork_kernels is None:
             fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
         self._fork_kernels = fork_kernels

@@ -209,8 +209,9 @@ class OrchestrateMagics(Magics):
                 return self._dry_run(pipeline, params)
             if args.schedule is not None:
                 return self._schedule(pipeline, body, root, params, unquote(args.schedule))
-            handle = pipeline.start(params=params, max_parallel=args.max_parallel,
-                                    executor=args.executor, incremental=args.incremental)
+            from ...runtime.api import start_run
+            handle = start_run(pipeline, params=params, max_parallel=args.max_parallel,
+                               executor=args.executor, incremental=args.incremental)
         except SpecError as exc:
             raise OrchestrateError(exc.problems, body, marked_lines(exc.problems, body)) from None
         except NborchError as exc:
@@ -240,7 +241,7 @@ class OrchestrateMagics(Magics):
         """The view's Retry-failed button: resume the run in the background and follow it
         in the same view (its final snapshot lands in the cell that drew the view)."""
         def retry() -> None:
-            from ...runtime.engine import resume_run
+            from ...runtime.api import resume_run
             from .widget import display_snapshot, follow_handle
             view = get_view()
             handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
