@@ -10,7 +10,7 @@ from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
 from ..scheduling.schedules import from_pipeline, registered
-from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
+from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
 
 
 def _duration(text: str, option: str) -> float:
@@ -45,7 +45,7 @@ def cmd_schedule_add(args) -> int:
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
                              max_active_runs=args.max_active_runs, start=_start(args.start))
-    store = _store(args)
+    store = open_store(args)
     old = next((s for s in registered(store) if s.pipeline == schedule.pipeline), None)
     if old is not None and args.start is None:  # an update: it goes on where it was
         schedule = replace(schedule, last_slot=old.last_slot, created_at=old.created_at,
@@ -65,7 +65,7 @@ def cmd_schedule_list(args) -> int:
              "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
              "last_slot": s.last_slot, "source": s.source}
-            for s in registered(_store(args))]
+            for s in registered(open_store(args))]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -79,7 +79,7 @@ def cmd_schedule_list(args) -> int:
 
 
 def _set_paused(args, paused: bool) -> int:
-    if not _store(args).update_schedule(args.pipeline, paused=paused):
+    if not open_store(args).update_schedule(args.pipeline, paused=paused):
         raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
                           "list`)")
     print(f"{'paused' if paused else 'resumed'} the schedule of {args.pipeline}")
@@ -87,7 +87,7 @@ def _set_paused(args, paused: bool) -> int:
 
 
 def cmd_schedule_remove(args) -> int:
-    if not _store(args).remove_schedule(args.pipeline):
+    if not open_store(args).remove_schedule(args.pipeline):
         raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
                           "list`)")
     print(f"removed the schedule of {args.pipeline} (its recorded runs are kept)")
