@@ -10,17 +10,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from ..core.errors import NborchError
+from ..core.errors import MetricsError
 from ..core.events import FINAL_TASK_STATES, QUEUED, RETRYING, RUNNING, RunEnded, RunStarted, \
     TaskStateChanged
 
 # Notebook attempts take from a fraction of a second to hours.
 BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 GAUGED = (RUNNING, QUEUED)
-
-
-class MetricsError(NborchError):
-    exit_code = 2
 
 
 class Metrics:

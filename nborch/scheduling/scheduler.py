@@ -19,7 +19,7 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..core.errors import NborchError, SpecError
+from ..core.errors import NborchError, SchedulerBusy, SpecError
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
 from ..store.store import Store
@@ -29,10 +29,6 @@ log = logging.getLogger("nborch")
 LOCK_NAME = "scheduler.lock"
 POLL_SECONDS = 5.0      # schedule changes apply within this; due slots start on time anyway
 GRACE_SECONDS = 300.0   # on SIGTERM, how long running runs may go on before they are cancelled
-
-
-class SchedulerBusy(NborchError):
-    exit_code = 2
 
 
 def _now() -> datetime:

@@ -14,7 +14,8 @@ from importlib.metadata import entry_points
 from ...core.errors import SpecError
 from .base import AttemptHandle, Executor
 
-BUILT_IN = {"local": "local:LocalExecutor", "dask": "dask:DaskExecutor", "tcp": "dask:DaskExecutor"}
+BUILT_IN = {"local": "local:LocalExecutor", "dask": "dask:DaskExecutor",
+            "tcp": "dask:DaskExecutor", "tls": "dask:DaskExecutor"}  # Dask's own addresses
 ENTRY_POINT_GROUP = "nborch.executors"
 
 
@@ -41,7 +42,7 @@ def executor_class(name: str) -> type[Executor]:
     plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name in plugins:
         return plugins[name].load()
-    known = ", ".join([n for n in BUILT_IN if n != "tcp"] + sorted(plugins))
+    known = ", ".join([n for n in BUILT_IN if n not in ("tcp", "tls")] + sorted(plugins))
     raise SpecError(f"unknown executor {name!r}; use one of {known} (dask://HOST:PORT: an "
                     "existing Dask scheduler)")
 

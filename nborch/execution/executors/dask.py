@@ -62,7 +62,9 @@ class DaskExecutor(Executor):
                 dashboard_address=None)
             self.client, self._owns_client = distributed.Client(self._cluster), True
         else:
-            address = "tcp://" + str(target).removeprefix("dask://").removeprefix("tcp://")
+            address = str(target).removeprefix("dask://")
+            if "://" not in address:  # tls://, ucx://... as given; tcp:// by default
+                address = "tcp://" + address
             try:
                 self.client = distributed.Client(address, timeout="15s")
             except (OSError, TimeoutError) as exc:
@@ -80,6 +82,9 @@ class DaskExecutor(Executor):
         if self.client.status != "running":  # the scheduler is gone: start nothing new
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
             return DaskAttempt(self.client, None, key)
+        if job.resources and (missing := self._unoffered(job.resources)):
+            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
+            return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
         future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
                                     pure=False, resources=dict(job.resources) or None)
@@ -87,6 +92,23 @@ class DaskExecutor(Executor):
         started = utcnow()
         future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
         return attempt
+
+    def _unoffered(self, resources: dict) -> dict | None:
+        """An error when no worker offers ``resources`` (a typo, a GPU worker that is down):
+        Dask would hold the task forever."""
+        workers = self.client.scheduler_info().get("workers", {})
+        offers = {address: info.get("resources") or {} for address, info in workers.items()}
+        if any(all(offer.get(name, 0) >= amount for name, amount in resources.items())
+               for offer in offers.values()):
+            return None
+        wanted = ", ".join(f"{name}={amount}" for name, amount in resources.items())
+        offered = "; ".join(f"{address}: " + (", ".join(f"{k}={v}" for k, v in offer.items())
+                                             or "no resources")
+                            for address, offer in sorted(offers.items())) or "no workers"
+        return error_dict("ResourceUnavailable", f"no worker of the Dask cluster at "
+                          f"{self.client.scheduler.address} offers {wanted} (workers: {offered}); "
+                          "start a worker with `dask worker ... --resources` or fix the task's "
+                          "resources")
 
     def _lost(self) -> dict:
         return error_dict("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
