@@ -30,8 +30,9 @@ from typing import Any, Callable, Mapping
 from ..core import private
 from ..core.clock import parse_duration, utcnow
 from ..core.errors import SpecError
-from ..core.events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
+from ..core.events import RunEnded, TaskStateChanged
 from ..core.secrecy import Masker, too_short
+from ..core.states import LAST_ATTEMPT_FAILED, State
 
 log = logging.getLogger("nborch")
 EVENTS = ("on_failure", "on_success", "on_retry")
@@ -254,7 +255,7 @@ def payload(run, hook_event: str, task: str | None = None) -> dict:
     failed = [{"task": name, "error": None if t.error is None else
                {k: t.error.get(k) for k in ("type", "message", "cell")}}
               for name, t in run.tasks.items()
-              if (t.status in (FAILED, RETRYING) and (task is None or name == task))]
+              if (t.status in LAST_ATTEMPT_FAILED and (task is None or name == task))]
     return {"hook": hook_event, "pipeline": run.pipeline, "run_id": run.run_id,
             "logical_date": run.logical_date, "status": status, "task": task,
             "started_at": run.started_at, "ended_at": run.ended_at,
@@ -265,8 +266,9 @@ def payload(run, hook_event: str, task: str | None = None) -> dict:
 
 # -- the listener ---------------------------------------------------------------------------
 
-TASK_HOOK_FOR_STATE = {FAILED: "on_failure", SUCCESS: "on_success", RETRYING: "on_retry"}
-RUN_HOOK_FOR_STATUS = {"failed": "on_failure", "success": "on_success"}
+TASK_HOOK_FOR_STATE = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
+                       State.RETRYING: "on_retry"}
+RUN_HOOK_FOR_STATUS = {State.FAILED: "on_failure", State.SUCCESS: "on_success"}
 
 
 class HookRunner:

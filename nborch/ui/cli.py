@@ -11,6 +11,7 @@ from contextlib import nullcontext
 
 from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
+from ..core.states import State
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -86,7 +87,7 @@ def _follow(args, start, started_what: str) -> int:
         print_run(run, _console())
     if isinstance(stopped, Stopped):
         return 128 + stopped.signum
-    return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+    return {State.SUCCESS: EXIT_OK, State.CANCELLED: EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
 def serve_metrics(args, say):
