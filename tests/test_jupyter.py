@@ -343,9 +343,11 @@ def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
             f"%orchestrate status {first}",
             "%orchestrate runs",
             "%orchestrate status",  # the latest: the slow run, still running: a live view
-            "from nborch import Store\nimport time\nrun_id = Store().list_runs()[0]['run_id']\n"
-            "while Store().get_run(run_id).status == 'running':\n    time.sleep(0.2)\n"
-            "time.sleep(2.5)  # the view polls the store every second")
+            # The views above poll the store in threads that end once they have shown the
+            # run's end: wait for those threads, not for time to pass.
+            "import threading\nfor view in threading.enumerate():\n"
+            "    if view.name == 'nborch-runs-dashboard' or view.name.startswith('nborch-poll-'):\n"
+            "        view.join(120)\n        assert not view.is_alive(), view")
         assert slow.wait(60) == 0
     finally:
         slow.kill()

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from .states import SUCCESSFUL, State
+from .states import ACTIVE, SUCCESSFUL, State
 
 # A grid is in the first of these that one of its instances is in: busy while any instance
 # is, then the worst outcome; then skipped when every instance was, else success.
-_PRECEDENCE = (State.RUNNING, State.RETRYING, State.QUEUED, State.FAILED,
-               State.UPSTREAM_FAILED, State.CANCELLED, State.PENDING)
+_PRECEDENCE = (*ACTIVE, State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED, State.PENDING)
 # What a summary counts after "done", in this order.
 _OTHERS = (State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED, State.RUNNING,
            State.RETRYING, State.QUEUED, State.PENDING)
