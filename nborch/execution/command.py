@@ -20,6 +20,7 @@ from ..core.private import FILE_MODE
 from ..core.clock import utcnow
 from ..core.errors import error_dict
 from ..core.secrecy import Masker, search_path, task_environment
+from ..core.states import State
 from .attempt import AttemptJob, AttemptResult, LogSinks, make_product_dirs
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
@@ -90,8 +91,8 @@ class CommandRunner:
         except ValueTooLarge as exc:  # `nborch publish` checks; this catches a bypass
             values, error = {}, error or error_dict("ValueTooLarge", str(exc))
         os.unlink(values_file)
-        status = "success" if error is None else (
-            "cancelled" if self._stop_reason == "cancel" else "failed")
+        status = State.SUCCESS if error is None else (
+            State.CANCELLED if self._stop_reason == "cancel" else State.FAILED)
         return AttemptResult(status, started, ended, None, values, self.masker.data(error))
 
     def _execute(self, env: dict, sinks: dict) -> dict | None:

@@ -17,7 +17,7 @@ from ..core import model
 from ..core import run as records
 from ..core.dag import downstream_closure
 from ..core.errors import NborchError, SpecError
-from ..core.events import KEPT_ON_RESUME
+from ..core.states import SUCCESSFUL, State
 from ..execution import outputs
 from ..execution.executors import get_executor
 from ..spec import loader
@@ -137,7 +137,7 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
     store = Store(home)
     store.check_writable()
     previous = store.get_run(run_id)  # also marks it crashed if its process died
-    if previous.status == "running":
+    if previous.status == State.RUNNING:
         raise NborchError(f"run {run_id} is still running; cancel it or wait for it to end")
     if pipeline is None:
         if not previous.source:
@@ -148,7 +148,7 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
         raise SpecError(f"the pipeline's tasks changed since run {run_id} "
                         f"(then: {', '.join(previous.tasks)}; now: {', '.join(pipeline.tasks)}); "
                         "start a new run instead")
-    rerun = {n for n, t in previous.tasks.items() if t.status not in KEPT_ON_RESUME}
+    rerun = {n for n, t in previous.tasks.items() if t.status not in SUCCESSFUL}
     if from_task is not None:
         if from_task not in pipeline.tasks and from_task not in pipeline.grids:
             raise SpecError(f"--from names unknown task {from_task!r} "

@@ -19,10 +19,10 @@ from typing import Any, Iterable, Sequence
 
 from ..core import private
 from ..core.clock import utcnow
-from ..core.events import (CANCELLED, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
-                           EventBus, RunEnded, RunStarted, TaskStateChanged)
+from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
-from ..core.run import Run
+from ..core.run import Run, fold_resume
+from ..core.states import NOT_RUN, State
 from ..execution import outputs
 from ..execution.attempt import AttemptJob, AttemptResult
 from ..execution.executors import Executor
@@ -141,7 +141,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------
 
     def _main(self) -> None:
-        status = "failed"
+        status = State.FAILED
         try:
             status = self._loop()
         except Exception:
@@ -179,7 +179,7 @@ class Engine:
                 self._apply(self.planner.cancel_pending("the run was cancelled"))
                 for handle in list(self._running.values()):
                     handle.cancel()
-        return "cancelled" if self._cancel_requested else self.planner.run_status()
+        return State.CANCELLED if self._cancel_requested else self.planner.run_status()
 
     def _dispatch(self) -> bool:
         """Start queued tasks while slots are free; True when some were skipped instead."""
@@ -195,7 +195,7 @@ class Engine:
 
     def _apply(self, moves: list[Transition], **details: Any) -> None:
         for move in moves:
-            if move.state in (CANCELLED, SKIPPED, UPSTREAM_FAILED) and move.task in self._warming:
+            if move.state in NOT_RUN and move.task in self._warming:
                 self._warming.discard(move.task)
                 self.executor.discard(move.task)
             self.bus.emit(TaskStateChanged(self.run.run_id, move.task, move.state, move.attempt,
@@ -277,24 +277,25 @@ class Engine:
     def _finish(self, name: str, result: AttemptResult) -> None:
         self._running.pop(name, None)
         self.executor.release(name, self.planner.attempt[name])
-        if result.status == "cancelled" or (self._cancel_requested and result.status != "success"):
+        if result.status == State.CANCELLED or (self._cancel_requested
+                                                and result.status != State.SUCCESS):
             moves = [self.planner.cancelled(name)]
         else:
-            moves = self.planner.finish(name, result.status == "success", time.monotonic())
-            if self.planner.fail_fast and any(m.state == CANCELLED for m in moves):
+            moves = self.planner.finish(name, result.status == State.SUCCESS, time.monotonic())
+            if self.planner.fail_fast and any(m.state == State.CANCELLED for m in moves):
                 for handle in list(self._running.values()):
                     handle.cancel()
         first, rest = moves[0], moves[1:]
         output = result.output_path
-        if first.state == RETRYING and output:
+        if first.state == State.RETRYING and output:
             kept = outputs.sibling(output, f"{name}.attempt-{first.attempt}.ipynb")
             outputs.move(output, kept)
             output = kept
-        done = first.state == SUCCESS
+        done = first.state == State.SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
             values=result.values, output_path=output, reason=first.reason,
-            attempt_status="cancelled" if first.state == CANCELLED else result.status,
+            attempt_status=State.CANCELLED if first.state == State.CANCELLED else result.status,
             fingerprint=self._fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
         self._apply(rest)
@@ -368,13 +369,8 @@ def _memory_to_spare(minimum: int = 1 << 30) -> bool:
 def _resumed(previous: Run, started: RunStarted) -> Run:
     """The live Run of a resume: kept tasks as they were, the others back to pending."""
     run = copy.deepcopy(previous)
-    run.status, run.ended_at, run.resumes = "running", None, started.resumes
+    run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
     for name, t in run.tasks.items():
-        record = started.tasks[name]
-        t.grid, t.command, t.products = record["grid"], record.get("command"), record["products"]
-    for name in started.rerun:
-        t = run.tasks[name]
-        t.status, t.started_at, t.ended_at, t.error, t.reason, t.progress = (
-            "pending", None, None, None, None, None)
-        t.fingerprint = t.result_of = None
+        for field, value in fold_resume(started, name).items():
+            setattr(t, field, value)
     return run

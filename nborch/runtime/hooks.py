@@ -29,9 +29,10 @@ from typing import Any, Callable, Mapping
 
 from ..core import private
 from ..core.clock import utcnow
-from ..core.events import FAILED, RETRYING, SUCCESS, RunEnded, TaskStateChanged
+from ..core.events import RunEnded, TaskStateChanged
 from ..core.hooks import DEFAULT_RETRIES, Hook, credentials
 from ..core.secrecy import Masker
+from ..core.states import LAST_ATTEMPT_FAILED, State
 
 log = logging.getLogger("nborch")
 DEFAULT_TIMEOUT = 10.0  # seconds, per request or command
@@ -140,7 +141,7 @@ def payload(run, hook_event: str, task: str | None = None) -> dict:
     failed = [{"task": name, "error": None if t.error is None else
                {k: t.error.get(k) for k in ("type", "message", "cell")}}
               for name, t in run.tasks.items()
-              if (t.status in (FAILED, RETRYING) and (task is None or name == task))]
+              if (t.status in LAST_ATTEMPT_FAILED and (task is None or name == task))]
     return {"hook": hook_event, "pipeline": run.pipeline, "run_id": run.run_id,
             "logical_date": run.logical_date, "status": status, "task": task,
             "started_at": run.started_at, "ended_at": run.ended_at,
@@ -151,8 +152,9 @@ def payload(run, hook_event: str, task: str | None = None) -> dict:
 
 # -- the listener ---------------------------------------------------------------------------
 
-TASK_HOOK_FOR_STATE = {FAILED: "on_failure", SUCCESS: "on_success", RETRYING: "on_retry"}
-RUN_HOOK_FOR_STATUS = {"failed": "on_failure", "success": "on_success"}
+TASK_HOOK_FOR_STATE = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
+                       State.RETRYING: "on_retry"}
+RUN_HOOK_FOR_STATUS = {State.FAILED: "on_failure", State.SUCCESS: "on_success"}
 
 
 class HookRunner:

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 from ..core.errors import NborchError, SchedulerBusy, SpecError
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
+from ..core.states import State
 from ..store.store import Store
 from .schedules import Schedule, from_pipeline, registered
 
@@ -190,7 +191,7 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     last = datetime.combine(end, dtime.max, zone)
     todo = []
     for slot in schedule.slots(first, last):
-        if not rerun and "success" in store.runs_of_slot(pipeline.name, slot.isoformat()):
+        if not rerun and State.SUCCESS in store.runs_of_slot(pipeline.name, slot.isoformat()):
             say(f"{slot.isoformat()}: already succeeded, skipped")
             continue
         todo.append(slot)

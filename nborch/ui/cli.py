@@ -11,6 +11,7 @@ from contextlib import nullcontext
 
 from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
+from ..core.states import State
 from .cli_common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Stopped, open_store,
                          printable, resolve_run_id, rich_console, serve_metrics, with_metrics)
 
@@ -68,7 +69,7 @@ def _follow(args, start, started_what: str) -> int:
         print_run(run, rich_console())
     if isinstance(stopped, Stopped):
         return 128 + stopped.signum
-    return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+    return {State.SUCCESS: EXIT_OK, State.CANCELLED: EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
 def cmd_validate(args) -> int:

@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
+from ..core.states import State
 from ..scheduling.schedules import from_pipeline, registered
 from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
 
@@ -117,7 +118,7 @@ def cmd_backfill(args) -> int:
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
                     say=lambda text: print(printable(text), flush=True))
-    return EXIT_OK if all(r.status == "success" for r in runs) else EXIT_FAILED
+    return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
 
 
 def add_parsers(sub) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Callable
 from ...core import events
 from ...core.clock import utcnow
 from ...core.errors import NborchError, SpecError, error_dict
+from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
@@ -80,7 +81,7 @@ class DaskExecutor(Executor):
                done: Callable[[AttemptResult], None]) -> "DaskAttempt":
         key = f"nborch-{job.run_id}-{job.task}-{job.attempt}-{uuid.uuid4().hex[:6]}"
         if self.client.status != "running":  # the scheduler is gone: start nothing new
-            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
+            done(AttemptResult(State.FAILED, utcnow(), utcnow(), None, {}, self._lost()))
             return DaskAttempt(self.client, None, key)
         if job.resources and (missing := self._unoffered(job.resources)):
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
@@ -117,7 +118,7 @@ class DaskExecutor(Executor):
 
     def _result(self, future, started: str, cancelled: bool) -> AttemptResult:
         if future.status == "cancelled" and not cancelled and self.client.status != "running":
-            return AttemptResult("failed", started, utcnow(), None, {}, self._lost())
+            return AttemptResult(State.FAILED, started, utcnow(), None, {}, self._lost())
         return _result(future, started, cancelled)
 
     def release(self, task: str, attempt: int) -> None:
@@ -164,15 +165,17 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
     if future.status == "finished":
         return future.result()
     if cancelled or future.status == "cancelled":
-        return AttemptResult("cancelled", started, utcnow(), None, {}, error_dict(
+        return AttemptResult(State.CANCELLED, started, utcnow(), None, {}, error_dict(
             "Cancelled", "the run was cancelled"))
     exc = future.exception()
     kind = type(exc).__name__
     if kind == "KilledWorker":
         message = ("the Dask worker running it died (Dask gave up after the workers it tried "
                    f"died too): {exc}")
-        return AttemptResult("failed", started, utcnow(), None, {}, error_dict("WorkerLost", message))
-    return AttemptResult("failed", started, utcnow(), None, {}, error_dict(kind, str(exc) or kind))
+        return AttemptResult(State.FAILED, started, utcnow(), None, {},
+                             error_dict("WorkerLost", message))
+    return AttemptResult(State.FAILED, started, utcnow(), None, {},
+                         error_dict(kind, str(exc) or kind))
 
 
 # -- on the worker ----------------------------------------------------------------------------
@@ -200,7 +203,7 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
             kernel.start()
     except Exception as exc:
         kernel.shutdown()
-        return AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+        return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
             "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
     runner = make_runner(job, kernel, emit)
     finished = threading.Event()

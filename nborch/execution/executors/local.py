@@ -16,6 +16,7 @@ from typing import Callable
 
 from ...core.clock import utcnow
 from ...core.errors import error_dict
+from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..runners import make_runner
 from .base import Executor
@@ -83,7 +84,7 @@ class _Slot:
     def _attempt(self, job: AttemptJob, emit: Callable, done: Callable) -> None:
         started = utcnow()
         if self._start_error is not None or self._cancelled:
-            status = "cancelled" if self._cancelled else "failed"
+            status = State.CANCELLED if self._cancelled else State.FAILED
             message = "the run was cancelled" if self._cancelled else \
                 f"kernel {self.request.name!r} did not start: {self._start_error}"
             done(AttemptResult(status, started, utcnow(), None, {},
@@ -96,7 +97,7 @@ class _Slot:
             result = self.runner.run()
         except Exception as exc:  # a bug of ours must still end the attempt
             log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
-            result = AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+            result = AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
                 "NborchInternalError", f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc()))
         done(result)

@@ -20,6 +20,7 @@ from IPython.display import display
 
 from ...core.errors import NborchError, SpecError
 from ...core.model import NAME_RE, Pipeline
+from ...core.states import State
 
 DEFAULT_OUT = "_nborch_run"
 HANDLE_NAME = "_nborch_handle"
@@ -312,7 +313,7 @@ class OrchestrateMagics(Magics):
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
         handle = _HANDLES.get(run_id)
-        if run.status != "running" and (handle is None or handle.done):
+        if run.status != State.RUNNING and (handle is None or handle.done):
             shown = handle.run if handle else run
             view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
                 lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))
