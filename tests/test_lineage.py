@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -132,20 +132,25 @@ def test_a_cancelled_run_aborts(workdir: Path, receiver: Receiver, monkeypatch):
 def test_an_unreachable_endpoint_is_logged_and_never_fails_the_run(workdir: Path):
     write_notebook(workdir / "ok.ipynb", "pass")
     path = write_pipeline(workdir, {"name": "fine", "tasks": {"ok": {"notebook": "ok.ipynb"}}})
-    began = time.monotonic()
     proc = nborch("run", str(path), "--json", cwd=workdir,
                   env={"OPENLINEAGE_URL": f"http://127.0.0.1:{free_port()}"})
-    elapsed = time.monotonic() - began
     assert proc.returncode == 0, proc.stderr
-    run = run_json(proc)
-    assert run["status"] == "success"
+    assert run_json(proc)["status"] == "success"
     # Logged: the failure itself, or (while the client still retries) the events dropped.
     assert "nborch: OpenLineage event" in proc.stderr
-    # The client retries each event for about 9 s; the run's end waits at most its 5 s timeout
-    # (the rest of the overhead: starting Python, validating, stopping the kernel).
-    took = (datetime.fromisoformat(run["ended_at"]) -
-            datetime.fromisoformat(run["started_at"])).total_seconds()
-    assert elapsed - took < 15, (elapsed, took)
+
+
+def test_a_hanging_endpoint_holds_the_runs_end_only_for_its_timeout(workdir: Path):
+    """A server that takes connections and never answers: the client's request hangs, the
+    run's end waits for the client's timeout, then drops what is left and says so."""
+    write_notebook(workdir / "ok.ipynb", "pass")
+    path = write_pipeline(workdir, {"name": "fine", "tasks": {"ok": {"notebook": "ok.ipynb"}}})
+    with socket.create_server(("127.0.0.1", 0), backlog=64) as silent:  # never accepts
+        proc = nborch("run", str(path), "--json", cwd=workdir,
+                      env={"OPENLINEAGE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    assert proc.returncode == 0, proc.stderr
+    assert run_json(proc)["status"] == "success"
+    assert "not all sent within" in proc.stderr and "the rest are dropped" in proc.stderr
 
 
 def test_without_the_client_a_configured_run_warns_and_runs(workdir: Path):
