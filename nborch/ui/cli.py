@@ -28,9 +28,11 @@ def _console():
     return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 
 
-def _store(args):
+def _store(args, readonly: bool = False):
+    """The run store; ``readonly`` for commands that only read: they work on a read-only
+    copy of the home or a full disk, and never wait for a writer."""
     from ..store.store import Store
-    return Store(args.home)
+    return Store(args.home, readonly=readonly)
 
 
 def cmd_run(args) -> int:
@@ -46,7 +48,7 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     from ..runtime.engine import resume_run
-    run_id = _resolve_run_id(_store(args), args.run_id)
+    run_id = _resolve_run_id(_store(args, readonly=True), args.run_id)
     return _follow(args, lambda listeners: resume_run(
         run_id, from_task=args.from_task, max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, home=args.home, listeners=listeners, executor=args.executor),
@@ -84,8 +86,13 @@ def _follow(args, start, started_what: str) -> int:
         print(json.dumps(run.to_dict(), indent=2))
     else:
         print_run(run, _console())
+    unrecorded = handle.unrecorded if handle.done else None
+    if unrecorded:  # the outcome above is the truth; the store holds less
+        print(printable(f"nborch: error: {unrecorded}"), file=sys.stderr)
     if isinstance(stopped, Stopped):
         return 128 + stopped.signum
+    if unrecorded:
+        return EXIT_FAILED
     return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
@@ -125,7 +132,7 @@ def cmd_plot(args) -> int:
     prepared = prepare(load(args.pipeline))
     states = None
     if args.run:
-        store = _store(args)
+        store = _store(args, readonly=True)
         states = {n: t.status for n, t in store.get_run(_resolve_run_id(store, args.run)).tasks.items()}
     path = graph.write(prepared.edges, args.output, states)
     print(printable(f"wrote {path}"))
@@ -134,7 +141,7 @@ def cmd_plot(args) -> int:
 
 def cmd_runs(args) -> int:
     from .console import print_runs
-    rows = _store(args).list_runs(args.pipeline, args.limit)
+    rows = _store(args, readonly=True).list_runs(args.pipeline, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -155,7 +162,7 @@ def _resolve_run_id(store, run_id: str) -> str:
 
 def cmd_show(args) -> int:
     from .console import print_run
-    store = _store(args)
+    store = _store(args, readonly=True)
     run = store.get_run(_resolve_run_id(store, args.run_id))
     if args.json:
         from ..core.grouping import groups
@@ -180,7 +187,7 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def cmd_logs(args) -> int:
-    store = _store(args)
+    store = _store(args, readonly=True)
     run = store.get_run(_resolve_run_id(store, args.run_id))
     if args.task not in run.tasks:
         raise SpecError(f"run {run.run_id} has no task {args.task!r} "
@@ -196,7 +203,7 @@ def cmd_logs(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    store = _store(args)
+    store = _store(args, readonly=True)
     run_id = _resolve_run_id(store, args.run_id)
     path = write_report(store, run_id, args.output or f"run-{run_id}.html")
     print(printable(f"wrote {path}"))
