@@ -278,7 +278,7 @@ def payload(run, hook_event: str, change: TaskStateChanged | None = None,
 # -- the listener ---------------------------------------------------------------------------
 
 TASK_HOOK_FOR_STATE = {FAILED: "on_failure", SUCCESS: "on_success", RETRYING: "on_retry"}
-RUN_HOOK_FOR_STATUS = {"failed": "on_failure", "success": "on_success"}
+RUN_HOOK_FOR_STATUS = {"failed": "on_failure", "success": "on_success", "crashed": "on_failure"}
 
 
 class HookRunner:
@@ -286,8 +286,9 @@ class HookRunner:
     ``hooks`` map an event name (``on_failure``...) to a list of ``Hook``."""
 
     def __init__(self, run, pipeline_hooks: dict, task_hooks: dict, log_path: Path,
-                 env: Mapping[str, str], secrets: list[str] = ()):
+                 env: Mapping[str, str], secrets: list[str] = (), reason: str | None = None):
         self.run, self.pipeline_hooks, self.task_hooks = run, pipeline_hooks, task_hooks
+        self.reason = reason  # why the run failed, when no task says (see ``payload``)
         self.log_path, self.env = log_path, env
         # What a failure message must not show: the run's secrets, the hooks' own
         # credentials (header values, webhook URLs, the SMTP password).
@@ -313,7 +314,7 @@ class HookRunner:
         elif isinstance(event, RunEnded):
             hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
             for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
-                self._send(hook, payload(self.run, hook_event))
+                self._send(hook, payload(self.run, hook_event, reason=self.reason))
             # Every alert is out before the run counts as finished, within a bound.
             _, late = wait(self._sending, timeout=DELIVERY_LIMIT)
             if late:
