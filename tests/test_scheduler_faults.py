@@ -13,9 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
-
-from conftest import (Receiver, nborch, run_json, start_scheduler, wait_for_line,
-                      write_pipeline)
+from conftest import Receiver, nborch, run_json, start_scheduler, wait_for_line, write_pipeline
 
 
 def _wait_for(condition, what: str, timeout: float = 120) -> None:
@@ -122,7 +120,7 @@ def test_a_scheduler_starting_200_runs_holds_bounded_files_and_memory(workdir: P
                 if ended >= 200:
                     break
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
     assert ended >= 200 and proc.returncode == 0, err

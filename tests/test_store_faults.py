@@ -14,12 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-
 from conftest import nborch, run_json, write_pipeline
 
 
 def _mount(*args: str) -> None:
-    done = subprocess.run(["mount", *args], capture_output=True, text=True)
+    done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount here ({done.stderr.strip() or done.returncode}): this test "
                     "needs root and the right to mount a tmpfs / bind mount")
@@ -132,7 +131,7 @@ def test_a_disk_that_stays_full_is_reported_with_the_true_outcome(workdir: Path)
                   "both tasks to start", proc)
         fill(disk)
         (workdir / "gate").touch()
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
         assert proc.returncode == 1 and "Traceback" not in err, err
         # It says what the store could not take: the true end of every task and the run.
         assert "could not record" in err and str(home / "nborch.db") in err, err

@@ -17,7 +17,6 @@ import time
 from ..core.clock import parse_duration
 from ..core.errors import SpecError, StoreError, StoreWriteFailed
 from ..core.events import AttemptProgress, RunEnded, TaskStateChanged
-from ..store.store import Store
 
 log = logging.getLogger("nborch")
 STORE_WAIT_SECONDS = 300.0  # how long a run's end waits for a store that fails to write
@@ -35,7 +34,9 @@ def store_wait() -> float:
 
 
 class Recorder:
-    def __init__(self, store: Store, run_id: str):
+    """Records one run's events in its ``Store`` (given, not imported: the engine's)."""
+
+    def __init__(self, store, run_id: str):
         self.store, self.run_id = store, run_id
         self.pending: list = []  # events not recorded yet, oldest first
         self.failure: StoreError | None = None  # why they are not

@@ -1,7 +1,7 @@
 """The run store: one SQLite file under ``$NBORCH_HOME`` (default ``.nborch``).
 
 The store writes what events say and never decides a state (finding crashed runs is the one
-judgement it makes, from facts: a dead process or a silent heartbeat). Writes are short
+judgement it makes, from facts: a dead process or a silent heartbeat; see crashes.py). Writes are short
 ``BEGIN IMMEDIATE`` transactions in WAL mode, so several nborch processes can share a store.
 The schema version is SQLite's ``user_version``; ``MIGRATIONS`` brings any older store up.
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -21,18 +19,13 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote
 
-from ..core.clock import utcnow
-from ..core.errors import (RunNotFound, StoreError, StoreUnusable, StoreWriteFailed,
-                           error_dict)
-from ..core.events import (CANCELLED, FAILED, FINAL_TASK_STATES, PENDING, QUEUED, RETRYING,
-                           RUNNING, AttemptProgress, KernelStarted, RunEnded, RunStarted,
-                           TaskStateChanged)
+from ..core.errors import RunNotFound, StoreError, StoreUnusable, StoreWriteFailed
+from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded,
+                           RunStarted, TaskStateChanged)
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
+from .crashes import HOST, crash_events, is_dead, last_beat, process_started, stop_orphan_kernel
 
 DB_NAME = "nborch.db"
-HOST = socket.gethostname()
-# A run on another host whose heartbeat is older than this is taken for crashed.
-STALE_HEARTBEAT_SECONDS = 90.0
 
 MIGRATIONS: list[list[str]] = [
     [  # 1: runs, task runs, attempts
@@ -98,21 +91,6 @@ def _newer_schema(path: Path, version: int) -> str:
             f"understands ({SCHEMA_VERSION}); upgrade nborch")
 
 
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None if it does not exist.
-
-    With the pid, this identifies a process even after the pid is reused.
-    """
-    import psutil
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
-
-
 def _dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
@@ -159,20 +137,24 @@ class Store:
     def _open(self) -> sqlite3.Connection:
         try:
             makedirs(self.home)
-            # The home is its owner's (see private.py). One an older nborch made 0755 is
-            # closed here: with the folder 0700, nothing inside it can be reached.
-            tighten(self.home, DIR_MODE)
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                    check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=30000")
-            # SQLite gives the -wal and -shm files it creates later the database's mode.
-            for suffix in ("", "-wal", "-shm"):
-                tighten(f"{self.path}{suffix}", FILE_MODE)
+            self._tighten()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the run store {self.path}: {exc}") from None
         return conn
+
+    def _tighten(self) -> None:
+        """The home is its owner's (see private.py). One an older nborch made 0755 is closed
+        here, by readers too (where they may): with the folder 0700, nothing inside it can
+        be reached. SQLite gives the -wal and -shm files it creates later the database's
+        mode."""
+        tighten(self.home, DIR_MODE)
+        for suffix in ("", "-wal", "-shm"):
+            tighten(f"{self.path}{suffix}", FILE_MODE)
 
     def _open_readonly(self) -> sqlite3.Connection:
         """Read-only, and never a writer's wait (WAL readers are not blocked). SQLite's
@@ -182,6 +164,7 @@ class Store:
         if not self.path.exists():
             raise RunNotFound(f"no run store at {self.path} (set NBORCH_HOME or --home to "
                               "use another store)")
+        self._tighten()
         uri = "file:" + quote(str(self.path.resolve()))
         wal = Path(f"{self.path}-wal")
         try:
@@ -422,7 +405,7 @@ class Store:
             return []
         crashed = []
         for row in self._running_rows():
-            if not _is_dead(row):
+            if not is_dead(row):
                 continue
             with self._write() as conn:  # one transaction: another process may record it first
                 run = self._load_run(row["run_id"])
@@ -470,8 +453,8 @@ class Store:
         listed = []
         for r in rows:
             row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
-            if r["status"] == "running" and _is_dead(r):
-                row["status"], row["ended_at"] = "crashed", _last_beat(r)
+            if r["status"] == "running" and is_dead(r):
+                row["status"], row["ended_at"] = "crashed", last_beat(r)
             listed.append(row)
         return listed
 
@@ -481,7 +464,7 @@ class Store:
         if run.status == "running":
             [row] = self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
                                " WHERE run_id = ?", (run_id,))
-            if _is_dead(row):
+            if is_dead(row):
                 for event in crash_events(run, row):
                     run.apply(event)
         return run
@@ -577,82 +560,6 @@ class Store:
                                 (pipeline,)).rowcount > 0
 
 
-def _is_dead(row: sqlite3.Row) -> bool:
-    """Whether a run's orchestrating process is gone. On this host a run is alive while its
-    process (pid and start time) exists; a run of another host while its heartbeat is
-    fresh."""
-    if row["host"] == HOST and row["pid"]:
-        started = process_started(row["pid"])
-        return started is None or (row["pid_started"] is not None
-                                   and abs(started - row["pid_started"]) > 1.0)
-    return time.time() - (row["heartbeat_at"] or 0) > STALE_HEARTBEAT_SECONDS
-
-
-def _last_beat(row: sqlite3.Row) -> str:
-    beat = datetime.fromtimestamp(row["heartbeat_at"] or time.time(), timezone.utc)
-    return beat.isoformat(timespec="milliseconds")
-
-
 def _when(iso: str) -> datetime:
     when = datetime.fromisoformat(iso)
     return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-
-
-def crash_events(run, row: sqlite3.Row) -> list:
-    """What a run whose process died becomes, as the events that say so: its running tasks
-    failed (``OrchestratorDied``), its waiting ones cancelled, the run crashed at its last
-    heartbeat. The store records them; a read applies them to the Run it shows."""
-    now = utcnow()
-    error = error_dict("OrchestratorDied", f"the nborch process (pid {row['pid']} on "
-                       f"{row['host']}) died while this task ran")
-    events: list = []
-    for name, t in run.tasks.items():
-        if t.status == RUNNING:
-            events.append(TaskStateChanged(run.run_id, name, FAILED, t.attempts, now,
-                                           error=error, reason="the run crashed",
-                                           attempt_status=FAILED))
-        elif t.status in (PENDING, QUEUED, RETRYING):
-            events.append(TaskStateChanged(
-                run.run_id, name, CANCELLED, t.attempts, now,
-                reason="the run crashed before this task could run"))
-    return events + [RunEnded(run.run_id, "crashed", _last_beat(row))]
-
-
-def stop_orphan_kernel(pid: int, run_id: str) -> bool:
-    """Kill a kernel left by a crashed run, if it still runs and is that run's kernel, and
-    remove its connection file and IPC sockets (nobody else will)."""
-    import psutil
-    try:
-        proc = psutil.Process(pid)
-        if proc.environ().get("NBORCH_RUN_ID") != run_id:
-            return False  # the pid was reused by an unrelated process
-        cmdline = proc.cmdline()
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return False
-    if "-f" in cmdline[:-1]:
-        _remove_connection_files(cmdline[cmdline.index("-f") + 1])
-    return True
-
-
-def _remove_connection_files(connection_file: str) -> None:
-    try:
-        info = json.loads(Path(connection_file).read_text())
-    except (OSError, ValueError):
-        return
-    paths = [connection_file]
-    if info.get("transport") == "ipc":
-        paths += [f"{info['ip']}-{info[key]}" for key in
-                  ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-                  if key in info]
-    for path in paths:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-    folder = os.path.dirname(info.get("ip") or "")
-    if info.get("transport") == "ipc" and os.path.basename(folder).startswith("nborch-ipc-"):
-        try:
-            os.rmdir(folder)  # the dead process's private IPC folder, once it is empty
-        except OSError:
-            pass
