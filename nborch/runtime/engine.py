@@ -266,6 +266,8 @@ class Engine:
             self.executor.shutdown()
             self.bus.flush()  # every listener (hooks: their alerts are out) has seen the end
             self.recorder.finish(self.store_wait)
+            if (unrecorded := self.recorder.unrecorded()) is not None:  # the Run says so too
+                self.run.error = error_dict("StoreWriteFailed", unrecorded)
             self.store.close()  # a process that starts runs for months holds no file per run
             self.finished.set()
 

@@ -79,7 +79,7 @@ class Recorder:
         for e in self.pending:
             if isinstance(e, TaskStateChanged):
                 tasks[e.task] = e.state
-        what = ", ".join(f"{task} {state}" for task, state in tasks.items())
+        what = ", ".join(f"{task} {state}" for task, state in sorted(tasks.items()))
         return (f"the run store {self.store.path} could not record {len(self.pending)} "
                 f"change(s) of run {self.run_id} ({_cause(self.failure)}): "
                 + (f"tasks {what}; " if what else "")
