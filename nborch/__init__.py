@@ -14,8 +14,8 @@ __all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "V
            "publish", "artifact_path", "secret", "__version__"]
 
 _LAZY = {
-    "Pipeline": "core.model", "Task": "core.model", "Run": "core.run", "TaskRun": "core.run",
-    "Store": "store.store", "NborchError": "core.errors", "SpecError": "core.errors",
+    "Pipeline": "runtime.api", "Run": "runtime.api", "Store": "runtime.api",
+    "Task": "core.model", "TaskRun": "core.run", "NborchError": "core.errors", "SpecError": "core.errors",
     "ValidationError": "core.errors", "__version__": "core.version",
 }
 

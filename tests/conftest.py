@@ -191,13 +191,24 @@ def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
 
 
 def wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120) -> list[str]:
-    """Lines of the process's stdout up to the first that holds ``needle``."""
-    lines, end = [], time.monotonic() + deadline
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if needle in line:
-            return lines
-    raise AssertionError(f"{needle!r} not printed; got {lines}")
+    """Lines of the process's stdout up to the first that holds ``needle``; fails once
+    ``deadline`` seconds pass without it, even if the process prints nothing more. Reads the
+    pipe a byte at a time, so what follows that line stays for ``communicate``."""
+    import selectors
+    lines, line, end = [], bytearray(), time.monotonic() + deadline
+    fd = proc.stdout.fileno()
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while (left := end - time.monotonic()) > 0:
+            if not selector.select(left):
+                continue
+            byte = os.read(fd, 1)
+            if not byte:
+                break  # the process closed its output
+            line += byte
+            if byte == b"\n":
+                lines.append(line.decode(errors="replace"))
+                line.clear()
+                if needle in lines[-1]:
+                    return lines
+    raise AssertionError(f"{needle!r} not printed within {deadline:g}s; got {lines}")

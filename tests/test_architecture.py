@@ -16,9 +16,9 @@ _spec = importlib.util.spec_from_file_location(
 import_graph = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(import_graph)
 
-MAX_CIRCLES = 3              # groups of modules that import one another
-MAX_MODULES_IN_CIRCLES = 12
-MAX_ELEMENTARY_CIRCLES = 28
+MAX_CIRCLES = 1              # groups of modules that import one another
+MAX_MODULES_IN_CIRCLES = 2
+MAX_ELEMENTARY_CIRCLES = 1
 
 
 def test_import_circles_do_not_grow():
@@ -31,6 +31,6 @@ def test_import_circles_do_not_grow():
 
 def test_the_graph_sees_imports_inside_functions():
     edges = import_graph.graph()
-    assert "nborch.runtime.engine" in edges["nborch.core.model"]  # Pipeline.run, in a method
+    assert "nborch.runtime.api" in edges["nborch.scheduling.scheduler"]  # in Scheduler._start
     assert "nborch.ui.schedule_cli" in edges["nborch.ui.cli"]       # in build_parser
     assert "nborch.core.private" in edges["nborch.inside"]

@@ -23,13 +23,13 @@ import pytest
 
 from conftest import REPO, kernels_of, write_notebook
 from nborch import Store
-from nborch.ui.graph import STATE_COLORS
+from nborch.core.states import COLOURS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = "/usr/lib/chromium/chromium"  # Debian's binary; /usr/bin/chromium is a slower wrapper
 DOCS_IMG = REPO / "docs" / "img"
-GREEN, BLUE, GREY = STATE_COLORS["success"], STATE_COLORS["running"], STATE_COLORS["cancelled"]
+GREEN, BLUE, GREY = COLOURS["success"].fill, COLOURS["running"].fill, COLOURS["cancelled"].fill
 
 
 def _missing() -> list[str]:
@@ -241,7 +241,7 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
                && document.querySelectorAll('.nborch-run-view g.node path[fill="%s"]').length === 2;
     }""" % GREEN, timeout=120_000)
     assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": BLUE,
-                                "report": STATE_COLORS["pending"]}
+                                "report": COLOURS["pending"].fill}
     view = page.locator(".nborch-run-view").first
     assert "2/4 tasks done" in view.inner_text() and "running" in view.inner_text()
     view.screenshot(path=str(screenshot_path("jupyter-running.png", tmp_path)))

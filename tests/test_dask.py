@@ -284,3 +284,17 @@ def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):
     assert run.values["make"]["parent"] in worker_pids(local_cluster).values()
     assert run.values["use"]["x"] == "x"
     assert "on the worker" in Store(workdir / ".nborch").log_path(run.run_id, "make").read_text()
+
+
+def test_a_resource_no_worker_offers_fails_the_task_at_once(workdir: Path, local_cluster):
+    """A typo or a GPU worker that is down: Dask would hold the task forever."""
+    write_notebook(workdir / "train.ipynb", "pass")
+    write_notebook(workdir / "cpu.ipynb", "pass")
+    p = Pipeline("gpu", root=workdir)
+    p.notebook("train.ipynb", resources={"GPU": 1})
+    p.notebook("cpu.ipynb")
+    run = p.start(executor=local_cluster, home=workdir / ".nborch").wait(120)
+    train = run.tasks["train"]
+    assert (train.status, run.tasks["cpu"].status) == ("failed", "success")
+    assert train.error["type"] == "ResourceUnavailable"
+    assert "offers GPU=1" in train.error["message"] and "no resources" in train.error["message"]

@@ -7,6 +7,7 @@ from pathlib import Path
 import nbformat
 
 from nborch import Pipeline, Store
+from nborch.core.events import TaskStateChanged
 from conftest import write_notebook
 
 
@@ -313,28 +314,42 @@ def _alive(pid: int) -> bool:
 
 
 def test_four_tasks_run_together_with_max_parallel_4(workdir: Path):
+    # Each task waits at a barrier until all four have reached it: only tasks running at
+    # the same moment get through (one left alone fails at the barrier's deadline).
+    barrier = workdir / "barrier"
+    barrier.mkdir()
     for i in range(4):
         write_notebook(workdir / f"t{i}.ipynb",
-                       "import time, nborch\nstart = time.time()\ntime.sleep(3)\n"
-                       "nborch.publish('span', [start, time.time()])")
+                       f"import pathlib, time\nhere = pathlib.Path({str(barrier)!r})\n"
+                       f"(here / 't{i}').touch()\ndeadline = time.monotonic() + 120\n"
+                       "while len(list(here.iterdir())) < 4:\n"
+                       "    assert time.monotonic() < deadline, 'the other tasks never ran'\n"
+                       "    time.sleep(0.02)")
     p = Pipeline("parallel")
     for i in range(4):
         p.notebook(f"t{i}.ipynb")
     run = p.run(max_parallel=4)
-    spans = [run.values[f"t{i}"]["span"] for i in range(4)]
-    # All four were sleeping at the same moment: each started before any ended.
-    assert max(s for s, _ in spans) < min(e for _, e in spans)
+    assert run.ok, {name: t.error for name, t in run.tasks.items() if t.error}
 
 
 def test_max_parallel_1_runs_one_at_a_time(workdir: Path):
+    running: set[str] = set()
+    at_once = []  # how many tasks ran after each state change, as the engine announced it
+
+    def follow(event):
+        if isinstance(event, TaskStateChanged):
+            (running.add if event.state == "running" else running.discard)(event.task)
+            at_once.append(len(running))
+
     for i in range(3):
         write_notebook(workdir / f"s{i}.ipynb",
-                       "import time, nborch\nstart = time.time()\ntime.sleep(0.3)\n"
+                       "import time, nborch\nstart = time.time()\n"
                        "nborch.publish('span', [start, time.time()])")
     p = Pipeline("serial")
     for i in range(3):
         p.notebook(f"s{i}.ipynb")
-    run = p.run(max_parallel=1)
+    run = p.run(max_parallel=1, listeners=[follow])
+    assert max(at_once) == 1
     spans = sorted(run.values[f"s{i}"]["span"] for i in range(3))
     assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))
 

@@ -25,7 +25,7 @@ from nbclient import NotebookClient
 from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
 from nborch import Store
 from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
-from nborch.ui.graph import STATE_COLORS
+from nborch.core.states import COLOURS
 from nborch.ui import htmlview
 from nborch.ui.htmlview import SvgGraph, layout
 from nborch.ui.jupyter.magic import body_kind, marked_lines, notebook_stem
@@ -36,7 +36,7 @@ from nborch.core.errors import SpecError
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
-GREEN, RED, ORANGE = STATE_COLORS["success"], STATE_COLORS["failed"], STATE_COLORS["upstream_failed"]
+GREEN, RED, ORANGE = (COLOURS[s].fill for s in ("success", "failed", "upstream_failed"))
 NODE_FILL = re.compile(r'<g id="([^"]+)" class="node">.*?fill="([^"]+)"', re.S)
 
 
@@ -205,6 +205,7 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
 def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
     from nborch import Pipeline
     from nborch.scheduling.scheduler import Scheduler
+    from nborch.scheduling.schedules import registered
     tiny_pipeline(workdir)
     nb = execute(
         workdir,
@@ -214,7 +215,7 @@ def test_schedule_registers_the_cells_pipeline_for_the_scheduler(workdir: Path):
     assert "morning.pipeline.yaml: scheduled morning at '0 6 * * *' (UTC)" in \
         stdout_of(nb.cells[1]) + json.dumps(outputs(nb.cells[1]))
     store = Store(workdir / ".nborch")
-    [schedule] = store.schedules()
+    [schedule] = registered(store)
     assert (schedule.pipeline, schedule.cron, schedule.source) == (
         "morning", "0 6 * * *", str(workdir / "morning.pipeline.yaml"))
     assert store.list_runs() == []  # registered, not run
@@ -343,9 +344,11 @@ def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
             f"%orchestrate status {first}",
             "%orchestrate runs",
             "%orchestrate status",  # the latest: the slow run, still running: a live view
-            "from nborch import Store\nimport time\nrun_id = Store().list_runs()[0]['run_id']\n"
-            "while Store().get_run(run_id).status == 'running':\n    time.sleep(0.2)\n"
-            "time.sleep(2.5)  # the view polls the store every second")
+            # The views above poll the store in threads that end once they have shown the
+            # run's end: wait for those threads, not for time to pass.
+            "import threading\nfor view in threading.enumerate():\n"
+            "    if view.name == 'nborch-runs-dashboard' or view.name.startswith('nborch-poll-'):\n"
+            "        view.join(120)\n        assert not view.is_alive(), view")
         assert slow.wait(60) == 0
     finally:
         slow.kill()
@@ -397,7 +400,7 @@ def test_svg_recolouring_rewrites_only_node_fills():
     graph = layout(edges)
     assert graph.names == ["extract", "by-region", "a.b"]
     svg = graph.render({"extract": "success", "by-region": "running", "a.b": "failed"})
-    assert fills(svg) == {"extract": GREEN, "by&#45;region": STATE_COLORS["running"],
+    assert fills(svg) == {"extract": GREEN, "by&#45;region": COLOURS["running"].fill,
                           "a.b": RED}
     assert 'xlink:title="by-region: running"' in svg
     assert svg.startswith("<svg") and "<?xml" not in svg
@@ -437,7 +440,7 @@ def test_svg_recolouring_handles_any_graphviz_shape():
     graph = SvgGraph(svg)
     out = graph.render({"n1": "success", "n2": "cancelled"})
     assert f'<ellipse fill="{GREEN}"' in out
-    assert f'<polygon fill="{STATE_COLORS["cancelled"]}"' in out and '<path fill="none"/>' in out
+    assert f'<polygon fill="{COLOURS["cancelled"].fill}"' in out and '<path fill="none"/>' in out
 
 
 def test_a_thousand_events_cause_a_handful_of_renders():
@@ -481,7 +484,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     run = _run_with_progress()
     stopped = []
     view = RunView(run, on_stop=lambda: stopped.append(True))
-    assert fills(view.graph.value) == {"a": STATE_COLORS["running"], "b": "#e5e7eb"}
+    assert fills(view.graph.value) == {"a": COLOURS["running"].fill, "b": "#e5e7eb"}
     assert "cell 7/20 · df = load(&#x27;&lt;x&gt;&#x27;)" in view.table.value
     assert (view.bar.value, view.bar.max, view.bar.description) == (0, 2, "0/2")
     assert "0/2 tasks done · 1 pending, 1 running" in view.summary.value
@@ -511,12 +514,12 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
     assert htmlview.states_of(run) == {"extract": "success", "region": "running",
                                        "report": "pending"}
     # `nborch show` colours the grid's row by the same state as the widget's node.
-    from nborch.ui.console import STYLE, _grid_row
+    from nborch.ui.console import _grid_row
     row = _grid_row("region", [t for t in tasks.values() if t.grid == "region"])
-    assert row[1].startswith(f"[{STYLE['running']}]")
+    assert row[1].startswith(f"[{COLOURS['running'].terminal}]")
     assert htmlview.status_lines(run)["region"] == "37/500 · 2 failed"
     view = RunView(run)
-    assert fills(view.graph.value) == {"extract": GREEN, "region": STATE_COLORS["running"],
+    assert fills(view.graph.value) == {"extract": GREEN, "region": COLOURS["running"].fill,
                                        "report": "#e5e7eb"}
     assert view.table.value.count("<tr data-task=") == 3 and "region-7" not in view.table.value
     assert "37/500 done, 2 failed, 3 running, 458 pending" in view.table.value

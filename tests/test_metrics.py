@@ -16,7 +16,7 @@ import pytest
 
 from conftest import (free_port, nborch, run_json, small_pipeline, start_scheduler, wait_for_line,
                       write_notebook, write_pipeline)
-from nborch.spec.loader import load
+from nborch import Pipeline
 from nborch.core.events import RunEnded, RunStarted, TaskStateChanged
 from nborch.runtime.metrics import Metrics
 
@@ -98,7 +98,7 @@ def test_metrics_of_runs_in_process(workdir: Path):
         "c": {"notebook": "ok.ipynb", "upstream": ["b"]}}}, name="bad.yaml")
     with Metrics().serve(free_port(), "127.0.0.1") as metrics:
         for path in (good, bad):
-            load(path).start(home=workdir / ".nborch", listeners=[metrics]).wait(120)
+            Pipeline.load(path).start(home=workdir / ".nborch", listeners=[metrics]).wait(120)
         samples = scrape(metrics.port)
     expected = {
         'nborch_runs_total{pipeline="good",status="success"}': 1.0,
@@ -125,7 +125,8 @@ def test_a_cancelled_run_leaves_no_task_counted_as_running_or_queued(workdir: Pa
         "a": {"notebook": "wait.ipynb"}, "b": {"notebook": "wait.ipynb"}}})
     p = '{pipeline="stopped"}'
     with Metrics().serve(free_port(), "127.0.0.1") as metrics:
-        handle = load(path).start(home=workdir / ".nborch", max_parallel=1, listeners=[metrics])
+        handle = Pipeline.load(path).start(home=workdir / ".nborch", max_parallel=1,
+                                           listeners=[metrics])
         wait_for(metrics.port, {f"nborch_tasks_running{p}": 1.0, f"nborch_tasks_queued{p}": 1.0})
         handle.cancel()
         handle.wait(120)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from nborch.core.events import Throttle
@@ -65,22 +66,32 @@ def test_collapse_carriage_returns():
 
 
 def test_show_json_reports_the_running_cell(workdir: Path):
-    cells = [f"import time\ntime.sleep(0.6)  # step {i}" for i in range(8)]
+    # Each cell waits for the test to open its gate, so the test sees the task in every cell
+    # however slowly `show` answers.
+    gates = workdir / "gates"
+    gates.mkdir()
+    cells = [f"step = {i}\nimport os, time\nwhile not os.path.exists({str(gates / str(i))!r}):\n"
+             "    time.sleep(0.02)" for i in range(8)]
     write_notebook(workdir / "slow.ipynb", *cells)
     path = write_pipeline(workdir, {"name": "cells", "tasks": {"slow": {"notebook": "slow.ipynb"}}})
     proc, run_id = start_run(path, workdir)
     seen = []
-    while proc.poll() is None:
-        shown = run_json(nborch("show", run_id, "--json", cwd=workdir, check=True))
-        task = shown["tasks"]["slow"]
-        if task["status"] == "running" and "progress" in task:
-            seen.append((task["progress"]["cell"], task["progress"]["cells"]))
-        elif task["status"] != "pending" and task["status"] != "running":
-            break
-    proc.communicate(timeout=60)
-    cells_done = [c for c, _ in seen]
-    assert {m for _, m in seen} == {8}
-    assert cells_done == sorted(cells_done) and len(set(cells_done)) >= 3, seen
+    deadline = time.monotonic() + 120
+    try:
+        for i in range(8):
+            while not seen or seen[-1]["cell"] != i:  # until `show` reports cell i running
+                assert proc.poll() is None and time.monotonic() < deadline, seen
+                shown = run_json(nborch("show", run_id, "--json", cwd=workdir, check=True))
+                task = shown["tasks"]["slow"]
+                if task["status"] == "running" and "progress" in task:
+                    seen.append(task["progress"])
+            (gates / str(i)).touch()
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    reported = list(dict.fromkeys((p["cell"], p["cells"], p["line"]) for p in seen))
+    assert reported == [(i, 8, f"step = {i}") for i in range(8)], seen
     final = run_json(nborch("show", run_id, "--json", cwd=workdir, check=True))
     assert "progress" not in final["tasks"]["slow"]
 

@@ -10,8 +10,8 @@ import pytest
 
 from conftest import nborch, write_notebook
 from nborch import Pipeline, Store
-from nborch.ui.graph import STATE_COLORS
-from nborch.ui.report import ATTEMPT_COLORS, write_report
+from nborch.core.states import COLOURS
+from nborch.ui.report import write_report
 
 
 class Page(HTMLParser):
@@ -69,16 +69,16 @@ def test_report_has_graph_timeline_table_values_and_errors(finished_run):
     nodes = {a["id"] for a in page.find("g", class_="node")}
     assert nodes == {"flaky", "broken", "after"}
     fills = dict(re.findall(r'<g id="([^"]+)" class="node">.*?fill="([^"]+)"', text, re.S))
-    assert fills == {"flaky": STATE_COLORS["success"], "broken": STATE_COLORS["failed"],
-                     "after": STATE_COLORS["upstream_failed"]}
+    assert fills == {"flaky": COLOURS["success"].fill, "broken": COLOURS["failed"].fill,
+                     "after": COLOURS["upstream_failed"].fill}
     # The timeline: one bar per attempt, coloured by its outcome; the retry is visible.
     attempts = store.attempts(run_id)
     bars = page.find("rect")
     bars = [b for b in bars if "attempt" in b.get("class", "").split()]
     assert len(bars) == len(attempts) == 3
     assert sorted((b["data-task"], b["data-attempt"], b["fill"]) for b in bars) == [
-        ("broken", "1", ATTEMPT_COLORS["failed"]), ("flaky", "1", ATTEMPT_COLORS["failed"]),
-        ("flaky", "2", ATTEMPT_COLORS["success"])]
+        ("broken", "1", COLOURS["failed"].fill), ("flaky", "1", COLOURS["failed"].fill),
+        ("flaky", "2", COLOURS["success"].fill)]
     first, second = sorted((b for b in bars if b["data-task"] == "flaky"),
                            key=lambda b: b["data-attempt"])
     assert float(second["x"]) >= float(first["x"]) + float(first["width"])  # after the delay

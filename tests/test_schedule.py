@@ -15,7 +15,7 @@ from conftest import nborch, run_json, small_pipeline, start_scheduler, wait_for
 from nborch import Store
 from nborch.core.errors import SpecError
 from nborch.scheduling.scheduler import Scheduler
-from nborch.scheduling.schedules import Schedule, check_cron, slots
+from nborch.scheduling.schedules import Schedule, check_cron, registered, slots
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -110,7 +110,7 @@ def test_bad_schedules_are_clear_errors_and_record_nothing(workdir: Path, args, 
     path = small_pipeline(workdir)
     proc = nborch("schedule", "add", str(path), *args, cwd=workdir)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    assert Store(workdir / ".nborch").schedules() == []
+    assert registered(Store(workdir / ".nborch")) == []
 
 
 # -- the scheduler ----------------------------------------------------------------------------
@@ -138,7 +138,7 @@ def test_scheduler_tick_honours_catchup_max_active_runs_and_pause(workdir: Path)
     [third] = scheduler.tick(now)
     assert scheduler.handles[third].wait(120).logical_date == "2026-01-03T06:00:00+00:00"
     assert scheduler.tick(now) == []  # nothing is started twice
-    assert store.schedules()[0].last_slot == "2026-01-03T06:00:00+00:00"
+    assert registered(store)[0].last_slot == "2026-01-03T06:00:00+00:00"
 
 
 def test_scheduler_process_runs_due_slots_is_alone_and_stops_on_sigterm(workdir: Path):

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from nborch.core.errors import SpecError, ValidationError
-from nborch.core.model import Pipeline, Task
+from nborch import Pipeline
+from nborch.core.model import Task
 from nborch.core.planner import Planner
 from nborch.spec.loader import from_mapping, load, load_yaml, parse_scalar, parse_yaml_text
 

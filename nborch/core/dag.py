@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from graphlib import CycleError, TopologicalSorter
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:
@@ -25,6 +25,19 @@ def downstream_map(edges: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
         for up in ups:
             down[up].append(name)
     return down
+
+
+def downstream_closure(edges: Mapping[str, Sequence[str]], names: Iterable[str]) -> set[str]:
+    """``names`` and every task downstream of them."""
+    down = downstream_map(edges)
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += down[current]
+    return seen
 
 
 def path_lengths(edges: Mapping[str, Sequence[str]]) -> dict[str, int]:

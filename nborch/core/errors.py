@@ -59,6 +59,18 @@ class RunNotFound(StoreError):
     exit_code = 2
 
 
+class SchedulerBusy(NborchError):
+    """Another scheduler is active on the store (one per store)."""
+
+    exit_code = 2
+
+
+class MetricsError(NborchError):
+    """Metrics cannot be served (prometheus-client missing, the port taken)."""
+
+    exit_code = 2
+
+
 def error_dict(kind: str, message: str, cell: int | None = None,
                traceback: str | None = None) -> dict:
     """A task attempt's error as stored and shown: ``{"type", "message", "cell", ...}``."""

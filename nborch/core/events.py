@@ -10,17 +10,6 @@ from typing import Any, Callable
 
 log = logging.getLogger("nborch")
 
-# Task-run states (SPEC section 3) and which of them are final.
-PENDING, QUEUED, RUNNING, RETRYING = "pending", "queued", "running", "retrying"
-SUCCESS, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED = (
-    "success", "failed", "upstream_failed", "skipped", "cancelled")
-TASK_STATES = (PENDING, QUEUED, RUNNING, RETRYING, SUCCESS, FAILED, UPSTREAM_FAILED, SKIPPED,
-               CANCELLED)
-FINAL_TASK_STATES = frozenset({SUCCESS, FAILED, UPSTREAM_FAILED, SKIPPED, CANCELLED})
-RUN_STATES = ("running", "success", "failed", "cancelled", "crashed")
-KEPT_ON_RESUME = frozenset({SUCCESS, SKIPPED})  # a resume runs every other task again
-
-
 @dataclass(frozen=True)
 class RunStarted:
     run_id: str
@@ -41,7 +30,7 @@ class RunStarted:
 class TaskStateChanged:
     run_id: str
     task: str
-    state: str
+    state: str  # a task state (core.states)
     attempt: int
     at: str
     error: dict | None = None
@@ -83,7 +72,7 @@ class AttemptOutput:
 @dataclass(frozen=True)
 class RunEnded:
     run_id: str
-    status: str
+    status: str  # a run state (core.states)
     ended_at: str
     error: dict | None = None  # why the run failed when no task says (it could not start)
 

@@ -8,8 +8,14 @@ from __future__ import annotations
 
 from typing import Iterable
 
-_DONE = ("success", "skipped")
-_OTHERS = ("failed", "upstream_failed", "cancelled", "running", "retrying", "queued", "pending")
+from .states import ACTIVE, SUCCESSFUL, State
+
+# A grid is in the first of these that one of its instances is in: busy while any instance
+# is, then the worst outcome; then skipped when every instance was, else success.
+_PRECEDENCE = (*ACTIVE, State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED, State.PENDING)
+# What a summary counts after "done", in this order.
+_OTHERS = (State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED, State.RUNNING,
+           State.RETRYING, State.QUEUED, State.PENDING)
 
 
 def groups(run) -> dict[str, list[str]]:
@@ -21,23 +27,25 @@ def groups(run) -> dict[str, list[str]]:
     return out
 
 
-def grid_state(states: Iterable[str]) -> str:
-    """One state for a whole grid, the same in every view: busy while any instance is, then
-    the worst outcome."""
-    states = list(states)
-    for state in ("running", "retrying", "queued", "failed", "upstream_failed", "cancelled",
-                  "pending"):
-        if state in states:
+def grid_state(states: Iterable[str]) -> State:
+    """One state for a whole grid, the same in every view."""
+    present = set(states)
+    for state in _PRECEDENCE:
+        if state in present:
             return state
-    return "skipped" if all(s == "skipped" for s in states) else "success"
+    return State.SKIPPED if present <= {State.SKIPPED} else State.SUCCESS
+
+
+def done_count(states: Iterable[str]) -> int:
+    """How many of ``states`` are done: success or skipped."""
+    return sum(1 for s in states if s in SUCCESSFUL)
 
 
 def summary(states: Iterable[str]) -> str:
     """``37/100 done, 2 failed, 61 pending``: done is success or skipped."""
     states = list(states)
     counts = {s: states.count(s) for s in dict.fromkeys(states)}
-    done = sum(counts.get(s, 0) for s in _DONE)
-    text = f"{done}/{len(states)} done"
-    if counts.get("skipped"):
-        text += f" ({counts['skipped']} skipped)"
+    text = f"{done_count(states)}/{len(states)} done"
+    if counts.get(State.SKIPPED):
+        text += f" ({counts[State.SKIPPED]} skipped)"
     return ", ".join([text] + [f"{counts[s]} {s}" for s in _OTHERS if counts.get(s)])

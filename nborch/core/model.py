@@ -12,13 +12,11 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from .clock import parse_duration
 from .errors import SpecError
-
-if TYPE_CHECKING:
-    from .run import Run
+from .hooks import parse_hooks
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")  # use fullmatch: "$" would let "a\n" through
 TRIGGERS = ("all_success", "all_done", "one_failed")
@@ -171,7 +169,6 @@ def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[
 
 def read_hooks(declared: dict, where: str) -> dict[str, tuple]:
     """``{"on_failure": [...], ...}`` (YAML items or callables) as ``Hook`` tuples."""
-    from ..runtime.hooks import parse_hooks
     return {event: tuple(parse_hooks(value, f"{where}: {event}"))
             for event, value in declared.items() if value}
 
@@ -242,6 +239,8 @@ class Pipeline:
         run = p.run(max_parallel=4)
 
     or load one with ``Pipeline.from_yaml(path)`` / ``Pipeline.load(path_or_folder)``.
+    (``nborch.Pipeline`` is ``runtime.api.Pipeline``: this class plus the verbs that load,
+    check and run it.)
     """
 
     def __init__(self, name: str, *, parameters: dict | None = None, secrets: Sequence[str] = (),
@@ -412,44 +411,6 @@ class Pipeline:
 
     def _where(self) -> str | None:
         return str(self.source) if self.source else None
-
-    # -- loading ----------------------------------------------------------------------
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
-        from ..spec.loader import load_yaml
-        return load_yaml(path, allow_large_grid=allow_large_grid)
-
-    @classmethod
-    def load(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
-        """A pipeline from a YAML file."""
-        from ..spec.loader import load
-        return load(path, allow_large_grid=allow_large_grid)
-
-    # -- running ----------------------------------------------------------------------
-
-    def validate(self, params: dict | None = None) -> None:
-        """Raise ``ValidationError`` listing every problem; run nothing."""
-        from ..spec.validate import validate
-        validate(self, params or {})
-
-    def run(self, **options: Any) -> "Run":
-        """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
-
-        Options: ``params``, ``max_parallel``, ``fail_fast``, ``logical_date``, ``home``
-        (the store folder), ``incremental``, ``force`` (task names), ``listeners``.
-        """
-        return self.start(**options).wait()
-
-    def start(self, *, params: dict | None = None, **options: Any):
-        """Validate and start a run in the background; returns a ``RunHandle``."""
-        from ..runtime.engine import start_run
-        return start_run(self, params=params or {}, **options)
-
-    def resume(self, run_id: str, *, from_task: str | None = None, **options: Any) -> "Run":
-        """Resume an earlier run of this pipeline (see ``Run.resume``)."""
-        from ..runtime.engine import resume_run
-        return resume_run(run_id, pipeline=self, from_task=from_task, **options).wait()
 
     def __repr__(self) -> str:
         return f"Pipeline({self.name!r}, tasks={list(self.tasks)})"

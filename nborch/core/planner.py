@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .dag import downstream_map, path_lengths
-from .events import (CANCELLED, FAILED, FINAL_TASK_STATES, PENDING, QUEUED, RETRYING, RUNNING,
-                     SKIPPED, SUCCESS, UPSTREAM_FAILED)
 from .model import Task
-
-_OK = (SUCCESS, SKIPPED)
-_BAD = (FAILED, UPSTREAM_FAILED)
+from .states import FAILURES, FINAL, SUCCESSFUL, WAITING, State
 
 
 @dataclass(frozen=True)
@@ -30,7 +26,7 @@ class Planner:
         (a resume); ``attempts`` carries on their attempt numbers."""
         self.tasks = dict(tasks)
         self.fail_fast = fail_fast
-        self.state = {name: (done or {}).get(name, PENDING) for name in tasks}
+        self.state = {name: (done or {}).get(name, State.PENDING) for name in tasks}
         self.attempt = {name: (attempts or {}).get(name, 0) for name in tasks}
         self.retry_at: dict[str, float] = {}
         edges = {n: t.upstream for n, t in tasks.items()}
@@ -41,24 +37,24 @@ class Planner:
 
     @property
     def done(self) -> bool:
-        return all(s in FINAL_TASK_STATES for s in self.state.values())
+        return all(s in FINAL for s in self.state.values())
 
     def queued(self) -> list[str]:
         """Queued tasks, the one with the longest path ahead of it first."""
-        names = [n for n, s in self.state.items() if s == QUEUED]
+        names = [n for n, s in self.state.items() if s == State.QUEUED]
         return sorted(names, key=lambda n: -self._priority[n])
 
     def soon_ready(self) -> list[str]:
         """Tasks worth a kernel now, nearest first: queued ones, then pending ones that will
         run once the tasks before them succeed (all_success only: other rules may not run),
         level by level, longest path first within a level."""
-        level = {n: 0 for n, s in self.state.items() if s == QUEUED}
-        passable = (SUCCESS, SKIPPED, RUNNING, QUEUED)
+        level = {n: 0 for n, s in self.state.items() if s == State.QUEUED}
+        passable = SUCCESSFUL | {State.RUNNING, State.QUEUED}
         frontier = True
         depth = 0
         while frontier:
             depth += 1
-            frontier = [n for n, s in self.state.items() if s == PENDING and n not in level
+            frontier = [n for n, s in self.state.items() if s == State.PENDING and n not in level
                         and self.tasks[n].trigger == "all_success"
                         and all(self.state[u] in passable or level.get(u, depth) < depth
                                 for u in self.tasks[n].upstream)]
@@ -68,13 +64,13 @@ class Planner:
     def next_wakeup(self) -> float | None:
         return min(self.retry_at.values(), default=None)
 
-    def run_status(self) -> str:
+    def run_status(self) -> State:
         states = set(self.state.values())
-        if states & set(_BAD):
-            return "failed"
-        if CANCELLED in states:
-            return "cancelled"
-        return "success"
+        if states & FAILURES:
+            return State.FAILED
+        if State.CANCELLED in states:
+            return State.CANCELLED
+        return State.SUCCESS
 
     # -- moves --------------------------------------------------------------------
 
@@ -84,12 +80,12 @@ class Planner:
         for name, due in list(self.retry_at.items()):
             if due <= now:
                 del self.retry_at[name]
-                moves.append(self._set(name, QUEUED))
+                moves.append(self._set(name, State.QUEUED))
         changed = True
         while changed:
             changed = False
             for name, state in self.state.items():
-                if state != PENDING:
+                if state != State.PENDING:
                     continue
                 decision = self._trigger(name)
                 if decision is not None:
@@ -99,57 +95,57 @@ class Planner:
 
     def start(self, name: str) -> Transition:
         self.attempt[name] += 1
-        return self._set(name, RUNNING)
+        return self._set(name, State.RUNNING)
 
     def finish(self, name: str, ok: bool, now: float) -> list[Transition]:
         """Record an attempt's outcome; a failure retries while retries remain."""
         if ok:
-            return [self._set(name, SUCCESS)]
+            return [self._set(name, State.SUCCESS)]
         task = self.tasks[name]
         if self.attempt[name] <= task.retries:
             self.retry_at[name] = now + task.delay_before(self.attempt[name] + 1)
-            return [self._set(name, RETRYING)]
-        moves = [self._set(name, FAILED)]
+            return [self._set(name, State.RETRYING)]
+        moves = [self._set(name, State.FAILED)]
         if self.fail_fast:
             moves += self.cancel_pending(f"--fail-fast after {name!r} failed")
         return moves
 
     def skip(self, name: str, reason: str) -> Transition:
         """A queued task found up to date (incremental run)."""
-        return self._set(name, SKIPPED, reason)
+        return self._set(name, State.SKIPPED, reason)
 
     def cancelled(self, name: str) -> Transition:
-        return self._set(name, CANCELLED, "cancelled while running")
+        return self._set(name, State.CANCELLED, "cancelled while running")
 
     def cancel_pending(self, reason: str) -> list[Transition]:
         """Cancel every task not yet running; running ones are the engine's to stop."""
         self.retry_at.clear()
-        return [self._set(n, CANCELLED, reason) for n, s in self.state.items()
-                if s in (PENDING, QUEUED, RETRYING)]
+        return [self._set(n, State.CANCELLED, reason) for n, s in self.state.items()
+                if s in WAITING]
 
     # -- internals ----------------------------------------------------------------
 
-    def _set(self, name: str, state: str, reason: str | None = None) -> Transition:
+    def _set(self, name: str, state: State, reason: str | None = None) -> Transition:
         self.state[name] = state
         return Transition(name, state, self.attempt[name], reason)
 
-    def _trigger(self, name: str) -> tuple[str, str | None] | None:
+    def _trigger(self, name: str) -> tuple[State, str | None] | None:
         """(state, reason) once the trigger rule can decide, else None."""
         ups = [self.state[u] for u in self.tasks[name].upstream]
         rule = self.tasks[name].trigger
         if rule == "one_failed":
-            if any(s in _BAD for s in ups):
-                return QUEUED, None
-            if all(s in FINAL_TASK_STATES for s in ups):
-                if CANCELLED in ups:
-                    return CANCELLED, "an upstream task was cancelled"
-                return SKIPPED, "trigger one_failed: no upstream task failed"
+            if any(s in FAILURES for s in ups):
+                return State.QUEUED, None
+            if all(s in FINAL for s in ups):
+                if State.CANCELLED in ups:
+                    return State.CANCELLED, "an upstream task was cancelled"
+                return State.SKIPPED, "trigger one_failed: no upstream task failed"
             return None
-        if not all(s in FINAL_TASK_STATES for s in ups):
+        if not all(s in FINAL for s in ups):
             return None
-        if rule == "all_done" or all(s in _OK for s in ups):
-            return QUEUED, None
-        bad = [u for u in self.tasks[name].upstream if self.state[u] in _BAD]
+        if rule == "all_done" or all(s in SUCCESSFUL for s in ups):
+            return State.QUEUED, None
+        bad = [u for u in self.tasks[name].upstream if self.state[u] in FAILURES]
         if bad:
-            return UPSTREAM_FAILED, f"upstream failed: {', '.join(bad)}"
-        return CANCELLED, "an upstream task was cancelled"
+            return State.UPSTREAM_FAILED, f"upstream failed: {', '.join(bad)}"
+        return State.CANCELLED, "an upstream task was cancelled"

@@ -1,4 +1,8 @@
-"""``Run`` and ``TaskRun``: what a run did, built live from events or loaded from the store."""
+"""``Run`` and ``TaskRun``: what a run did, built live from events or loaded from the store.
+
+``fold_task`` and ``fold_resume`` are the one rule for how events change a task's record:
+the live Run applies what they return to its ``TaskRun``, the store writes it to its row.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from typing import Any
 
 from .clock import utcnow
 from .events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
+from .states import UNSTARTED, State
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -20,7 +25,7 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 @dataclass
 class TaskRun:
     name: str
-    status: str = "pending"
+    status: str = State.PENDING
     attempts: int = 0
     started_at: str | None = None
     ended_at: str | None = None
@@ -53,7 +58,7 @@ class TaskRun:
             data["command"] = self.command
         if self.products:
             data["products"] = self.products
-        if self.status == "running" and self.progress:
+        if self.status == State.RUNNING and self.progress:
             data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
                                 "line": self.progress.get("line", "")}
         return data
@@ -63,7 +68,7 @@ class TaskRun:
 class Run:
     run_id: str
     pipeline: str
-    status: str = "running"
+    status: str = State.RUNNING
     started_at: str | None = None
     ended_at: str | None = None
     logical_date: str | None = None
@@ -88,20 +93,13 @@ class Run:
 
     @property
     def ok(self) -> bool:
-        return self.status == "success"
+        return self.status == State.SUCCESS
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for t in self.tasks.values():
             out[t.status] = out.get(t.status, 0) + 1
         return out
-
-    def resume(self, *, from_task: str | None = None, **options: Any) -> "Run":
-        """Run again the tasks that did not succeed (with ``from_task``: that task and all
-        downstream of it too), as a new attempt of this run; blocks and returns the Run."""
-        from ..runtime.engine import resume_run
-        return resume_run(self.run_id, pipeline=self.pipeline_obj, from_task=from_task,
-                          home=self.home, **options).wait()
 
     def to_dict(self) -> dict:
         data = {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
@@ -116,27 +114,10 @@ class Run:
         """Follow the engine's events (a Run is a listener of its own run)."""
         if getattr(event, "run_id", None) != self.run_id:
             return
-        if isinstance(event, TaskStateChanged):
+        if isinstance(event, (TaskStateChanged, AttemptProgress)):
             t = self.tasks[event.task]
-            t.status, t.attempts, t.reason = event.state, event.attempt, event.reason
-            if event.state == "running":
-                t.started_at = t.started_at or event.at
-                t.error, t.progress = None, None
-            elif event.state != "pending" and event.state != "queued":
-                t.progress = None
-                if event.state != "retrying":
-                    t.ended_at = event.at
-                if event.output_path is not None:
-                    t.output_path = event.output_path
-                if event.values is not None:
-                    t.values = event.values
-                if event.error is not None or event.state == "success":
-                    t.error = event.error
-                t.fingerprint = event.fingerprint or t.fingerprint
-                t.result_of = event.result_of or t.result_of
-        elif isinstance(event, AttemptProgress):
-            t = self.tasks[event.task]
-            t.progress = {"cell": event.cell, "cells": event.cells, "line": event.line}
+            for name, value in fold_task(t, event).items():
+                setattr(t, name, value)
         elif isinstance(event, RunEnded):
             self.status, self.ended_at = event.status, event.ended_at
 
@@ -146,8 +127,53 @@ class Run:
                                grid=t.get("grid"), command=t.get("command"),
                                products=t.get("products") or {})
                  for name, t in event.tasks.items()}
-        return cls(event.run_id, event.pipeline, "running", event.started_at, None,
+        return cls(event.run_id, event.pipeline, State.RUNNING, event.started_at, None,
                    event.logical_date, event.params, event.source, tasks)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.pipeline} {self.status} {self.counts()}>"
+
+
+def fold_task(task: TaskRun, event: TaskStateChanged | AttemptProgress) -> dict[str, Any]:
+    """The fields of ``task`` that ``event`` changes, by name: how a task's record follows
+    its events, for the live Run (``Run.apply``) and the store (``Store.task_changed``).
+
+    A state change sets the state, attempt and reason. A start also sets when the task first
+    started and clears its last error and progress; an attempt's end (a final state or a
+    retry) clears progress and records what the event carries (notebook, values,
+    fingerprint, whose result: each when given; the error when given or on success), and a
+    final state when the task ended. Queueing records nothing more. Progress is recorded
+    only while the task runs (a late report of an attempt that ended is dropped).
+    """
+    if isinstance(event, AttemptProgress):
+        if task.status != State.RUNNING:
+            return {}
+        return {"progress": {"cell": event.cell, "cells": event.cells, "line": event.line}}
+    state = event.state
+    changes: dict[str, Any] = {"status": state, "attempts": event.attempt, "reason": event.reason}
+    if state == State.RUNNING:
+        changes.update(started_at=task.started_at or event.at, error=None, progress=None)
+    elif state not in UNSTARTED:
+        changes["progress"] = None
+        if state != State.RETRYING:
+            changes["ended_at"] = event.at
+        for name in ("output_path", "values", "fingerprint", "result_of"):
+            if getattr(event, name) is not None:
+                changes[name] = getattr(event, name)
+        if event.error is not None or state == State.SUCCESS:
+            changes["error"] = event.error
+    return changes
+
+
+def fold_resume(started: RunStarted, name: str) -> dict[str, Any]:
+    """The fields of task ``name`` that a resume (``started``, whose ``resumes`` > 0)
+    changes, for the live Run and the store: the task as the resume announces it and, when
+    it runs again, its outcome cleared back to pending (its attempt count, last notebook and
+    values stay until it records new ones)."""
+    record = started.tasks[name]
+    changes: dict[str, Any] = {"grid": record.get("grid"), "command": record.get("command"),
+                               "products": record.get("products") or {}}
+    if name in started.rerun:
+        changes.update(status=State.PENDING, started_at=None, ended_at=None, error=None,
+                       reason=None, progress=None, fingerprint=None, result_of=None)
+    return changes

@@ -17,6 +17,7 @@ import html
 import json
 import os
 import re
+import sys
 from typing import Any, Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
@@ -208,5 +209,14 @@ def task_environment(additions: Mapping[str, str], withheld: Iterable[str]) -> d
     return {**{k: v for k, v in os.environ.items() if k not in withheld}, **additions}
 
 
+def search_path(env: dict) -> str:
+    """The ``PATH`` a command runs with: nborch's own Python environment first, as if it
+    were activated, so ``nborch publish`` (and the tools installed beside nborch, such as
+    dbt) are found even when nborch was started by its full path."""
+    path = env.get("PATH", os.environ.get("PATH", os.defpath))
+    here = os.path.dirname(sys.executable)
+    return path if path.split(os.pathsep)[0] == here else here + os.pathsep + path
+
+
 __all__ = ["MASK", "MIN_SECRET_LENGTH", "Masker", "StreamMasker", "own_credentials",
-           "secret_forms", "task_environment", "too_short"]
+           "search_path", "secret_forms", "task_environment", "too_short"]

@@ -23,6 +23,7 @@ from ..core.clock import utcnow
 from ..core.errors import error_dict
 from ..core.events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
 from ..core.secrecy import Masker, StreamMasker
+from ..core.states import State
 from ..inside import PUBLISH_MIME, publish_preview
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
@@ -56,17 +57,9 @@ class AttemptJob:
     check_products: bool = False  # a success that leaves a declared product missing fails
 
 
-def make_runner(job: AttemptJob, kernel, emit: Callable[[Any], None]):
-    """The runner of an attempt: a notebook on ``kernel``, or a command (no kernel)."""
-    if job.command is not None:
-        from .command import CommandRunner
-        return CommandRunner(job, emit)
-    return AttemptRunner(job, kernel, emit)
-
-
 @dataclass
 class AttemptResult:
-    status: str  # success | failed | cancelled
+    status: str  # State.SUCCESS | FAILED | CANCELLED
     started_at: str
     ended_at: str
     output_path: str | None
@@ -235,8 +228,8 @@ class AttemptRunner:
                 error = self._timeout_error(error)
             ended = utcnow()
             sinks.close(ended, error)
-        status = "success" if error is None else (
-            "cancelled" if self._stop_reason == "cancel" else "failed")
+        status = State.SUCCESS if error is None else (
+            State.CANCELLED if self._stop_reason == "cancel" else State.FAILED)
         # The executed notebook, secrets masked value by value (before its published values
         # are read): serialized once for every copy of it.
         text = None
@@ -250,7 +243,7 @@ class AttemptRunner:
                 _export(text, job.notebook_product, job.export_options)
             except Exception as exc:  # a bad exporter option, an unwritable folder
                 if error is None:
-                    status, error = "failed", error_dict(
+                    status, error = State.FAILED, error_dict(
                         "ExportError", f"cannot write the executed notebook to "
                                        f"{job.notebook_product}: {type(exc).__name__}: {exc}")
         values = {}
@@ -259,7 +252,7 @@ class AttemptRunner:
                 values = _published_values(self.nb, self.value_limit)
         except ValueTooLarge as exc:  # nborch.publish checks; this catches a bypass
             if error is None:
-                status, error = "failed", error_dict("ValueTooLarge", str(exc))
+                status, error = State.FAILED, error_dict("ValueTooLarge", str(exc))
         return AttemptResult(status, started, ended, output_path, values,
                              self.masker.data(error))
 

@@ -13,14 +13,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from typing import Any, Callable
 
 from ..core.private import FILE_MODE
 from ..core.clock import utcnow
 from ..core.errors import error_dict
-from ..core.secrecy import Masker, task_environment
+from ..core.secrecy import Masker, search_path, task_environment
+from ..core.states import State
 from .attempt import AttemptJob, AttemptResult, LogSinks, make_product_dirs
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
@@ -28,15 +28,6 @@ STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process g
 DRAIN_GRACE = 1.0  # seconds to wait for output after the program exits (background children)
 VALUES_ENV = "NBORCH_VALUES_FILE"
 LINE_PIECE = 64 * 1024  # bytes of output read at once, at most
-
-
-def search_path(env: dict) -> str:
-    """The ``PATH`` a command runs with: nborch's own Python environment first, as if it
-    were activated, so ``nborch publish`` (and the tools installed beside nborch, such as
-    dbt) are found even when nborch was started by its full path."""
-    path = env.get("PATH", os.environ.get("PATH", os.defpath))
-    here = os.path.dirname(sys.executable)
-    return path if path.split(os.pathsep)[0] == here else here + os.pathsep + path
 
 
 class CommandRunner:
@@ -100,8 +91,8 @@ class CommandRunner:
         except ValueTooLarge as exc:  # `nborch publish` checks; this catches a bypass
             values, error = {}, error or error_dict("ValueTooLarge", str(exc))
         os.unlink(values_file)
-        status = "success" if error is None else (
-            "cancelled" if self._stop_reason == "cancel" else "failed")
+        status = State.SUCCESS if error is None else (
+            State.CANCELLED if self._stop_reason == "cancel" else State.FAILED)
         return AttemptResult(status, started, ended, None, values, self.masker.data(error))
 
     def _execute(self, env: dict, sinks: dict) -> dict | None:

@@ -11,29 +11,25 @@ import json
 import logging
 import os
 import queue
-import secrets as _random
 import socket
 import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..core import private
 from ..core.clock import utcnow
-from ..core.dag import downstream_map
-from ..core.errors import NborchError, SpecError, StoreError, error_dict
-from ..core.events import (CANCELLED, KEPT_ON_RESUME, RETRYING, SKIPPED, SUCCESS, UPSTREAM_FAILED,
-                           EventBus, RunEnded, RunStarted, TaskStateChanged)
-from ..core.model import Pipeline
+from ..core.errors import StoreError, error_dict
+from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
-from ..core.run import Run
+from ..core.run import Run, fold_resume
+from ..core.states import NOT_RUN, State
 from ..execution import outputs
 from ..execution.attempt import AttemptJob, AttemptResult
-from ..execution.executors import get_executor
+from ..execution.executors import Executor
 from ..execution.kernels import KernelRequest
 from ..spec.ploomber import injected_upstream, ploomber_job
-from ..spec.validate import PreparedRun, prepare, stable_hash
+from ..spec.validate import PreparedRun, stable_hash
 from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
@@ -42,99 +38,6 @@ from .recording import Recorder, store_wait
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
 
-def new_run_id() -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"{stamp}-{_random.token_hex(3)}"
-
-def parse_logical_date(value: Any) -> datetime:
-    if value is None:
-        return datetime.now(timezone.utc).replace(microsecond=0)
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise SpecError(f"bad logical date {value!r}; use an ISO date such as 2026-01-31 or "
-                        "2026-01-31T06:00:00+01:00") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
-def _check_options(max_parallel: Any, pipeline: Pipeline, force: Iterable[str]) -> None:
-    if max_parallel is not None and (not isinstance(max_parallel, int) or max_parallel < 1):
-        raise SpecError(f"max_parallel must be a whole number >= 1, not {max_parallel!r}")
-    unknown = [f for f in force if f not in pipeline.tasks and f not in pipeline.grids]
-    if unknown:
-        raise SpecError(f"--force names unknown task(s) {', '.join(map(repr, unknown))} "
-                        f"(tasks: {pipeline.listing()})")
-
-def start_run(pipeline: Pipeline, *, params: dict, max_parallel: int | None = None,
-              fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
-              listeners: Sequence = (), executor: Any = None, incremental: bool = False,
-              force: Iterable[str] = (), output_dir: str | Path | None = None) -> "RunHandle":
-    """Validate completely, then start the run in a background thread. Executed notebooks go
-    under ``output_dir`` (a folder or an fsspec URL) when given, else in the store."""
-    force = tuple(force)
-    _check_options(max_parallel, pipeline, force)
-    if output_dir is not None:
-        outputs.check(str(output_dir))
-    prepared = prepare(pipeline, params, run_id=new_run_id(),
-                       logical_date=parse_logical_date(logical_date))
-    store = Store(home)
-    store.check_writable()  # before any kernel starts: nothing runs unrecorded
-    store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
-    engine = Engine(prepared, store, get_executor(executor),
-                    max_parallel or os.cpu_count() or 1, fail_fast, incremental,
-                    pipeline.expand(force), output_dir=output_dir)
-    return engine.start(listeners)
-
-def resume_run(run_id: str, *, pipeline: Pipeline | None = None, from_task: str | None = None,
-               max_parallel: int | None = None, fail_fast: bool = False,
-               home: str | Path | None = None, listeners: Sequence = (),
-               executor: Any = None) -> "RunHandle":
-    """Run again the tasks of ``run_id`` that did not succeed (and, with ``from_task``, that
-    task and everything downstream of it), keeping the rest, as the same run."""
-    store = Store(home)
-    store.check_writable()
-    store.mark_crashed()
-    previous = store.get_run(run_id)
-    if previous.status == "running":
-        raise NborchError(f"run {run_id} is still running; cancel it or wait for it to end")
-    if pipeline is None:
-        if not previous.source:
-            raise NborchError(f"run {run_id} was started from Python or a notebook, not from a "
-                              "pipeline file; resume it with Pipeline.resume(run_id)")
-        from ..spec.loader import load
-        pipeline = load(previous.source, allow_large_grid=True)  # its grids ran once already
-    if set(pipeline.tasks) != set(previous.tasks):
-        raise SpecError(f"the pipeline's tasks changed since run {run_id} "
-                        f"(then: {', '.join(previous.tasks)}; now: {', '.join(pipeline.tasks)}); "
-                        "start a new run instead")
-    rerun = {n for n, t in previous.tasks.items() if t.status not in KEPT_ON_RESUME}
-    if from_task is not None:
-        if from_task not in pipeline.tasks and from_task not in pipeline.grids:
-            raise SpecError(f"--from names unknown task {from_task!r} "
-                            f"(tasks: {pipeline.listing()})")
-        for name in pipeline.expand([from_task]):
-            rerun |= _downstream_closure(pipeline, name)
-    _check_options(max_parallel, pipeline, ())
-    if not rerun:
-        raise NborchError(f"run {run_id} has nothing to resume: every task succeeded "
-                          "(use --from TASK to run a task again)")
-    prepared = prepare(pipeline, {k: v for k, v in previous.params.items()
-                                  if k in pipeline.parameters},
-                       run_id=run_id, logical_date=parse_logical_date(previous.logical_date))
-    engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
-                    fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir)
-    return engine.start(listeners)
-
-def _downstream_closure(pipeline: Pipeline, name: str) -> set[str]:
-    down = downstream_map({n: t.upstream for n, t in pipeline.tasks.items()})
-    seen, todo = set(), [name]
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo += down[current]
-    return seen
 
 class RunHandle:
     """A run in progress. ``wait()`` returns the finished Run; ``cancel()`` stops it."""
@@ -175,8 +78,9 @@ class RunHandle:
     def __repr__(self) -> str:
         return f"<RunHandle {self.run!r}>"
 
+
 class Engine:
-    def __init__(self, prepared: PreparedRun, store: Store, executor, max_parallel: int,
+    def __init__(self, prepared: PreparedRun, store: Store, executor: Executor, max_parallel: int,
                  fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
                  previous: Run | None = None, rerun: set[str] | None = None,
                  output_dir: str | Path | None = None):
@@ -209,7 +113,7 @@ class Engine:
         self._started_event = started
         tasks = {n: p.task for n, p in prepared.tasks.items()}
         if previous is None:
-            self.run = Run.from_start(started)
+            self.run = store.run_type.from_start(started)
             self.planner = Planner(tasks, fail_fast)
         else:
             self.run = _resumed(previous, started)
@@ -254,7 +158,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------
 
     def _main(self) -> None:
-        status = "failed"
+        status = State.FAILED
         try:
             status = self._loop()
         except Exception:
@@ -299,7 +203,7 @@ class Engine:
                 self._apply(self.planner.cancel_pending(name))
                 for handle in list(self._running.values()):
                     handle.cancel()
-        return "cancelled" if self._cancel_requested else self.planner.run_status()
+        return State.CANCELLED if self._cancel_requested else self.planner.run_status()
 
     def _dispatch(self) -> bool:
         """Start queued tasks while slots are free; True when some were skipped instead."""
@@ -315,7 +219,7 @@ class Engine:
 
     def _apply(self, moves: list[Transition], **details: Any) -> None:
         for move in moves:
-            if move.state in (CANCELLED, SKIPPED, UPSTREAM_FAILED) and move.task in self._warming:
+            if move.state in NOT_RUN and move.task in self._warming:
                 self._warming.discard(move.task)
                 self.executor.discard(move.task)
             self.bus.emit(TaskStateChanged(self.run.run_id, move.task, move.state, move.attempt,
@@ -374,11 +278,10 @@ class Engine:
         until it is ready. Forked kernels cost a quarter of that, and starting the next
         ones early pays (chain10: 2.05 s instead of 2.27 s, fan16 and dag50 unchanged).
         """
-        prewarm = getattr(self.executor, "prewarm", None)
-        if prewarm is None or self._cancel_requested:
+        if not self.executor.prewarms or self._cancel_requested:
             return
         waited_for, spares_starting = self.executor.starting()
-        if waited_for and not getattr(self.executor, "forks_kernels", False):
+        if waited_for and not self.executor.forks_kernels:
             return
         warm = self.executor.warm()
         budget = min(self.max_parallel - len(warm),
@@ -391,33 +294,32 @@ class Engine:
             if name in warm or name in self._running or self.prepared.tasks[name].command:
                 continue
             attempt = self.planner.attempt[name] + 1
-            prewarm(name, attempt, self._kernel_request(name, attempt))
+            self.executor.prewarm(name, attempt, self._kernel_request(name, attempt))
             self._warming.add(name)
             budget -= 1
 
     def _finish(self, name: str, result: AttemptResult) -> None:
         self._running.pop(name, None)
-        release = getattr(self.executor, "release", None)
-        if release is not None:
-            release(name, self.planner.attempt[name])
-        if result.status == "cancelled" or (self._cancel_requested and result.status != "success"):
+        self.executor.release(name, self.planner.attempt[name])
+        if result.status == State.CANCELLED or (self._cancel_requested
+                                                and result.status != State.SUCCESS):
             moves = [self.planner.cancelled(name)]
         else:
-            moves = self.planner.finish(name, result.status == "success", time.monotonic())
-            if self.planner.fail_fast and any(m.state == CANCELLED for m in moves):
+            moves = self.planner.finish(name, result.status == State.SUCCESS, time.monotonic())
+            if self.planner.fail_fast and any(m.state == State.CANCELLED for m in moves):
                 for handle in list(self._running.values()):
                     handle.cancel()
         first, rest = moves[0], moves[1:]
         output = result.output_path
-        if first.state == RETRYING and output:
+        if first.state == State.RETRYING and output:
             kept = outputs.sibling(output, f"{name}.attempt-{first.attempt}.ipynb")
             outputs.move(output, kept)
             output = kept
-        done = first.state == SUCCESS
+        done = first.state == State.SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
             values=result.values, output_path=output, reason=first.reason,
-            attempt_status="cancelled" if first.state == CANCELLED else result.status,
+            attempt_status=State.CANCELLED if first.state == State.CANCELLED else result.status,
             fingerprint=self._fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
         self._apply(rest)
@@ -491,13 +393,8 @@ def _memory_to_spare(minimum: int = 1 << 30) -> bool:
 def _resumed(previous: Run, started: RunStarted) -> Run:
     """The live Run of a resume: kept tasks as they were, the others back to pending."""
     run = copy.deepcopy(previous)
-    run.status, run.ended_at, run.resumes = "running", None, started.resumes
+    run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
     for name, t in run.tasks.items():
-        record = started.tasks[name]
-        t.grid, t.command, t.products = record["grid"], record.get("command"), record["products"]
-    for name in started.rerun:
-        t = run.tasks[name]
-        t.status, t.started_at, t.ended_at, t.error, t.reason, t.progress = (
-            "pending", None, None, None, None, None)
-        t.fingerprint = t.result_of = None
+        for field, value in fold_resume(started, name).items():
+            setattr(t, field, value)
     return run

@@ -17,7 +17,7 @@ from ..core.model import Pipeline
 from ..core.run import Run
 from ..spec.validate import settings
 from ..store.store import Store
-from .engine import new_run_id
+from .api import new_run_id
 from .hooks import HookRunner
 
 log = logging.getLogger("nborch")

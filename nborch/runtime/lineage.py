@@ -19,8 +19,9 @@ import uuid
 from typing import Any
 
 from ..core.version import __version__
-from ..core.events import FAILED, RUNNING, RunEnded, RunStarted, TaskStateChanged
+from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.secrecy import Masker
+from ..core.states import State
 
 log = logging.getLogger("nborch")
 DEFAULT_NAMESPACE = "nborch"
@@ -29,7 +30,7 @@ PRODUCER = f"urn:nborch:{__version__}"
 # Fixed forever: OpenLineage run ids are uuid5(RUN_IDS, ...) of nborch's ids, so every
 # event of one run (or task attempt) carries the same id, in any process.
 RUN_IDS = uuid.UUID("2f3b342a-51b0-447e-a0ad-a94cce248f04")
-OUTCOMES = {"success": "COMPLETE", "cancelled": "ABORT"}  # any other end is a FAIL
+OUTCOMES = {State.SUCCESS: "COMPLETE", State.CANCELLED: "ABORT"}  # any other end is a FAIL
 _warned_missing = False
 
 
@@ -145,14 +146,14 @@ class Emitter:
 
     def _task(self, event: TaskStateChanged) -> None:
         name = event.task
-        if event.state == RUNNING:
+        if event.state == State.RUNNING:
             self._open[name] = run_uuid("task", event.run_id, name, event.attempt)
             self._send("START", self._job_name(name), self._open[name], event.at,
                        job_type="TASK", parent=True, outputs=self._outputs(name))
         elif event.attempt_status and name in self._open:
             self._end_task(name, OUTCOMES.get(event.attempt_status, "FAIL"), event.at,
                            event.error)
-        if event.state == FAILED:
+        if event.state == State.FAILED:
             self._failed.append(name)
 
     def _end_task(self, name: str, outcome: str, at: str, error: dict | None) -> None:

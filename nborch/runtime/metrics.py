@@ -10,17 +10,13 @@ from __future__ import annotations
 import threading
 from datetime import datetime
 
-from ..core.errors import NborchError
-from ..core.events import FINAL_TASK_STATES, QUEUED, RETRYING, RUNNING, RunEnded, RunStarted, \
-    TaskStateChanged
+from ..core.errors import MetricsError
+from ..core.events import RunEnded, RunStarted, TaskStateChanged
+from ..core.states import FINAL, State
 
 # Notebook attempts take from a fraction of a second to hours.
 BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
-GAUGED = (RUNNING, QUEUED)
-
-
-class MetricsError(NborchError):
-    exit_code = 2
+GAUGED = (State.RUNNING, State.QUEUED)
 
 
 class Metrics:
@@ -46,9 +42,10 @@ class Metrics:
                                         "Duration of task attempts", label, buckets=BUCKETS,
                                         registry=reg)
         self.gauges = {
-            RUNNING: prom.Gauge("nborch_tasks_running", "Tasks running now", label, registry=reg),
-            QUEUED: prom.Gauge("nborch_tasks_queued", "Tasks ready and waiting for a slot",
-                               label, registry=reg)}
+            State.RUNNING: prom.Gauge("nborch_tasks_running", "Tasks running now", label,
+                                      registry=reg),
+            State.QUEUED: prom.Gauge("nborch_tasks_queued", "Tasks ready and waiting for a slot",
+                                     label, registry=reg)}
         self.runs_running = prom.Gauge("nborch_runs_running", "Runs in progress", label,
                                        registry=reg)
         self._lock = threading.Lock()  # runs of a scheduler emit from their own threads
@@ -81,15 +78,15 @@ class Metrics:
         if e.state in GAUGED:
             self.gauges[e.state].labels(pipeline).inc()
         key = (e.run_id, e.task, e.attempt)
-        if e.state == RUNNING:
+        if e.state == State.RUNNING:
             self._began[key] = e.at
         if e.attempt_status is not None and key in self._began:
             seconds = (datetime.fromisoformat(e.at) -
                        datetime.fromisoformat(self._began.pop(key))).total_seconds()
             self.durations.labels(pipeline).observe(max(0.0, seconds))
-        if e.state == RETRYING:
+        if e.state == State.RETRYING:
             self.retries.labels(pipeline).inc()
-        elif e.state in FINAL_TASK_STATES:
+        elif e.state in FINAL:
             self.task_runs.labels(pipeline, e.state).inc()
 
     # -- serving --------------------------------------------------------------------------

@@ -19,20 +19,17 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..core.errors import NborchError, SpecError, StoreUnusable
+from ..core.errors import NborchError, SchedulerBusy, SpecError, StoreUnusable
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
+from ..core.states import State
 from ..store.store import Store
-from .schedules import Schedule, from_pipeline
+from .schedules import Schedule, from_pipeline, registered
 
 log = logging.getLogger("nborch")
 LOCK_NAME = "scheduler.lock"
 POLL_SECONDS = 5.0      # schedule changes apply within this; due slots start on time anyway
 GRACE_SECONDS = 300.0   # on SIGTERM, how long running runs may go on before they are cancelled
-
-
-class SchedulerBusy(NborchError):
-    exit_code = 2
 
 
 def _now() -> datetime:
@@ -108,7 +105,7 @@ class Scheduler:
     def tick(self, now: datetime) -> list[str]:
         """Start the runs that are due at ``now``; their run ids."""
         started = []
-        schedules = self.store.schedules()
+        schedules = registered(self.store)
         self._report_crashes(schedules)
         for schedule in schedules:
             if schedule.paused:
@@ -129,7 +126,7 @@ class Scheduler:
         return started
 
     def _start(self, schedule: Schedule, slot: datetime) -> str | None:
-        from ..runtime.engine import start_run
+        from ..runtime.api import start_run
         from ..runtime.failures import record_not_started
         from ..spec.loader import load
         try:
@@ -176,7 +173,7 @@ class Scheduler:
         self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
 
     def _sleep_time(self, now: datetime) -> float:
-        upcoming = [s.next_slot(now) for s in self.store.schedules() if not s.paused]
+        upcoming = [s.next_slot(now) for s in registered(self.store) if not s.paused]
         until = min(((slot - now).total_seconds() for slot in upcoming), default=self.poll)
         return max(0.05, min(self.poll, until))
 
@@ -215,7 +212,7 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
     succeeded are skipped unless ``rerun``. Returns the finished Runs."""
-    from ..runtime.engine import start_run
+    from ..runtime.api import start_run
     from ..spec.loader import load
     if end < start:
         raise SpecError(f"--end {end} is before --start {start}")
@@ -223,14 +220,14 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
         raise SpecError(f"--max-parallel-runs must be >= 1, not {max_parallel_runs}")
     pipeline = load(source)
     store = Store(home)
-    registered = {s.pipeline: s for s in store.schedules()}
-    schedule = registered.get(pipeline.name) or from_pipeline(pipeline)
+    saved = {s.pipeline: s for s in registered(store)}
+    schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
     zone = schedule.zone
     first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
     last = datetime.combine(end, dtime.max, zone)
     todo = []
     for slot in schedule.slots(first, last):
-        if not rerun and "success" in store.runs_of_slot(pipeline.name, slot.isoformat()):
+        if not rerun and State.SUCCESS in store.runs_of_slot(pipeline.name, slot.isoformat()):
             say(f"{slot.isoformat()}: already succeeded, skipped")
             continue
         todo.append(slot)

@@ -53,6 +53,11 @@ class Schedule:
         return asdict(self)
 
 
+def registered(store) -> list[Schedule]:
+    """The schedules saved in ``store``, by pipeline."""
+    return [Schedule(**record) for record in store.schedule_records()]
+
+
 def check_cron(expr: object, where: str = "") -> str:
     from croniter import croniter
     if not isinstance(expr, str) or not croniter.is_valid(expr):

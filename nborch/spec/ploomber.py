@@ -491,7 +491,7 @@ class _Reader:
             hook = self._hook(value, f"{draft.where}: {_ploomber_event(event)}", TASK_HOOK_ARGS,
                               given)
             if hook is not None:
-                from ..runtime.hooks import Hook
+                from ..core.hooks import Hook
                 hooks[event] = (Hook("python", hook),)
         return hooks
 

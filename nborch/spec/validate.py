@@ -15,8 +15,8 @@ from pathlib import Path
 from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
 from ..core.model import Pipeline, Task, has_nul
-from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, too_short
-from ..runtime.hooks import missing_settings
+from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, search_path, too_short
+from ..core.hooks import missing_settings
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 
@@ -229,8 +229,6 @@ def _shared_products(prepared: dict[str, PreparedTask]) -> list[str]:
 def _program_problems(task: Task, program: str) -> list[str]:
     """A command whose program cannot be found fails before anything runs."""
     import shutil
-
-    from ..execution.command import search_path
     path = search_path(task.env)
     if os.sep in program:
         found = (task.workdir / program).is_file()

@@ -14,16 +14,8 @@ from pathlib import Path
 
 from ..core.clock import utcnow
 from ..core.errors import error_dict
-from ..core.events import (
-    CANCELLED,
-    FAILED,
-    PENDING,
-    QUEUED,
-    RETRYING,
-    RUNNING,
-    RunEnded,
-    TaskStateChanged,
-)
+from ..core.events import RunEnded, TaskStateChanged
+from ..core.states import WAITING, State
 
 HOST = socket.gethostname()
 # A run on another host whose heartbeat is older than this is taken for crashed.
@@ -70,15 +62,15 @@ def crash_events(run, row: sqlite3.Row) -> list:
                        f"{row['host']}) died while this task ran")
     events: list = []
     for name, t in run.tasks.items():
-        if t.status == RUNNING:
-            events.append(TaskStateChanged(run.run_id, name, FAILED, t.attempts, now,
+        if t.status == State.RUNNING:
+            events.append(TaskStateChanged(run.run_id, name, State.FAILED, t.attempts, now,
                                            error=error, reason="the run crashed",
-                                           attempt_status=FAILED))
-        elif t.status in (PENDING, QUEUED, RETRYING):
+                                           attempt_status=State.FAILED))
+        elif t.status in WAITING:
             events.append(TaskStateChanged(
-                run.run_id, name, CANCELLED, t.attempts, now,
+                run.run_id, name, State.CANCELLED, t.attempts, now,
                 reason="the run crashed before this task could run"))
-    return events + [RunEnded(run.run_id, "crashed", last_beat(row))]
+    return events + [RunEnded(run.run_id, State.CRASHED, last_beat(row))]
 
 
 def stop_orphan_kernel(pid: int, run_id: str) -> bool:

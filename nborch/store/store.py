@@ -20,8 +20,9 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from ..core.errors import RunNotFound, StoreError, StoreUnusable, StoreWriteFailed
-from ..core.events import (FINAL_TASK_STATES, AttemptProgress, KernelStarted, RunEnded,
-                           RunStarted, TaskStateChanged)
+from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
+from ..core.run import Run, TaskRun, fold_resume, fold_task
+from ..core.states import SUCCESSFUL, State
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
 from .crashes import HOST, crash_events, is_dead, last_beat, process_started, stop_orphan_kernel
 
@@ -99,10 +100,47 @@ def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
+# TaskRun fields whose task_runs column is named otherwise, and those stored as JSON.
+_COLUMN = {"values": "vals"}
+_JSON = frozenset({"values", "error", "progress", "command", "products"})
+
+
+def _task_run(row: sqlite3.Row) -> TaskRun:
+    """A task_runs row as the TaskRun it records."""
+    return TaskRun(
+        name=row["task"], status=row["status"], attempts=row["attempts"],
+        started_at=row["started_at"], ended_at=row["ended_at"], output_path=row["output_path"],
+        values=_loads(row["vals"]) or {}, error=_loads(row["error"]), reason=row["reason"],
+        progress=_loads(row["progress"]), upstream=tuple(_loads(row["upstream"])),
+        notebook=row["notebook"], fingerprint=row["fingerprint"], result_of=row["result_of"],
+        grid=row["grid"], command=_loads(row["command"]), products=_loads(row["products"]) or {})
+
+
+def _update_task(conn: sqlite3.Connection, run_id: str, task: str, changes: dict) -> None:
+    """Write the changed fields of a task's TaskRun (``fold_task``, ``fold_resume``)."""
+    if not changes:
+        return
+    sets = ", ".join(f"{_COLUMN.get(field, field)} = ?" for field in changes)
+    args = [_dumps(value) if field in _JSON else value for field, value in changes.items()]
+    conn.execute(f"UPDATE task_runs SET {sets} WHERE run_id = ? AND task = ?",
+                 (*args, run_id, task))
+
+
+def _fold_into_row(conn: sqlite3.Connection, e: TaskStateChanged | AttemptProgress) -> None:
+    """Fold an event into its task's row, by the rule the live Run follows."""
+    row = conn.execute("SELECT * FROM task_runs WHERE run_id = ? AND task = ?",
+                       (e.run_id, e.task)).fetchone()
+    if row is not None:
+        _update_task(conn, e.run_id, e.task, fold_task(_task_run(row), e))
+
+
 class Store:
-    """The run store of ``home``. ``readonly``: for commands that only read (``runs``,
-    ``show``, the dashboard): never writes, never waits for a writer, and works on a
-    read-only copy of the home or a full disk."""
+    """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``).
+    ``readonly``: for commands that only read (``runs``, ``show``, the dashboard): never
+    writes, never waits for a writer, and works on a read-only copy of the home or a full
+    disk."""
+
+    run_type: type[Run] = Run  # what get_run builds (the public API's Run can resume)
 
     def __init__(self, home: str | Path | None = None, *, readonly: bool = False):
         self.home = Path(home) if home is not None else default_home()
@@ -317,66 +355,43 @@ class Store:
         with self._write() as conn:
             if e.resumes:
                 conn.execute(
-                    "UPDATE runs SET status = 'running', ended_at = NULL, pid = ?, host = ?,"
+                    "UPDATE runs SET status = ?, ended_at = NULL, pid = ?, host = ?,"
                     " pid_started = ?, heartbeat_at = ?, resumes = ? WHERE run_id = ?",
-                    (e.pid, e.host, process_started(e.pid), time.time(), e.resumes, e.run_id))
-                conn.executemany(
-                    "UPDATE task_runs SET status = 'pending', started_at = NULL, ended_at = NULL,"
-                    " error = NULL, reason = NULL, progress = NULL, fingerprint = NULL,"
-                    " result_of = NULL WHERE run_id = ? AND task = ?",
-                    [(e.run_id, name) for name in e.rerun])
+                    (State.RUNNING, e.pid, e.host, process_started(e.pid), time.time(), e.resumes,
+                     e.run_id))
+                for name in e.tasks:
+                    _update_task(conn, e.run_id, name, fold_resume(e, name))
                 return
             conn.execute(
                 "INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params, source,"
                 " pid, host, pid_started, heartbeat_at, output_dir)"
-                " VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (e.run_id, e.pipeline, e.started_at, e.logical_date, json.dumps(e.params), e.source,
-                 e.pid, e.host, process_started(e.pid), time.time(), e.output_dir))
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (e.run_id, e.pipeline, State.RUNNING, e.started_at, e.logical_date,
+                 json.dumps(e.params), e.source, e.pid, e.host, process_started(e.pid),
+                 time.time(), e.output_dir))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
-                " products, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                " products, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"),
-                  _dumps(t.get("command")), _dumps(t.get("products") or None))
+                  _dumps(t.get("command")), _dumps(t.get("products") or None), State.PENDING)
                  for i, (name, t) in enumerate(e.tasks.items())])
 
     def task_changed(self, e: TaskStateChanged) -> None:
-        sets = ["status = ?", "attempts = ?", "reason = ?"]
-        args: list[Any] = [e.state, e.attempt, e.reason]
-        if e.state == "running":
-            sets += ["started_at = COALESCE(started_at, ?)", "progress = NULL", "error = NULL"]
-            args.append(e.at)
-        elif e.state in FINAL_TASK_STATES or e.state == "retrying":
-            sets.append("progress = NULL")
-            if e.state != "retrying":
-                sets.append("ended_at = ?")
-                args.append(e.at)
-            for column, value in (("output_path", e.output_path), ("vals", _dumps(e.values)),
-                                  ("fingerprint", e.fingerprint), ("result_of", e.result_of)):
-                if value is not None:
-                    sets.append(f"{column} = ?")
-                    args.append(value)
-            if e.error is not None or e.state == "success":
-                sets.append("error = ?")
-                args.append(_dumps(e.error))
         with self._write() as conn:
-            if e.state == "running":
+            if e.state == State.RUNNING:
                 conn.execute("INSERT OR REPLACE INTO attempts (run_id, task, attempt, status,"
-                             " started_at) VALUES (?, ?, ?, 'running', ?)",
-                             (e.run_id, e.task, e.attempt, e.at))
+                             " started_at) VALUES (?, ?, ?, ?, ?)",
+                             (e.run_id, e.task, e.attempt, State.RUNNING, e.at))
             if e.attempt_status is not None:
                 conn.execute("UPDATE attempts SET status = ?, ended_at = ?, output_path = ?,"
                              " error = ? WHERE run_id = ? AND task = ? AND attempt = ?",
                              (e.attempt_status, e.at, e.output_path, _dumps(e.error), e.run_id,
                               e.task, e.attempt))
-            conn.execute(f"UPDATE task_runs SET {', '.join(sets)} WHERE run_id = ? AND task = ?",
-                         (*args, e.run_id, e.task))
+            _fold_into_row(conn, e)
 
     def progress(self, e: AttemptProgress) -> None:
         with self._write() as conn:
-            conn.execute("UPDATE task_runs SET progress = ? WHERE run_id = ? AND task = ?"
-                         " AND status = 'running'",
-                         (json.dumps({"cell": e.cell, "cells": e.cells, "line": e.line}),
-                          e.run_id, e.task))
+            _fold_into_row(conn, e)
 
     def kernel_started(self, e: KernelStarted) -> None:
         with self._write() as conn:
@@ -409,7 +424,7 @@ class Store:
                 continue
             with self._write() as conn:  # one transaction: another process may record it first
                 run = self._load_run(row["run_id"])
-                if run.status != "running":
+                if run.status != State.RUNNING:
                     continue
                 for event in crash_events(run, row):
                     self(event)
@@ -453,15 +468,15 @@ class Store:
         listed = []
         for r in rows:
             row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
-            if r["status"] == "running" and is_dead(r):
-                row["status"], row["ended_at"] = "crashed", last_beat(r)
+            if r["status"] == State.RUNNING and is_dead(r):
+                row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
             listed.append(row)
         return listed
 
-    def get_run(self, run_id: str):
+    def get_run(self, run_id: str) -> Run:
         """The run as recorded; one whose process died as ``mark_crashed`` would record it."""
         run = self._load_run(run_id)
-        if run.status == "running":
+        if run.status == State.RUNNING:
             [row] = self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
                                " WHERE run_id = ?", (run_id,))
             if is_dead(row):
@@ -469,23 +484,15 @@ class Store:
                     run.apply(event)
         return run
 
-    def _load_run(self, run_id: str):
-        from ..core.run import Run, TaskRun
+    def _load_run(self, run_id: str) -> Run:
         row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)) if self.exists else []
         if not row:
             raise RunNotFound(f"no run {run_id!r} in the store {self.path} "
                               "(see `nborch runs`; set NBORCH_HOME to use another store)")
         r = row[0]
-        tasks = {}
-        for t in self._read("SELECT * FROM task_runs WHERE run_id = ? ORDER BY position", (run_id,)):
-            tasks[t["task"]] = TaskRun(
-                name=t["task"], status=t["status"], attempts=t["attempts"],
-                started_at=t["started_at"], ended_at=t["ended_at"], output_path=t["output_path"],
-                values=_loads(t["vals"]) or {}, error=_loads(t["error"]), reason=t["reason"],
-                progress=_loads(t["progress"]), upstream=tuple(_loads(t["upstream"])),
-                notebook=t["notebook"], fingerprint=t["fingerprint"], result_of=t["result_of"],
-                grid=t["grid"], command=_loads(t["command"]), products=_loads(t["products"]) or {})
-        return Run(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
+        rows = self._read("SELECT * FROM task_runs WHERE run_id = ? ORDER BY position", (run_id,))
+        tasks = {t["task"]: _task_run(t) for t in rows}
+        return self.run_type(run_id=r["run_id"], pipeline=r["pipeline"], status=r["status"],
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
                    source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
@@ -506,8 +513,8 @@ class Store:
         rows = self._read(
             "SELECT t.run_id, t.output_path, t.vals, t.fingerprint, t.result_of FROM task_runs t"
             " JOIN runs r ON r.run_id = t.run_id WHERE t.task = ? AND r.pipeline = ?"
-            " AND t.status IN ('success', 'skipped') ORDER BY t.ended_at DESC LIMIT 1",
-            (task, pipeline))
+            " AND t.status IN (?, ?) ORDER BY t.ended_at DESC LIMIT 1",
+            (task, pipeline, *sorted(SUCCESSFUL)))
         if not rows:
             return None
         row = rows[0]
@@ -539,11 +546,12 @@ class Store:
                 tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
                                      "max_active_runs", "paused", "last_slot", "created_at")))
 
-    def schedules(self) -> list:
-        from ..scheduling.schedules import Schedule
+    def schedule_records(self) -> list[dict]:
+        """The schedules' rows, by pipeline (``scheduling.schedules.registered`` reads them
+        as ``Schedule`` objects)."""
         if not self.exists:
             return []
-        return [Schedule(**{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])})
+        return [{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])}
                 for r in self._read("SELECT * FROM schedules ORDER BY pipeline")]
 
     def update_schedule(self, pipeline: str, **fields: Any) -> bool:

@@ -11,44 +11,25 @@ from contextlib import nullcontext
 
 from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
-
-
-def printable(text: str) -> str:
-    """User text as the CLI prints it: see ``console.printable`` (imported when needed, as
-    every view is, so ``nborch publish`` starts fast)."""
-    from .console import printable
-    return printable(text)
-
-
-def _console():
-    from rich.console import Console
-    # Piped output is read by people in logs and CI, not by an 80-column terminal.
-    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
-
-
-def _store(args, readonly: bool = False):
-    """The run store; ``readonly`` for commands that only read: they work on a read-only
-    copy of the home or a full disk, and never wait for a writer."""
-    from ..store.store import Store
-    return Store(args.home, readonly=readonly)
-
+from ..core.states import State
+from .cli_common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Stopped, open_store,
+                         printable, resolve_run_id, rich_console, serve_metrics, with_metrics)
 
 def cmd_run(args) -> int:
+    from ..runtime.api import start_run
     from ..spec.loader import load, parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
-    return _follow(args, lambda listeners: pipeline.start(
-        params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
-        logical_date=args.logical_date, home=args.home, listeners=listeners,
-        incremental=args.incremental, force=args.force, executor=args.executor,
-        output_dir=args.output_dir), f"of {pipeline.name} started "
+    return _follow(args, lambda listeners: start_run(
+        pipeline, params=parse_params(args.param), max_parallel=args.max_parallel,
+        fail_fast=args.fail_fast, logical_date=args.logical_date, home=args.home,
+        listeners=listeners, incremental=args.incremental, force=args.force,
+        executor=args.executor, output_dir=args.output_dir), f"of {pipeline.name} started "
         f"({len(pipeline.tasks)} tasks)")
 
 
 def cmd_resume(args) -> int:
-    from ..runtime.engine import resume_run
-    run_id = _resolve_run_id(_store(args, readonly=True), args.run_id)
+    from ..runtime.api import resume_run
+    run_id = resolve_run_id(open_store(args, readonly=True), args.run_id)
     return _follow(args, lambda listeners: resume_run(
         run_id, from_task=args.from_task, max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, home=args.home, listeners=listeners, executor=args.executor),
@@ -85,7 +66,7 @@ def _follow(args, start, started_what: str) -> int:
     if args.json:
         print(json.dumps(run.to_dict(), indent=2))
     else:
-        print_run(run, _console())
+        print_run(run, rich_console())
     unrecorded = handle.unrecorded if handle.done else None
     if unrecorded:  # the outcome above is the truth; the store holds less
         print(printable(f"nborch: error: {unrecorded}"), file=sys.stderr)
@@ -93,24 +74,7 @@ def _follow(args, start, started_what: str) -> int:
         return 128 + stopped.signum
     if unrecorded:
         return EXIT_FAILED
-    return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
-
-
-def serve_metrics(args, say):
-    """The metrics listener, serving already, when ``--metrics-port`` is given; else None."""
-    if args.metrics_port is None:
-        return None
-    from ..runtime.metrics import Metrics
-    metrics = Metrics().serve(args.metrics_port, args.metrics_host)
-    say(f"serving metrics on http://{args.metrics_host}:{metrics.port}/metrics")
-    return metrics
-
-
-def with_metrics(p) -> None:
-    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
-                   help="serve Prometheus metrics on PORT at /metrics (needs nborch[metrics])")
-    p.add_argument("--metrics-host", default="0.0.0.0", metavar="HOST",
-                   help="address to serve metrics on (default 0.0.0.0: every interface)")
+    return {State.SUCCESS: EXIT_OK, State.CANCELLED: EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
 def cmd_validate(args) -> int:
@@ -132,8 +96,9 @@ def cmd_plot(args) -> int:
     prepared = prepare(load(args.pipeline))
     states = None
     if args.run:
-        store = _store(args, readonly=True)
-        states = {n: t.status for n, t in store.get_run(_resolve_run_id(store, args.run)).tasks.items()}
+        store = open_store(args, readonly=True)
+        run = store.get_run(resolve_run_id(store, args.run))
+        states = {n: t.status for n, t in run.tasks.items()}
     path = graph.write(prepared.edges, args.output, states)
     print(printable(f"wrote {path}"))
     return EXIT_OK
@@ -141,29 +106,20 @@ def cmd_plot(args) -> int:
 
 def cmd_runs(args) -> int:
     from .console import print_runs
-    rows = _store(args, readonly=True).list_runs(args.pipeline, args.limit)
+    rows = open_store(args, readonly=True).list_runs(args.pipeline, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
         print("no runs recorded yet" + (f" for pipeline {args.pipeline!r}" if args.pipeline else ""))
     else:
-        print_runs(rows, _console())
+        print_runs(rows, rich_console())
     return EXIT_OK
-
-
-def _resolve_run_id(store, run_id: str) -> str:
-    if run_id in ("latest", "last"):
-        rows = store.list_runs(limit=1)
-        if not rows:
-            raise NborchError("no runs recorded yet")
-        return rows[0]["run_id"]
-    return run_id
 
 
 def cmd_show(args) -> int:
     from .console import print_run
-    store = _store(args, readonly=True)
-    run = store.get_run(_resolve_run_id(store, args.run_id))
+    store = open_store(args, readonly=True)
+    run = store.get_run(resolve_run_id(store, args.run_id))
     if args.json:
         from ..core.grouping import groups
         data = run.to_dict()
@@ -174,7 +130,7 @@ def cmd_show(args) -> int:
                 data["tasks"][name]["grid"] = grid
         print(json.dumps(data, indent=2))
     else:
-        print_run(run, _console())
+        print_run(run, rich_console())
     return EXIT_OK
 
 
@@ -187,8 +143,8 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def cmd_logs(args) -> int:
-    store = _store(args, readonly=True)
-    run = store.get_run(_resolve_run_id(store, args.run_id))
+    store = open_store(args, readonly=True)
+    run = store.get_run(resolve_run_id(store, args.run_id))
     if args.task not in run.tasks:
         raise SpecError(f"run {run.run_id} has no task {args.task!r} "
                         f"(tasks: {', '.join(run.tasks)})")
@@ -203,8 +159,8 @@ def cmd_logs(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    store = _store(args, readonly=True)
-    run_id = _resolve_run_id(store, args.run_id)
+    store = open_store(args, readonly=True)
+    run_id = resolve_run_id(store, args.run_id)
     path = write_report(store, run_id, args.output or f"run-{run_id}.html")
     print(printable(f"wrote {path}"))
     return EXIT_OK
@@ -319,15 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     from .schedule_cli import add_parsers
     add_parsers(sub)
     return parser
-
-
-class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP (systemd stopping a unit, a closed terminal): the run is cancelled
-    as Ctrl-C cancels it, and the exit code says which signal (128 + its number)."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
 
 
 def _stop_on_signals() -> None:

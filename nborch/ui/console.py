@@ -15,10 +15,12 @@ import time
 from pathlib import Path
 from typing import IO
 
-from ..core.events import FINAL_TASK_STATES, RunEnded, RunStarted, TaskStateChanged
 from ..core.clock import format_duration
+from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.grouping import grid_state, groups, summary
 from ..core.run import Run, _seconds_between
+from ..core.states import (ACTIVE, FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, UNSTARTED, State,
+                           terminal_style)
 
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -40,9 +42,9 @@ def markup(text: object, multiline: bool = True) -> str:
     return escape(printable(text, multiline))
 
 
-STYLE = {"success": "green", "failed": "red", "upstream_failed": "dark_orange", "running": "blue",
-         "retrying": "yellow", "cancelled": "grey50", "skipped": "grey50", "queued": "cyan",
-         "pending": "grey70", "crashed": "magenta"}
+def styled(state: str) -> str:
+    """``state`` as rich markup, in its colour."""
+    return f"[{terminal_style(state)}]{state}[/]"
 
 
 class PlainProgress:
@@ -63,7 +65,7 @@ class PlainProgress:
             self._follow_grids(event)
         elif isinstance(event, TaskStateChanged) and event.task in self._grid_of:
             self._grid_changed(event)
-        elif isinstance(event, TaskStateChanged) and event.state not in ("pending", "queued"):
+        elif isinstance(event, TaskStateChanged) and event.state not in UNSTARTED:
             self._write(_task_line(event))
         elif isinstance(event, RunEnded):
             self._write(f"run {event.run_id}: {event.status}")
@@ -73,19 +75,20 @@ class PlainProgress:
             if task.get("grid"):
                 self._grid_of[name] = task["grid"]
                 kept = event.resumes and name not in event.rerun  # kept by a resume: done
-                self._states.setdefault(task["grid"], {})[name] = "success" if kept else "pending"
+                self._states.setdefault(task["grid"], {})[name] = (State.SUCCESS if kept
+                                                                   else State.PENDING)
 
     def _grid_changed(self, event: TaskStateChanged) -> None:
         grid = self._grid_of[event.task]
         states = self._states[grid]
         states[event.task] = event.state
-        if event.state in ("failed", "retrying"):
+        if event.state in LAST_ATTEMPT_FAILED:
             self._write(_task_line(event))
         last = self._said.get(grid)
-        if last is None and event.state in ("pending", "queued"):
+        if last is None and event.state in UNSTARTED:
             return
         text, now = summary(states.values()), time.monotonic()
-        ended = all(s in FINAL_TASK_STATES for s in states.values())
+        ended = all(s in FINAL for s in states.values())
         if last is None or (text != last[1] and (ended or now - last[0] >= self.every)):
             self._said[grid] = (now, text)
             self._write(f"{grid}: {text}")
@@ -97,11 +100,11 @@ class PlainProgress:
 
 def _task_line(event: TaskStateChanged) -> str:
     line = f"{event.task}: {event.state}"
-    if event.state == "running":
+    if event.state == State.RUNNING:
         line += f" (attempt {event.attempt})"
     if event.error:
         line += f" - {event.error['type']}: {_first_line(event.error['message'])}"
-    elif event.reason and event.state != "success":
+    elif event.reason and event.state != State.SUCCESS:
         line += f" - {event.reason}"
     return line
 
@@ -127,7 +130,8 @@ class LiveProgress:
         self._live.__exit__(*exc)
 
     def __call__(self, event) -> None:
-        if isinstance(event, TaskStateChanged) and event.state in ("failed", "retrying") and event.error:
+        if isinstance(event, TaskStateChanged) and event.state in LAST_ATTEMPT_FAILED \
+                and event.error:
             self.console.print(f"[red]{markup(event.task, False)}[/] {event.state}: "
                                f"{markup(event.error['type'], False)}: "
                                f"{markup(_first_line(event.error['message']), False)}",
@@ -140,8 +144,7 @@ class LiveProgress:
         run = self.run
         counts = run.counts()
         total = len(run.tasks)
-        finished = sum(counts.get(s, 0) for s in
-                       ("success", "failed", "upstream_failed", "skipped", "cancelled"))
+        finished = sum(n for s, n in counts.items() if s in FINAL)
         grid = Table.grid(padding=(0, 1))
         head = Text.assemble((f"{printable(run.pipeline, False)} ", "bold"), (run.run_id, "dim"))
         grid.add_row(head)
@@ -155,17 +158,17 @@ class LiveProgress:
         in_grid = {n for names in grids.values() for n in names}
         for name, names in grids.items():  # one line per grid that is under way
             states = [run.tasks[n].status for n in names]
-            active = next((s for s in ("running", "retrying", "queued") if s in states), None)
-            if active:
-                grid.add_row(Text.assemble((f"  {active:<9} ", STYLE.get(active, "")),
+            active = grid_state(states)
+            if active in ACTIVE:
+                grid.add_row(Text.assemble((f"  {active:<9} ", terminal_style(active)),
                                            (printable(name, False), "bold"),
                                            (f"  {summary(states)}", "dim")))
         for t in run.tasks.values():
-            if t.status in ("running", "retrying", "queued") and t.name not in in_grid:
+            if t.status in ACTIVE and t.name not in in_grid:
                 extra = ""
                 if t.progress:
                     extra = f"cell {t.progress['cell']}/{t.progress['cells']} {t.progress['line']}"
-                grid.add_row(Text.assemble((f"  {t.status:<9} ", STYLE.get(t.status, "")),
+                grid.add_row(Text.assemble((f"  {t.status:<9} ", terminal_style(t.status)),
                                            (printable(t.name, False), "bold"),
                                            (printable(f"  {extra}"[:100], False), "dim")))
         return grid
@@ -182,7 +185,7 @@ def print_runs(rows: list[dict], console) -> None:
         table.add_column(col)
     for r in rows:
         table.add_row(r["run_id"], markup(r["pipeline"], False),
-                      f"[{STYLE.get(r['status'], '')}]{r['status']}[/]",
+                      styled(r["status"]),
                       (r["started_at"] or "")[:19].replace("T", " "),
                       format_duration(_seconds_between(r["started_at"], r["ended_at"])))
     console.print(table)
@@ -219,7 +222,7 @@ def print_run(run: Run, console) -> None:
     and errors of its first few instances are printed (all are in ``show --json``)."""
     from rich.table import Table
     console.print(f"[bold]{markup(run.pipeline, False)}[/] run [bold]{run.run_id}[/]: "
-                  f"[{STYLE.get(run.status, '')}]{run.status}[/] in {format_duration(run.duration)} "
+                  f"{styled(run.status)} in {format_duration(run.duration)} "
                   f"(started {(run.started_at or '')[:19].replace('T', ' ')}, logical date "
                   f"{markup(run.logical_date, False)})", highlight=False)
     if run.error:  # the run's own error: it could not start, or could not be recorded
@@ -236,8 +239,8 @@ def print_run(run: Run, console) -> None:
             if t.name == grids[name][0]:
                 table.add_row(*_grid_row(name, [run.tasks[n] for n in grids[name]]))
             continue
-        status = f"[{STYLE.get(t.status, '')}]{t.status}[/]"
-        if t.status == "running" and t.progress:
+        status = styled(t.status)
+        if t.status == State.RUNNING and t.progress:
             status += f" cell {t.progress['cell']}/{t.progress['cells']}"
         table.add_row(markup(t.name, False), status, str(t.attempts), format_duration(t.duration),
                       markup(_short_path(t.output_path) if t.command is None
@@ -272,7 +275,7 @@ def print_run(run: Run, console) -> None:
     _more(console, run, grids, lambda t: bool(t.error), "errors")
     reasons: dict[tuple[str, str], int] = {}  # a grid's instances share their reasons
     for t in run.tasks.values():
-        if not t.error and t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
+        if not t.error and t.reason and t.status in NOT_RUN:
             key = (grid_of.get(t.name, t.name), t.reason)
             reasons[key] = reasons.get(key, 0) + 1
     for (name, reason), count in reasons.items():
@@ -285,14 +288,14 @@ def _grid_row(name: str, tasks: list) -> tuple[str, ...]:
     states = [t.status for t in tasks]
     starts = [t.started_at for t in tasks if t.started_at]
     ends = [t.ended_at for t in tasks if t.ended_at]
-    ended = all(s in FINAL_TASK_STATES for s in states)
+    ended = all(s in FINAL for s in states)
     duration = _seconds_between(min(starts), max(ends) if ended and ends else None) \
         if starts else None
     outputs = [t.output_path for t in tasks if t.output_path]
     pattern = os.path.commonprefix([t.name for t in tasks]).rstrip("0123456789") + "*.ipynb"
     where = _short_path(str(Path(outputs[0]).parent / pattern)) if outputs else ""
     return (f"{markup(name, False)} (grid)",
-            f"[{STYLE.get(grid_state(states), '')}]{summary(states)}[/]",
+            f"[{terminal_style(grid_state(states))}]{summary(states)}[/]",
             str(sum(t.attempts for t in tasks)), format_duration(duration), markup(where, False))
 
 

@@ -1,4 +1,5 @@
-"""Graphviz drawing of a pipeline or a run, shared by ``plot``, the widget and the report.
+"""Graphviz drawing of a pipeline or a run, shared by ``plot``, the widget and the report
+(state colours: ``core.states.COLOURS``).
 
 Each node's Graphviz name (and ``id``) is its task name, so a view can recolour a laid-out
 SVG by id instead of laying it out again.
@@ -12,19 +13,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from ..core.errors import NborchError
-
-STATE_COLORS = {
-    "pending": "#e5e7eb",
-    "queued": "#c7d2fe",
-    "running": "#93c5fd",
-    "retrying": "#fde68a",
-    "success": "#86efac",
-    "failed": "#fca5a5",
-    "upstream_failed": "#fdba74",
-    "skipped": "#d1d5db",
-    "cancelled": "#a8a29e",
-}
-NEUTRAL = "#f3f4f6"
+from ..core.states import fill
 
 
 def have_dot() -> bool:
@@ -51,7 +40,7 @@ def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None
         state = (states or {}).get(task)
         label = (f'<{html.escape(task)}<BR/><FONT POINT-SIZE="{STATUS_FONT_SIZE}" COLOR="#374151">'
                  f'{STATUS_PLACEHOLDER}</FONT>>') if status_line else task
-        g.node(task, label=label, id=task, fillcolor=STATE_COLORS.get(state, NEUTRAL),
+        g.node(task, label=label, id=task, fillcolor=fill(state),
                tooltip=f"{task}: {state}" if state else task)
     for task, ups in edges.items():
         for up in ups:

@@ -17,16 +17,13 @@ from pathlib import Path
 from typing import Mapping, Sequence
 from urllib.parse import quote
 
-from ..core.grouping import grid_state, groups
 from ..core.clock import format_duration
+from ..core.grouping import done_count, grid_state, groups
 from ..core.grouping import summary as grid_summary
 from ..core.run import Run
-from .graph import NEUTRAL, STATE_COLORS, STATUS_PLACEHOLDER
+from ..core.states import FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, TASK_STATES, State, fill
+from .graph import STATUS_PLACEHOLDER
 
-FINISHED = ("success", "failed", "upstream_failed", "skipped", "cancelled")
-RUN_COLORS = {"running": STATE_COLORS["running"], "success": STATE_COLORS["success"],
-              "failed": STATE_COLORS["failed"], "cancelled": STATE_COLORS["cancelled"],
-              "crashed": "#f0abfc"}
 FONT = "font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;font-size:13px"
 _NODE_RE = re.compile(r'<g id="([^"]*)" class="node">')
 _FILL_RE = re.compile(r'fill="([^"]*)"')
@@ -81,7 +78,7 @@ class SvgGraph:
             out.append(text)
             state = states.get(name)
             if kind == "fill":
-                out.append(STATE_COLORS.get(state, NEUTRAL) if state else NEUTRAL)
+                out.append(fill(state))
             elif kind == "tip":
                 line = f" · {lines[name]}" if lines.get(name) else ""
                 out.append(html.escape(f"{name}: {state}{line}" if state else name))
@@ -129,19 +126,18 @@ def status_lines(run: Run) -> dict[str, str]:
     out = {}
     for grid, names in groups(run).items():
         states = [run.tasks[n].status for n in names]
-        done = sum(s in ("success", "skipped") for s in states)
-        failed = states.count("failed")
+        done, failed = done_count(states), states.count(State.FAILED)
         out[grid] = f"{done}/{len(states)}" + (f" · {failed} failed" if failed else "")
     for name, t in run.tasks.items():
         if t.grid:
             continue
-        if t.status == "running" and t.progress:
+        if t.status == State.RUNNING and t.progress:
             out[name] = f"cell {t.progress['cell']}/{t.progress['cells']}"  # as progress_text
-        elif t.status == "running":
+        elif t.status == State.RUNNING:
             out[name] = "starting"
-        elif t.status == "retrying":
+        elif t.status == State.RETRYING:
             out[name] = f"retry {t.attempts + 1}"
-        elif t.status in ("success", "failed") and t.started_at and t.ended_at:
+        elif t.status in (State.SUCCESS, State.FAILED) and t.started_at and t.ended_at:
             out[name] = format_duration(t.duration)
     return out
 
@@ -172,9 +168,8 @@ def esc(value: object) -> str:
 
 
 def swatch(state: str) -> str:
-    color = STATE_COLORS.get(state) or RUN_COLORS.get(state, NEUTRAL)
     return (f'<span style="display:inline-block;width:9px;height:9px;border:1px solid #6b7280;'
-            f'background:{color};margin-right:4px"></span>')
+            f'background:{fill(state)};margin-right:4px"></span>')
 
 
 def state_badge(state: str) -> str:
@@ -184,7 +179,7 @@ def state_badge(state: str) -> str:
 def legend() -> str:
     """Every task state with its colour, drawn beside (not inside) the graph."""
     items = "".join(f'<span style="margin-right:12px;white-space:nowrap">{swatch(s)}{s}</span>'
-                    for s in STATE_COLORS)
+                    for s in TASK_STATES)
     return f'<div class="nborch-legend" style="{FONT};color:#374151;margin:4px 0">{items}</div>'
 
 
@@ -201,17 +196,17 @@ def short_time(iso: str | None) -> str:
 
 def counts_text(run: Run) -> str:
     counts = run.counts()
-    return ", ".join(f"{counts[s]} {s}" for s in STATE_COLORS if counts.get(s))
+    return ", ".join(f"{counts[s]} {s}" for s in TASK_STATES if counts.get(s))
 
 
 def finished_count(run: Run) -> int:
-    return sum(1 for t in run.tasks.values() if t.status in FINISHED)
+    return sum(1 for t in run.tasks.values() if t.status in FINAL)
 
 
 def summary_text(run: Run) -> str:
     """``3/5 tasks done · 2 success, 1 running, 2 pending · 0:12 elapsed``."""
     elapsed = format_duration(run.duration)
-    when = "elapsed" if run.status == "running" else "in all"
+    when = "elapsed" if run.status == State.RUNNING else "in all"
     return (f"{finished_count(run)}/{len(run.tasks)} tasks done · {counts_text(run)} · "
             f"{elapsed} {when}")
 
@@ -244,7 +239,7 @@ def short_json(value: object, limit: int = 80) -> str:
 
 
 def progress_text(task) -> str:
-    if task.status != "running" or not task.progress:
+    if task.status != State.RUNNING or not task.progress:
         return ""
     p = task.progress
     line = p.get("line") or ""
@@ -262,7 +257,7 @@ def task_row(t, base: Path | None) -> str:
     values = "<br>".join(f"<code>{esc(k)}</code> = {esc(short_json(v, 60))}"
                          for k, v in t.values.items())
     progress = progress_text(t)
-    if not progress and t.reason and t.status in ("upstream_failed", "cancelled", "skipped"):
+    if not progress and t.reason and t.status in NOT_RUN:
         progress = t.reason
     duration = esc(format_duration(t.duration)) if t.started_at else ""
     return (f'<tr data-task="{esc(t.name)}"{_TR}><td><b>{esc(t.name)}</b></td>'
@@ -345,9 +340,9 @@ _PRE = ("background:#f9fafb;border:1px solid #e5e7eb;padding:6px;margin:4px 0;ov
 
 def errors_html(run: Run) -> str:
     """The error of every failed task (and the last error of a retrying one)."""
-    parts = [error_details(t.name, t.error, label="failed" if t.status == "failed" else
+    parts = [error_details(t.name, t.error, label="failed" if t.status == State.FAILED else
                            f"attempt {t.attempts} failed, retrying")
-             for t in run.tasks.values() if t.error and t.status in ("failed", "retrying")]
+             for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED]
     return f'<div class="nborch-errors" style="{FONT}">{"".join(parts)}</div>' if parts else ""
 
 

@@ -6,7 +6,7 @@ import re
 import time
 from typing import IO
 
-from ..core.events import FINAL_TASK_STATES
+from ..core.states import FINAL
 from ..store.store import Store
 
 POLL_SECONDS = 0.2
@@ -39,7 +39,7 @@ def follow_log(store: Store, run_id: str, task: str, out: IO[str]) -> None:
     on_terminal = out.isatty()
     pending, offset, partial_shown = "", 0, False
     while True:
-        ended = store.get_run(run_id).tasks[task].status in FINAL_TASK_STATES
+        ended = store.get_run(run_id).tasks[task].status in FINAL
         if path.exists():
             with open(path, encoding="utf-8", errors="replace", newline="") as fh:
                 fh.seek(offset)

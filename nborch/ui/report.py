@@ -17,12 +17,10 @@ from markupsafe import Markup
 from ..core.clock import format_duration, utcnow
 from ..core.grouping import grid_state, groups
 from ..core.run import Run
+from ..core.states import ATTEMPT_STATES, State, fill
 from ..store.store import Store
 from . import htmlview
-from .graph import STATE_COLORS
 
-ATTEMPT_COLORS = {"success": STATE_COLORS["success"], "failed": STATE_COLORS["failed"],
-                  "cancelled": STATE_COLORS["cancelled"], "running": STATE_COLORS["running"]}
 CHART_WIDTH = 720   # px of the time axis
 LABEL_WIDTH = 160   # px of the task names left of it
 ROW = 22            # px per task
@@ -168,7 +166,7 @@ def timeline(run: Run, attempts: list[dict], now: str | None = None) -> dict:
             status = a["status"]
             bars.append({"attempt": a["attempt"], "status": status,
                          "x": round(LABEL_WIDTH + x0, 1), "width": round(width, 1),
-                         "color": ATTEMPT_COLORS.get(status, STATE_COLORS["pending"]),
+                         "color": fill(status, default=fill(State.PENDING)),
                          "title": f"{name} attempt {a['attempt']}: {status}, "
                                   f"{format_duration(_seconds(a['started_at'], a_end))}"
                                   + (f" ({a['error']['type']})" if a.get("error") else "")})
@@ -186,8 +184,8 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
     from ..core.version import __version__
     graph = htmlview.layout(htmlview.run_edges(run))
     svg = graph.draw(run) if graph else None
-    errors = [htmlview.error_details(a["task"], a["error"], label=f"attempt {a['attempt']} "
-                                     f"{'was cancelled' if a['status'] == 'cancelled' else 'failed'}")
+    errors = [htmlview.error_details(a["task"], a["error"], label=f"attempt {a['attempt']} " + (
+                  "was cancelled" if a["status"] == State.CANCELLED else "failed"))
               for a in sorted(attempts, key=lambda a: (list(run.tasks).index(a["task"])
                                                        if a["task"] in run.tasks else 0,
                                                        a["attempt"]))
@@ -205,7 +203,7 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
         duration=format_duration(run.duration), summary=htmlview.summary_text(run),
         params=json.dumps(run.params, ensure_ascii=False),
         graph=safe(htmlview.graph_block(svg)), legend=safe(htmlview.legend()),
-        timeline=timeline(run, attempts), attempt_colors=ATTEMPT_COLORS,
+        timeline=timeline(run, attempts), attempt_colors={s: fill(s) for s in ATTEMPT_STATES},
         table=safe(htmlview.task_table(run, base, max_height=None)), values=values,
         products=products,
         errors=[safe(e) for e in errors], version=__version__,

@@ -9,7 +9,9 @@ from dataclasses import replace
 from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
-from .cli import EXIT_FAILED, EXIT_OK, _store, printable, serve_metrics, with_metrics
+from ..core.states import State
+from ..scheduling.schedules import from_pipeline, registered
+from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
 
 
 def _duration(text: str, option: str) -> float:
@@ -39,14 +41,13 @@ def _start(text: str | None) -> datetime | None:
 
 
 def cmd_schedule_add(args) -> int:
-    from ..scheduling.schedules import from_pipeline
     from ..spec.loader import load
     pipeline = load(args.pipeline)
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
                              max_active_runs=args.max_active_runs, start=_start(args.start))
-    store = _store(args)
-    old = next((s for s in store.schedules() if s.pipeline == schedule.pipeline), None)
+    store = open_store(args)
+    old = next((s for s in registered(store) if s.pipeline == schedule.pipeline), None)
     if old is not None and args.start is None:  # an update: it goes on where it was
         schedule = replace(schedule, last_slot=old.last_slot, created_at=old.created_at,
                            paused=old.paused)
@@ -65,7 +66,7 @@ def cmd_schedule_list(args) -> int:
              "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
              "last_slot": s.last_slot, "source": s.source}
-            for s in _store(args, readonly=True).schedules()]
+            for s in registered(open_store(args, readonly=True))]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -79,7 +80,7 @@ def cmd_schedule_list(args) -> int:
 
 
 def _set_paused(args, paused: bool) -> int:
-    if not _store(args).update_schedule(args.pipeline, paused=paused):
+    if not open_store(args).update_schedule(args.pipeline, paused=paused):
         raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
                           "list`)")
     print(f"{'paused' if paused else 'resumed'} the schedule of {args.pipeline}")
@@ -87,7 +88,7 @@ def _set_paused(args, paused: bool) -> int:
 
 
 def cmd_schedule_remove(args) -> int:
-    if not _store(args).remove_schedule(args.pipeline):
+    if not open_store(args).remove_schedule(args.pipeline):
         raise NborchError(f"no schedule for pipeline {args.pipeline!r} (see `nborch schedule "
                           "list`)")
     print(f"removed the schedule of {args.pipeline} (its recorded runs are kept)")
@@ -117,7 +118,7 @@ def cmd_backfill(args) -> int:
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
                     say=lambda text: print(printable(text), flush=True))
-    return EXIT_OK if all(r.status == "success" for r in runs) else EXIT_FAILED
+    return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
 
 
 def add_parsers(sub) -> None:

@@ -12,7 +12,8 @@ import statistics
 import sys
 import time
 
-from nborch.core.events import TASK_STATES, AttemptProgress, RunStarted, TaskStateChanged
+from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
+from nborch.core.states import TASK_STATES
 from nborch.ui.htmlview import layout
 from nborch.core.run import Run
 

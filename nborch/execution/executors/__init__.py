@@ -1,25 +1,50 @@
-"""Executors run attempts somewhere: ``local`` threads here, or a ``dask`` cluster."""
+"""Executors run attempts somewhere: ``local`` threads here, or a ``dask`` cluster.
+
+Each is an ``Executor`` (``base.py``) registered under a name. ``--executor NAME`` or
+``--executor NAME://ADDRESS`` picks one by name (``tcp://`` is Dask's). Other packages add
+executors through the ``nborch.executors`` entry point group, as papermill's engines are
+added: ``[project.entry-points."nborch.executors"] k8s = "mypkg.k8s:K8sExecutor"``.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+from importlib import import_module
+from importlib.metadata import entry_points
 
-from .local import LocalExecutor
+from ...core.errors import SpecError
+from .base import AttemptHandle, Executor
 
-EXECUTORS: dict[str, Callable[..., object]] = {"local": LocalExecutor}
+BUILT_IN = {"local": "local:LocalExecutor", "dask": "dask:DaskExecutor",
+            "tcp": "dask:DaskExecutor", "tls": "dask:DaskExecutor"}  # Dask's own addresses
+ENTRY_POINT_GROUP = "nborch.executors"
 
 
-def get_executor(name: str | object | None):
-    from ...core.errors import SpecError
-    if name is None or name == "local":
-        return LocalExecutor()
-    if not isinstance(name, str):
-        if type(name).__name__ == "Client":  # a distributed.Client given through the API
-            from .dask import DaskExecutor
-            return DaskExecutor(name)
-        return name  # an executor object given through the API
-    if name == "dask" or name.startswith(("dask://", "tcp://")):
+def get_executor(target: str | object | None) -> Executor:
+    """The executor ``target`` names (None: local), or ``target`` itself when it is an
+    ``Executor``; a ``distributed.Client`` runs on its cluster."""
+    if target is None:
+        target = "local"
+    if isinstance(target, Executor):
+        return target
+    if type(target).__name__ == "Client":  # a distributed.Client given through the API
         from .dask import DaskExecutor
-        return DaskExecutor(name)
-    raise SpecError(f"unknown executor {name!r}; use 'local', 'dask' (a local Dask cluster) "
-                    "or dask://HOST:PORT (an existing Dask scheduler)")
+        return DaskExecutor(target)
+    if not isinstance(target, str):
+        raise SpecError(f"executor must be a name, an Executor or a distributed.Client, "
+                        f"not {type(target).__name__}")
+    return executor_class(target.split("://", 1)[0]).from_target(target)
+
+
+def executor_class(name: str) -> type[Executor]:
+    if name in BUILT_IN:
+        module, cls = BUILT_IN[name].split(":")
+        return getattr(import_module(f".{module}", __name__), cls)
+    plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    if name in plugins:
+        return plugins[name].load()
+    known = ", ".join([n for n in BUILT_IN if n not in ("tcp", "tls")] + sorted(plugins))
+    raise SpecError(f"unknown executor {name!r}; use one of {known} (dask://HOST:PORT: an "
+                    "existing Dask scheduler)")
+
+
+__all__ = ["AttemptHandle", "Executor", "executor_class", "get_executor"]

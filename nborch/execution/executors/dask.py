@@ -26,8 +26,10 @@ from typing import Any, Callable
 from ...core import events
 from ...core.clock import utcnow
 from ...core.errors import NborchError, SpecError, error_dict
+from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
+from .base import Executor
 
 log = logging.getLogger("nborch")
 CANCEL_POLL = 0.5  # seconds between a worker's looks at the attempt's cancel event
@@ -43,8 +45,12 @@ def _import_distributed():
     return distributed
 
 
-class DaskExecutor:
+class DaskExecutor(Executor):
     name = "dask"
+
+    @classmethod
+    def from_target(cls, target: str) -> "DaskExecutor":
+        return cls(target)
 
     def __init__(self, target: Any = "dask"):
         distributed = _import_distributed()
@@ -57,13 +63,14 @@ class DaskExecutor:
                 dashboard_address=None)
             self.client, self._owns_client = distributed.Client(self._cluster), True
         else:
-            address = "tcp://" + str(target).removeprefix("dask://").removeprefix("tcp://")
+            address = str(target).removeprefix("dask://")
+            if "://" not in address:  # tls://, ucx://... as given; tcp:// by default
+                address = "tcp://" + address
             try:
                 self.client = distributed.Client(address, timeout="15s")
             except (OSError, TimeoutError) as exc:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
             self._owns_client = True
-        self.on_kernel_ready: Callable[[], None] = lambda: None
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
@@ -74,7 +81,10 @@ class DaskExecutor:
                done: Callable[[AttemptResult], None]) -> "DaskAttempt":
         key = f"nborch-{job.run_id}-{job.task}-{job.attempt}-{uuid.uuid4().hex[:6]}"
         if self.client.status != "running":  # the scheduler is gone: start nothing new
-            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
+            done(AttemptResult(State.FAILED, utcnow(), utcnow(), None, {}, self._lost()))
+            return DaskAttempt(self.client, None, key)
+        if job.resources and (missing := self._unoffered(job.resources)):
+            done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
         future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
@@ -84,6 +94,23 @@ class DaskExecutor:
         future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
         return attempt
 
+    def _unoffered(self, resources: dict) -> dict | None:
+        """An error when no worker offers ``resources`` (a typo, a GPU worker that is down):
+        Dask would hold the task forever."""
+        workers = self.client.scheduler_info().get("workers", {})
+        offers = {address: info.get("resources") or {} for address, info in workers.items()}
+        if any(all(offer.get(name, 0) >= amount for name, amount in resources.items())
+               for offer in offers.values()):
+            return None
+        wanted = ", ".join(f"{name}={amount}" for name, amount in resources.items())
+        offered = "; ".join(f"{address}: " + (", ".join(f"{k}={v}" for k, v in offer.items())
+                                             or "no resources")
+                            for address, offer in sorted(offers.items())) or "no workers"
+        return error_dict("ResourceUnavailable", f"no worker of the Dask cluster at "
+                          f"{self.client.scheduler.address} offers {wanted} (workers: {offered}); "
+                          "start a worker with `dask worker ... --resources` or fix the task's "
+                          "resources")
+
     def _lost(self) -> dict:
         return error_dict("DaskSchedulerLost", f"lost the connection to the Dask scheduler at "
                       f"{self.client.scheduler.address}; once it is back, `nborch resume` runs "
@@ -91,7 +118,7 @@ class DaskExecutor:
 
     def _result(self, future, started: str, cancelled: bool) -> AttemptResult:
         if future.status == "cancelled" and not cancelled and self.client.status != "running":
-            return AttemptResult("failed", started, utcnow(), None, {}, self._lost())
+            return AttemptResult(State.FAILED, started, utcnow(), None, {}, self._lost())
         return _result(future, started, cancelled)
 
     def release(self, task: str, attempt: int) -> None:
@@ -138,15 +165,17 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
     if future.status == "finished":
         return future.result()
     if cancelled or future.status == "cancelled":
-        return AttemptResult("cancelled", started, utcnow(), None, {}, error_dict(
+        return AttemptResult(State.CANCELLED, started, utcnow(), None, {}, error_dict(
             "Cancelled", "the run was cancelled"))
     exc = future.exception()
     kind = type(exc).__name__
     if kind == "KilledWorker":
         message = ("the Dask worker running it died (Dask gave up after the workers it tried "
                    f"died too): {exc}")
-        return AttemptResult("failed", started, utcnow(), None, {}, error_dict("WorkerLost", message))
-    return AttemptResult("failed", started, utcnow(), None, {}, error_dict(kind, str(exc) or kind))
+        return AttemptResult(State.FAILED, started, utcnow(), None, {},
+                             error_dict("WorkerLost", message))
+    return AttemptResult(State.FAILED, started, utcnow(), None, {},
+                         error_dict(kind, str(exc) or kind))
 
 
 # -- on the worker ----------------------------------------------------------------------------
@@ -157,7 +186,7 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     for a command task, the command)."""
     import distributed
 
-    from ..attempt import make_runner
+    from ..runners import make_runner
     from ..kernels import Kernel
 
     worker = distributed.get_worker()
@@ -174,7 +203,7 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
             kernel.start()
     except Exception as exc:
         kernel.shutdown()
-        return AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+        return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
             "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
     runner = make_runner(job, kernel, emit)
     finished = threading.Event()

@@ -16,7 +16,10 @@ from typing import Callable
 
 from ...core.clock import utcnow
 from ...core.errors import error_dict
-from ..attempt import AttemptJob, AttemptResult, make_runner
+from ...core.states import State
+from ..attempt import AttemptJob, AttemptResult
+from ..runners import make_runner
+from .base import Executor
 from ..kernels import Kernel, KernelRequest
 
 log = logging.getLogger("nborch")
@@ -81,7 +84,7 @@ class _Slot:
     def _attempt(self, job: AttemptJob, emit: Callable, done: Callable) -> None:
         started = utcnow()
         if self._start_error is not None or self._cancelled:
-            status = "cancelled" if self._cancelled else "failed"
+            status = State.CANCELLED if self._cancelled else State.FAILED
             message = "the run was cancelled" if self._cancelled else \
                 f"kernel {self.request.name!r} did not start: {self._start_error}"
             done(AttemptResult(status, started, utcnow(), None, {},
@@ -94,20 +97,20 @@ class _Slot:
             result = self.runner.run()
         except Exception as exc:  # a bug of ours must still end the attempt
             log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
-            result = AttemptResult("failed", started, utcnow(), None, {}, error_dict(
+            result = AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
                 "NborchInternalError", f"{type(exc).__name__}: {exc}",
                 traceback=traceback.format_exc()))
         done(result)
 
 
-class LocalExecutor:
+class LocalExecutor(Executor):
     name = "local"
+    prewarms = True
 
     def __init__(self, fork_kernels: bool | None = None):
         self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
         self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
-        self.on_kernel_ready: Callable[[], None] = lambda: None
         if fork_kernels is None:
             fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
         self._fork_kernels = fork_kernels

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import ipywidgets as w
 
+from ...core.states import State
 from .. import htmlview
 from .widget import Refresher, RunView, RunViewBox
 
@@ -79,11 +80,11 @@ class RunsDashboard:
         else:
             self.table.value = htmlview.runs_table(self.rows)
         self.widget.summary = self._text()
-        return not any(r["status"] == "running" for r in self.rows)
+        return not any(r["status"] == State.RUNNING for r in self.rows)
 
     def follow(self, parent: dict | None = None) -> Refresher | None:
         """Poll the store while any listed run is running."""
-        if not any(r["status"] == "running" for r in self.rows):
+        if not any(r["status"] == State.RUNNING for r in self.rows):
             return None
         return Refresher(self.refresh, interval=POLL_SECONDS, tick=0.0, parent=parent,
                          name="nborch-runs-dashboard").start()

@@ -20,6 +20,7 @@ from IPython.display import display
 
 from ...core.errors import NborchError, SpecError
 from ...core.model import NAME_RE, Pipeline
+from ...core.states import State
 
 DEFAULT_OUT = "_nborch_run"
 HANDLE_NAME = "_nborch_handle"
@@ -209,8 +210,9 @@ class OrchestrateMagics(Magics):
                 return self._dry_run(pipeline, params)
             if args.schedule is not None:
                 return self._schedule(pipeline, body, root, params, unquote(args.schedule))
-            handle = pipeline.start(params=params, max_parallel=args.max_parallel,
-                                    executor=args.executor, incremental=args.incremental)
+            from ...runtime.api import start_run
+            handle = start_run(pipeline, params=params, max_parallel=args.max_parallel,
+                               executor=args.executor, incremental=args.incremental)
         except SpecError as exc:
             raise OrchestrateError(exc.problems, body, marked_lines(exc.problems, body)) from None
         except NborchError as exc:
@@ -240,7 +242,7 @@ class OrchestrateMagics(Magics):
         """The view's Retry-failed button: resume the run in the background and follow it
         in the same view (its final snapshot lands in the cell that drew the view)."""
         def retry() -> None:
-            from ...runtime.engine import resume_run
+            from ...runtime.api import resume_run
             from .widget import display_snapshot, follow_handle
             view = get_view()
             handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
@@ -311,7 +313,7 @@ class OrchestrateMagics(Magics):
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
         handle = _HANDLES.get(run_id)
-        if run.status != "running" and (handle is None or handle.done):
+        if run.status != State.RUNNING and (handle is None or handle.done):
             shown = handle.run if handle else run
             view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
                 lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))

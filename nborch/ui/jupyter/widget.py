@@ -16,9 +16,10 @@ from typing import Callable
 
 import ipywidgets as w
 
-from ...core.events import KEPT_ON_RESUME, AttemptProgress, RunEnded, TaskStateChanged
+from ...core.events import AttemptProgress, RunEnded, TaskStateChanged
 from ...core.grouping import groups
 from ...core.run import Run
+from ...core.states import COLOURS, SUCCESSFUL, State
 from .. import htmlview
 
 log = logging.getLogger("nborch")
@@ -172,9 +173,8 @@ class RunView:
         self.bar.max = max(total, 1)
         self.bar.value = htmlview.finished_count(run)
         self.bar.description = f"{self.bar.value}/{total}"
-        self.bar.bar_style = {"success": "success", "failed": "danger", "crashed": "danger",
-                              "cancelled": "warning"}.get(run.status, "info")
-        running = run.status == "running"
+        self.bar.bar_style = COLOURS[run.status].bar if run.status in COLOURS else "info"
+        running = run.status == State.RUNNING
         stopping = " · stopping…" if self._stopping and running else ""
         notice = f" · {self.notice}" if self.notice else ""
         self.summary.value = (f'<span style="{htmlview.FONT};color:#374151">'
@@ -186,7 +186,7 @@ class RunView:
         self.widget.summary = htmlview.text_summary(run)
         self.stop_button.disabled = not running or self._stopping
         retryable = self._on_retry is not None and not running and any(
-            t.status not in KEPT_ON_RESUME for t in run.tasks.values())
+            t.status not in SUCCESSFUL for t in run.tasks.values())
         self.retry_button.layout.display = "" if retryable else "none"
         self.retry_button.disabled = not retryable
 
@@ -213,7 +213,7 @@ class RunView:
         self.show(run)
 
     def _retry_clicked(self, _button) -> None:
-        if self._on_retry is None or self.run.status == "running":
+        if self._on_retry is None or self.run.status == State.RUNNING:
             return
         self.retry_button.disabled = True
         try:
@@ -223,7 +223,7 @@ class RunView:
             self.show(self.run)
 
     def _stop_clicked(self, _button) -> None:
-        if self._on_stop is not None and self.run.status == "running":
+        if self._on_stop is not None and self.run.status == State.RUNNING:
             self._stopping = True
             self.stop_button.disabled = True
             self._on_stop()
@@ -257,7 +257,7 @@ def follow_store(view: RunView, store, run_id: str, *, parent: dict | None = Non
     def step() -> bool:
         run = store.get_run(run_id)
         view.show(run)
-        return run.status != "running"
+        return run.status != State.RUNNING
 
     return Refresher(step, interval=poll, tick=0.0, parent=parent, on_done=on_done,
                      name=f"nborch-poll-{run_id}").start()

@@ -1,0 +1,19 @@
+"""The runner of one attempt: a notebook on a started kernel, or a command (no kernel).
+
+Both take an ``AttemptJob`` and return an ``AttemptResult`` from ``run()``; ``cancel()``
+stops them from another thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .attempt import AttemptJob, AttemptRunner
+from .command import CommandRunner
+
+
+def make_runner(job: AttemptJob, kernel, emit: Callable[[Any], None]
+                ) -> AttemptRunner | CommandRunner:
+    if job.command is not None:
+        return CommandRunner(job, emit)
+    return AttemptRunner(job, kernel, emit)
