@@ -220,3 +220,35 @@ def test_read_commands_work_on_a_full_disk(workdir: Path):
         assert shown.returncode == 0 and "success" in shown.stdout, shown.stderr
         done = nborch("--home", str(home), "run", "p.yaml", cwd=workdir)
         assert done.returncode == 2 and "nothing was run" in done.stderr, done.stderr
+
+
+def test_a_slow_listener_holds_up_neither_the_store_nor_another_thread():
+    """The bus calls the store (a critical listener) under its lock and every other listener
+    outside it: a view stuck in one event does not stop another thread's events from being
+    recorded, and it still gets every event, in order."""
+    import threading
+
+    from nborch.core.events import EventBus
+    bus, recorded, seen = EventBus(), [], []
+    stuck, release = threading.Event(), threading.Event()
+
+    def view(event):
+        seen.append(event)
+        if event == "first":
+            stuck.set()
+            release.wait(60)
+
+    bus.subscribe(recorded.append, critical=True)
+    bus.subscribe(view)
+    first = threading.Thread(target=bus.emit, args=("first",))
+    first.start()
+    assert stuck.wait(60)
+    second = threading.Thread(target=bus.emit, args=("second",))
+    second.start()
+    second.join(60)
+    assert not second.is_alive(), "an emit waited for another thread's slow listener"
+    assert recorded == ["first", "second"] and seen == ["first"]
+    release.set()
+    first.join(60)
+    bus.flush()
+    assert seen == ["first", "second"]
