@@ -45,6 +45,16 @@ class StoreUnusable(StoreError):
     exit_code = 2
 
 
+class StoreWriteFailed(StoreError):
+    """A write to the run store failed. ``transient`` when it may succeed later (a full
+    disk, an I/O error, a lock held too long); else the store cannot record at all
+    (read-only, corrupt)."""
+
+    def __init__(self, message: str, cause: str, transient: bool):
+        super().__init__(message)
+        self.cause, self.transient = cause, transient
+
+
 class RunNotFound(StoreError):
     exit_code = 2
 

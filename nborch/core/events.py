@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Any, Callable
 
 log = logging.getLogger("nborch")
@@ -73,32 +74,81 @@ class RunEnded:
     run_id: str
     status: str  # a run state (core.states)
     ended_at: str
+    error: dict | None = None  # why the run failed when no task says (it could not start)
 
 
 Event = Any
 Listener = Callable[[Event], None]
 
 
-@dataclass
 class EventBus:
-    """Calls every listener for every event, in the emitting thread.
+    """Delivers a run's events, in one total order, to two kinds of listener.
 
-    A listener that raises is logged and skipped: a broken view never stops a run.
+    Critical listeners (the store's recorder, the live Run) are called under the bus's
+    lock, in the emitting thread, before ``emit`` returns: what the engine does next may
+    depend on them. One that raises is logged and ``on_critical_failure(exc)`` is called
+    (the engine stops the run there: a run the store cannot record must not go on).
+
+    Every other listener (hooks, lineage, views) is best-effort and never called or waited
+    for under the lock: events queue, and whichever emitting thread finds nobody delivering
+    delivers the queue in order, so a slow view or a hook waiting for its webhook holds up
+    no other thread's ``emit``. One that raises is logged and skipped. ``flush()`` waits
+    until every event emitted so far has been delivered.
     """
 
-    listeners: list = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    def __init__(self) -> None:
+        self.critical: list[Listener] = []
+        self.listeners: list[Listener] = []
+        self.on_critical_failure: Callable[[Exception], None] | None = None
+        self._lock = threading.Lock()
+        self._delivering = threading.Lock()
+        self._outbox: deque = deque()
 
-    def subscribe(self, listener: Listener) -> None:
-        self.listeners.append(listener)
+    def subscribe(self, listener: Listener, critical: bool = False) -> None:
+        with self._lock:
+            (self.critical if critical else self.listeners).append(listener)
 
     def emit(self, event: Event) -> None:
-        with self._lock:  # listeners see events in one total order
-            for listener in self.listeners:
+        failure = None
+        with self._lock:
+            for listener in self.critical:
                 try:
                     listener(event)
-                except Exception:
-                    log.exception("event listener %r failed on %s", listener, type(event).__name__)
+                except Exception as exc:
+                    log.exception("critical listener %r failed on %s", listener,
+                                  type(event).__name__)
+                    failure = failure or exc
+            self._outbox.append(event)
+        if failure is not None and self.on_critical_failure is not None:
+            self.on_critical_failure(failure)
+        self._deliver(wait=False)
+
+    def flush(self) -> None:
+        self._deliver(wait=True)
+
+    def _deliver(self, wait: bool) -> None:
+        while True:
+            if not self._delivering.acquire(blocking=wait):
+                return  # the thread delivering now delivers this event too
+            try:
+                while True:
+                    with self._lock:
+                        if not self._outbox:
+                            break
+                        event = self._outbox.popleft()
+                        listeners = list(self.listeners)
+                    for listener in listeners:
+                        try:
+                            listener(event)
+                        except Exception:
+                            log.exception("event listener %r failed on %s", listener,
+                                          type(event).__name__)
+            finally:
+                self._delivering.release()
+            # An event queued while this thread delivered (its emitter found the delivery
+            # lock taken and left it here) is delivered by another turn.
+            if not self._outbox:
+                return
 
 
 class Throttle:

@@ -77,6 +77,7 @@ class Run:
     tasks: dict = field(default_factory=dict)  # name -> TaskRun
     resumes: int = 0
     output_dir: str | None = None  # --output-dir of the run, if any
+    error: dict | None = None  # the run's own error: why it could not start
     # Where the run lives, so ``resume()`` can find it again; not part of the record.
     home: Any = field(default=None, repr=False, compare=False)
     pipeline_obj: Any = field(default=None, repr=False, compare=False)
@@ -101,10 +102,13 @@ class Run:
         return out
 
     def to_dict(self) -> dict:
-        return {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
+        data = {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "logical_date": self.logical_date, "params": self.params,
                 "tasks": {name: t.to_dict() for name, t in self.tasks.items()}}
+        if self.error is not None:
+            data["error"] = self.error
+        return data
 
     def apply(self, event: Any) -> None:
         """Follow the engine's events (a Run is a listener of its own run)."""

@@ -122,6 +122,7 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
                        logical_date=parse_logical_date(logical_date))
     store = Store(home)
     store.check_writable()  # before any kernel starts: nothing runs unrecorded
+    store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
     engine = Engine(prepared, store, get_executor(executor),
                     max_parallel or os.cpu_count() or 1, fail_fast, incremental,
                     pipeline.expand(force), output_dir=output_dir)
@@ -136,7 +137,8 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
     task and everything downstream of it), keeping the rest, as the same run."""
     store = Store(home)
     store.check_writable()
-    previous = store.get_run(run_id)  # also marks it crashed if its process died
+    store.mark_crashed()
+    previous = store.get_run(run_id)
     if previous.status == State.RUNNING:
         raise NborchError(f"run {run_id} is still running; cancel it or wait for it to end")
     if pipeline is None:

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from ..core import private
 from ..core.clock import utcnow
+from ..core.errors import StoreError, error_dict
 from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
 from ..core.run import Run, fold_resume
@@ -32,6 +33,7 @@ from ..spec.validate import PreparedRun, stable_hash
 from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
+from .recording import Recorder, store_wait
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
@@ -48,6 +50,12 @@ class RunHandle:
     @property
     def done(self) -> bool:
         return self._engine.finished.is_set()
+
+    @property
+    def unrecorded(self) -> str | None:
+        """Once the run is done: what the store could not record, in a sentence (None when
+        it holds everything)."""
+        return self._engine.recorder.unrecorded()
 
     def cancel(self) -> None:
         self._engine.cancel()
@@ -113,8 +121,12 @@ class Engine:
             self.planner = Planner(tasks, fail_fast, done=kept,
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
         self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
-        self.bus.subscribe(store)
-        self.bus.subscribe(self.run.apply)
+        # The store and the live Run must follow every event; the rest is best-effort.
+        self.store_wait = store_wait()
+        self.recorder = Recorder(store, prepared.run_id)
+        self.bus.subscribe(self.recorder, critical=True)
+        self.bus.subscribe(self.run.apply, critical=True)
+        self.bus.on_critical_failure = self._cannot_record
         pipeline = prepared.pipeline
         task_hooks = {n: p.task.hooks for n, p in prepared.tasks.items() if p.task.hooks}
         if pipeline.hooks or task_hooks:  # after run.apply: hooks read the updated Run
@@ -135,8 +147,13 @@ class Engine:
                          daemon=True).start()
         return RunHandle(self)
 
-    def cancel(self) -> None:
-        self._inbox.put(("cancel", None, None))
+    def cancel(self, reason: str = "the run was cancelled") -> None:
+        self._inbox.put(("cancel", reason, None))
+
+    def _cannot_record(self, exc: Exception) -> None:
+        """A critical listener failed: a run that cannot be recorded stops."""
+        self.run.error = error_dict(type(exc).__name__, str(exc))
+        self.cancel(f"the run was stopped: {exc}")
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -151,6 +168,10 @@ class Engine:
         finally:
             self.bus.emit(RunEnded(self.run.run_id, status, utcnow()))
             self.executor.shutdown()
+            self.bus.flush()  # every listener (hooks: their alerts are out) has seen the end
+            self.recorder.finish(self.store_wait)
+            if (unrecorded := self.recorder.unrecorded()) is not None:  # the Run says so too
+                self.run.error = error_dict("StoreWriteFailed", unrecorded)
             self.store.close()  # a process that starts runs for months holds no file per run
             self.finished.set()
 
@@ -170,13 +191,16 @@ class Engine:
             except queue.Empty:
                 kind = None
             if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                self.store.heartbeat(self.run.run_id)
+                try:
+                    self.recorder.beat()  # also retries what the store did not take yet
+                except StoreError as exc:
+                    self._cannot_record(exc)
                 last_beat = time.monotonic()
             if kind == "done":
                 self._finish(name, result)
             elif kind == "cancel" and not self._cancel_requested:
                 self._cancel_requested = True
-                self._apply(self.planner.cancel_pending("the run was cancelled"))
+                self._apply(self.planner.cancel_pending(name))
                 for handle in list(self._running.values()):
                     handle.cancel()
         return State.CANCELLED if self._cancel_requested else self.planner.run_status()

@@ -117,6 +117,7 @@ def hook_environment(payload: dict) -> dict[str, str]:
         "NBORCH_RUN_ID": payload["run_id"], "NBORCH_LOGICAL_DATE": payload["logical_date"] or "",
         "NBORCH_STATUS": payload["status"], "NBORCH_TASK": payload["task"] or "",
         "NBORCH_FAILED_TASKS": ",".join(t["task"] for t in payload["failed_tasks"]),
+        "NBORCH_REASON": payload.get("reason") or "",
         "NBORCH_PAYLOAD": json.dumps(payload)}
 
 
@@ -135,26 +136,38 @@ def email_text(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def payload(run, hook_event: str, task: str | None = None) -> dict:
-    """The document a hook receives (docs/scheduling.md describes it)."""
-    status = run.tasks[task].status if task else run.status
-    failed = [{"task": name, "error": None if t.error is None else
-               {k: t.error.get(k) for k in ("type", "message", "cell")}}
-              for name, t in run.tasks.items()
-              if (t.status in LAST_ATTEMPT_FAILED and (task is None or name == task))]
+def payload(run, hook_event: str, change: TaskStateChanged | None = None,
+            reason: str | None = None) -> dict:
+    """The document a hook receives (docs/scheduling.md describes it): about the run, or
+    about the task ``change`` is about, as that change left it (hooks are sent after the
+    fact, when the task may have moved on). ``reason``: why the run failed when no task
+    says (``crashed``, ``not_started``)."""
+    if change is not None:
+        task, status, paths = change.task, change.state, {
+            change.task: change.output_path or run.tasks[change.task].output_path}
+        errors = {task: change.error} if status in LAST_ATTEMPT_FAILED else {}
+    else:
+        task, status = None, run.status
+        paths = {name: t.output_path for name, t in run.tasks.items()}
+        errors = {name: t.error for name, t in run.tasks.items()
+                  if t.status in LAST_ATTEMPT_FAILED}
+    failed = [{"task": name, "error": None if error is None else
+               {k: error.get(k) for k in ("type", "message", "cell")}}
+              for name, error in errors.items()]
     return {"hook": hook_event, "pipeline": run.pipeline, "run_id": run.run_id,
             "logical_date": run.logical_date, "status": status, "task": task,
+            "reason": reason, "error": run.error if change is None else None,
             "started_at": run.started_at, "ended_at": run.ended_at,
             "failed_tasks": failed,
-            "output_paths": {name: t.output_path for name, t in run.tasks.items()
-                             if t.output_path and (task is None or name == task)}}
+            "output_paths": {name: path for name, path in paths.items() if path}}
 
 
 # -- the listener ---------------------------------------------------------------------------
 
 TASK_HOOK_FOR_STATE = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
                        State.RETRYING: "on_retry"}
-RUN_HOOK_FOR_STATUS = {State.FAILED: "on_failure", State.SUCCESS: "on_success"}
+RUN_HOOK_FOR_STATUS = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
+                       State.CRASHED: "on_failure"}
 
 
 class HookRunner:
@@ -162,8 +175,9 @@ class HookRunner:
     ``hooks`` map an event name (``on_failure``...) to a list of ``Hook``."""
 
     def __init__(self, run, pipeline_hooks: dict, task_hooks: dict, log_path: Path,
-                 env: Mapping[str, str], secrets: list[str] = ()):
+                 env: Mapping[str, str], secrets: list[str] = (), reason: str | None = None):
         self.run, self.pipeline_hooks, self.task_hooks = run, pipeline_hooks, task_hooks
+        self.reason = reason  # why the run failed, when no task says (see ``payload``)
         self.log_path, self.env = log_path, env
         # What a failure message must not show: the run's secrets, the hooks' own
         # credentials (header values, webhook URLs, the SMTP password).
@@ -182,14 +196,14 @@ class HookRunner:
             if hook_event is None:
                 return
             for hook in self.task_hooks.get(event.task, {}).get(hook_event, []):
-                self._send(hook, payload(self.run, hook_event, event.task))
+                self._send(hook, payload(self.run, hook_event, event))
             if hook_event == "on_retry":
                 for hook in self.pipeline_hooks.get("on_retry", []):
-                    self._send(hook, payload(self.run, hook_event, event.task))
+                    self._send(hook, payload(self.run, hook_event, event))
         elif isinstance(event, RunEnded):
             hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
             for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
-                self._send(hook, payload(self.run, hook_event))
+                self._send(hook, payload(self.run, hook_event, reason=self.reason))
             # Every alert is out before the run counts as finished, within a bound.
             _, late = wait(self._sending, timeout=DELIVERY_LIMIT)
             if late:

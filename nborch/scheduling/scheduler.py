@@ -19,7 +19,7 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..core.errors import NborchError, SchedulerBusy, SpecError
+from ..core.errors import NborchError, SchedulerBusy, SpecError, StoreUnusable
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
 from ..core.states import State
@@ -44,7 +44,10 @@ class Scheduler:
         self.poll, self.grace, self.say = poll, grace, say
         self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
         self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
+        self.loaded: dict = {}  # pipeline name -> the Pipeline as last loaded (its hooks)
+        self.alerts: list[threading.Thread] = []  # hooks being sent outside a run
         self._stop = threading.Event()
+        self._wake = threading.Event()  # a run ended: a slot it held back may start now
         self._lock_file = None
 
     # -- life -------------------------------------------------------------------------
@@ -78,6 +81,7 @@ class Scheduler:
     def stop(self) -> None:
         """Stop starting runs (a signal handler may call this)."""
         self._stop.set()
+        self._wake.set()
 
     def serve(self, wait_for_lock: bool = False) -> None:
         """Start due runs until ``stop()``; then let running runs finish within the grace
@@ -89,7 +93,8 @@ class Scheduler:
             self.say(f"scheduler active for the store {self.store.home} (pid {os.getpid()})")
             while not self._stop.is_set():
                 self.tick(_now())
-                self._stop.wait(self._sleep_time(_now()))
+                self._wake.wait(self._sleep_time(_now()))
+                self._wake.clear()
             self._drain()
         finally:
             self._lock_file.close()
@@ -100,7 +105,9 @@ class Scheduler:
     def tick(self, now: datetime) -> list[str]:
         """Start the runs that are due at ``now``; their run ids."""
         started = []
-        for schedule in registered(self.store):
+        schedules = registered(self.store)
+        self._report_crashes(schedules)
+        for schedule in schedules:
             if schedule.paused:
                 continue
             due = schedule.due(now)
@@ -120,13 +127,19 @@ class Scheduler:
 
     def _start(self, schedule: Schedule, slot: datetime) -> str | None:
         from ..runtime.api import start_run
+        from ..runtime.failures import record_not_started
         from ..spec.loader import load
         try:
-            handle = start_run(load(schedule.source), params={}, logical_date=slot,
-                               home=self.store.home,
+            pipeline = self.loaded[schedule.pipeline] = load(schedule.source)
+            handle = start_run(pipeline, params={}, logical_date=slot, home=self.store.home,
                                listeners=[self._ended, *self.listeners])
+        except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
+            self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
+            return None
         except NborchError as exc:  # the file was changed into something invalid, or removed
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
+            self._alerting(record_not_started(self.store, schedule.pipeline, schedule.source,
+                                              slot, exc, self.loaded.get(schedule.pipeline)))
             return None
         # Only the runs still going: a scheduler that runs for months keeps no ended run.
         self.handles = {k: h for k, h in self.handles.items() if not h.done}
@@ -137,6 +150,27 @@ class Scheduler:
     def _ended(self, event) -> None:
         if isinstance(event, RunEnded):
             self.say(f"run {event.run_id} ended: {event.status}")
+            self._wake.set()
+
+    def _report_crashes(self, schedules: list[Schedule]) -> None:
+        """Record the runs whose process died, and fire ``on_failure`` (reason ``crashed``)
+        for those of scheduled pipelines since they were scheduled, whoever recorded them."""
+        from ..runtime.failures import report_crash
+        from ..spec.loader import load
+        self.store.mark_crashed()
+        by_name = {s.pipeline: s for s in schedules}
+        for run_id in self.store.unreported_crashes(
+                {s.pipeline: s.created_at for s in schedules if s.created_at}):
+            run = self.store.get_run(run_id)
+            self.say(f"{run.pipeline}: run {run_id} crashed (its process died)")
+            try:
+                pipeline = self.loaded[run.pipeline] = load(by_name[run.pipeline].source)
+            except NborchError:
+                pipeline = self.loaded.get(run.pipeline)
+            self._alerting(report_crash(self.store, run_id, pipeline))
+
+    def _alerting(self, thread: threading.Thread) -> None:
+        self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
 
     def _sleep_time(self, now: datetime) -> float:
         upcoming = [s.next_slot(now) for s in registered(self.store) if not s.paused]
@@ -144,6 +178,8 @@ class Scheduler:
         return max(0.05, min(self.poll, until))
 
     def _drain(self) -> None:
+        for alert in self.alerts:  # hooks outside runs: each bounded by the hooks' limit
+            alert.join()
         running = [h for h in self.handles.values() if not h.done]
         if not running:
             self.say("scheduler stopped")

@@ -320,6 +320,11 @@ def _secret_source(pipeline: Pipeline) -> dict[str, str]:
     return merged
 
 
+def settings(pipeline: Pipeline) -> dict[str, str]:
+    """What a pipeline's hooks and secrets read: its ``.env`` under the process environment."""
+    return _secret_source(pipeline)
+
+
 def _where(pipeline: Pipeline) -> str | None:
     return str(pipeline.source) if pipeline.source else None
 

@@ -1,7 +1,7 @@
 """The run store: one SQLite file under ``$NBORCH_HOME`` (default ``.nborch``).
 
 The store writes what events say and never decides a state (finding crashed runs is the one
-judgement it makes, from facts: a dead process or a silent heartbeat). Writes are short
+judgement it makes, from facts: a dead process or a silent heartbeat; see crashes.py). Writes are short
 ``BEGIN IMMEDIATE`` transactions in WAL mode, so several nborch processes can share a store.
 The schema version is SQLite's ``user_version``; ``MIGRATIONS`` brings any older store up.
 """
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import threading
 import time
@@ -19,18 +17,16 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
+from urllib.parse import quote
 
-from ..core.clock import utcnow
-from ..core.errors import RunNotFound, StoreError, StoreUnusable, error_dict
+from ..core.errors import RunNotFound, StoreError, StoreUnusable, StoreWriteFailed
 from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
 from ..core.run import Run, TaskRun, fold_resume, fold_task
 from ..core.states import SUCCESSFUL, State
 from ..core.private import DIR_MODE, FILE_MODE, makedirs, tighten
+from .crashes import HOST, crash_events, is_dead, last_beat, process_started, stop_orphan_kernel
 
 DB_NAME = "nborch.db"
-HOST = socket.gethostname()
-# A run on another host whose heartbeat is older than this is taken for crashed.
-STALE_HEARTBEAT_SECONDS = 90.0
 
 MIGRATIONS: list[list[str]] = [
     [  # 1: runs, task runs, attempts
@@ -73,27 +69,27 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE task_runs ADD COLUMN command TEXT",
         "ALTER TABLE task_runs ADD COLUMN products TEXT",
     ],
+    [  # 5: a run's own error (a slot that could not start), crashes told to the scheduler
+        "ALTER TABLE runs ADD COLUMN error TEXT",
+        # 0 when a crash is recorded, 1 once its on_failure hooks fired; NULL before then
+        "ALTER TABLE runs ADD COLUMN crash_reported INTEGER",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# Write failures that waiting will not cure: the store cannot record at all.
+PERMANENT_ERRORS = ("SQLITE_READONLY", "SQLITE_CORRUPT", "SQLITE_NOTADB", "SQLITE_PERM",
+                    "SQLITE_AUTH")
 
 
 def default_home() -> Path:
     return Path(os.environ.get("NBORCH_HOME") or ".nborch")
 
 
-def process_started(pid: int) -> float | None:
-    """When process ``pid`` started (seconds since the epoch), or None if it does not exist.
-
-    With the pid, this identifies a process even after the pid is reused.
-    """
-    import psutil
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.create_time()
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return None
+def _newer_schema(path: Path, version: int) -> str:
+    return (f"the run store {path} has schema version {version}, newer than this nborch "
+            f"understands ({SCHEMA_VERSION}); upgrade nborch")
 
 
 def _dumps(value: Any) -> str | None:
@@ -139,15 +135,20 @@ def _fold_into_row(conn: sqlite3.Connection, e: TaskStateChanged | AttemptProgre
 
 
 class Store:
-    """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``)."""
+    """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``).
+    ``readonly``: for commands that only read (``runs``, ``show``, the dashboard): never
+    writes, never waits for a writer, and works on a read-only copy of the home or a full
+    disk."""
 
     run_type: type[Run] = Run  # what get_run builds (the public API's Run can resume)
 
-    def __init__(self, home: str | Path | None = None):
+    def __init__(self, home: str | Path | None = None, *, readonly: bool = False):
         self.home = Path(home) if home is not None else default_home()
         self.path = self.home / DB_NAME
+        self.readonly = readonly
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._depth = 0  # transactions open in the thread holding the lock
 
     # -- connection -------------------------------------------------------------------
 
@@ -164,32 +165,77 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self._check_home()
-            try:
-                makedirs(self.home)
-                # The home is its owner's (see private.py). One an older nborch made 0755 is
-                # closed here: with the folder 0700, nothing inside it can be reached.
-                tighten(self.home, DIR_MODE)
-                conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
-                                       check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=30000")
-                conn.row_factory = sqlite3.Row
-                # SQLite gives the -wal and -shm files it creates later the database's mode.
-                for suffix in ("", "-wal", "-shm"):
-                    tighten(f"{self.path}{suffix}", FILE_MODE)
-            except (OSError, sqlite3.Error) as exc:
-                raise StoreError(f"cannot open the run store {self.path}: {exc}") from None
+            conn = self._open_readonly() if self.readonly else self._open()
+            conn.row_factory = sqlite3.Row
             self._conn = conn
-            self._migrate()
+            if not self.readonly:
+                self._migrate()
         return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            makedirs(self.home)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
+                                   check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._tighten()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open the run store {self.path}: {exc}") from None
+        return conn
+
+    def _tighten(self) -> None:
+        """The home is its owner's (see private.py). One an older nborch made 0755 is closed
+        here, by readers too (where they may): with the folder 0700, nothing inside it can
+        be reached. SQLite gives the -wal and -shm files it creates later the database's
+        mode."""
+        tighten(self.home, DIR_MODE)
+        for suffix in ("", "-wal", "-shm"):
+            tighten(f"{self.path}{suffix}", FILE_MODE)
+
+    def _open_readonly(self) -> sqlite3.Connection:
+        """Read-only, and never a writer's wait (WAL readers are not blocked). SQLite's
+        read-only mode still needs the -shm file, which a read-only folder or a full disk
+        cannot give; then, when no write-ahead log holds unmerged changes, the file is read
+        as it is (``immutable``): nobody can be writing it there."""
+        if not self.path.exists():
+            raise RunNotFound(f"no run store at {self.path} (set NBORCH_HOME or --home to "
+                              "use another store)")
+        self._tighten()
+        uri = "file:" + quote(str(self.path.resolve()))
+        wal = Path(f"{self.path}-wal")
+        try:
+            conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30,
+                                   isolation_level=None, check_same_thread=False)
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            if wal.exists() and wal.stat().st_size > 0:
+                raise StoreError(f"cannot read the run store {self.path}: {exc} (its "
+                                 "write-ahead log cannot be read here)") from None
+            try:
+                conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None,
+                                       check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise StoreError(f"cannot read the run store {self.path}: {exc}") from None
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            conn.close()
+            if version > SCHEMA_VERSION:
+                raise StoreError(_newer_schema(self.path, version))
+            writer = Store(self.home)  # an older store: brought up to date once (a write)
+            try:
+                writer._connect()
+            finally:
+                writer.close()
+            return self._open_readonly()
+        return conn
 
     def _migrate(self) -> None:
         with self._write() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > SCHEMA_VERSION:
-                raise StoreError(f"the run store {self.path} has schema version {version}, newer "
-                                 f"than this nborch understands ({SCHEMA_VERSION}); upgrade nborch")
+                raise StoreError(_newer_schema(self.path, version))
             for number in range(version, SCHEMA_VERSION):
                 for statement in MIGRATIONS[number]:
                     conn.execute(statement)
@@ -198,23 +244,45 @@ class Store:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction; waits for other processes' transactions."""
+        """One short write transaction; waits for other processes' transactions. Nested in
+        one of this thread's, it joins it. A failure is ``StoreWriteFailed``, rolled back."""
+        if self.readonly:
+            raise StoreError(f"the run store {self.path} was opened read-only")
         with self._lock:
             conn = self._conn if self._conn is not None else self._connect()
+            if self._depth:
+                yield conn
+                return
             for delay in (0.05, 0.1, 0.2, 0.5, 1, 2, None):
                 try:
                     conn.execute("BEGIN IMMEDIATE")
                     break
                 except sqlite3.OperationalError as exc:
                     if delay is None or ("locked" not in str(exc) and "busy" not in str(exc)):
-                        raise StoreError(f"cannot write the run store {self.path}: {exc}") from None
+                        raise self._write_failed(exc) from None
                     time.sleep(delay)
+            self._depth += 1
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:  # SQLite rolls some failures back itself
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass
+                if isinstance(exc, sqlite3.Error):
+                    raise self._write_failed(exc) from None
                 raise
-            conn.execute("COMMIT")
+            finally:
+                self._depth -= 1
+
+    def _write_failed(self, exc: sqlite3.Error) -> StoreWriteFailed:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        permanent = name.startswith(PERMANENT_ERRORS) or any(
+            word in str(exc) for word in ("readonly", "malformed", "not a database"))
+        return StoreWriteFailed(f"cannot write the run store {self.path}: {exc}", str(exc),
+                                transient=not permanent)
 
     def _read(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
         conn = self._connect()
@@ -231,19 +299,17 @@ class Store:
             conn = self._connect()
             with self._lock:
                 problems = [r[0] for r in conn.execute("PRAGMA quick_check").fetchall()]
-                if problems != ["ok"]:
-                    raise StoreUnusable(f"the run store {self.path} is corrupt ({problems[0]}); "
-                                        "move it aside to start a new one")
+            if problems != ["ok"]:
+                raise StoreUnusable(f"the run store {self.path} is corrupt ({problems[0]}); "
+                                    "move it aside to start a new one")
+            with self._write() as conn:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    conn.execute(f"PRAGMA user_version = {version}")  # writes the header
-                    conn.execute("COMMIT")
-                except sqlite3.Error:
-                    conn.execute("ROLLBACK")
-                    raise
+                conn.execute(f"PRAGMA user_version = {version}")  # writes the header
         except StoreUnusable:
             raise
+        except StoreWriteFailed as exc:
+            raise StoreUnusable(f"cannot record runs in {self.path}: {exc.cause}; nothing "
+                                "was run") from None
         except StoreError as exc:  # it could not be opened
             raise StoreUnusable(f"{exc}; nothing was run") from None
         except sqlite3.Error as exc:
@@ -278,6 +344,12 @@ class Store:
             self.run_started(event)
         elif isinstance(event, RunEnded):
             self.run_ended(event)
+
+    def record(self, events: list) -> None:
+        """Write ``events`` in one transaction: all of them, or none."""
+        with self._write():
+            for event in events:
+                self(event)
 
     def run_started(self, e: RunStarted) -> None:
         with self._write() as conn:
@@ -328,8 +400,8 @@ class Store:
 
     def run_ended(self, e: RunEnded) -> None:
         with self._write() as conn:
-            conn.execute("UPDATE runs SET status = ?, ended_at = ? WHERE run_id = ?",
-                         (e.status, e.ended_at, e.run_id))
+            conn.execute("UPDATE runs SET status = ?, ended_at = ?, error = ? WHERE run_id = ?",
+                         (e.status, e.ended_at, _dumps(e.error), e.run_id))
 
     def heartbeat(self, run_id: str) -> None:
         with self._write() as conn:
@@ -338,68 +410,81 @@ class Store:
     # -- crashed runs -----------------------------------------------------------------
 
     def mark_crashed(self) -> list[str]:
-        """Mark runs whose orchestrating process is gone as ``crashed``; returns their ids.
+        """Record runs whose orchestrating process is gone as ``crashed``; returns their ids.
 
-        On this host a run is alive while its process (pid and start time) exists; a run of
-        another host is alive while its heartbeat is fresh. Kernels a crashed run left on
-        this host are stopped.
+        Only commands that write call this (``run``, ``resume``, the scheduler): reads show
+        such a run as crashed without recording it (``get_run``, ``list_runs``). Kernels a
+        crashed run left on this host are stopped.
         """
         if not self.exists:
             return []
-        rows = self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
+        crashed = []
+        for row in self._running_rows():
+            if not is_dead(row):
+                continue
+            with self._write() as conn:  # one transaction: another process may record it first
+                run = self._load_run(row["run_id"])
+                if run.status != State.RUNNING:
+                    continue
+                for event in crash_events(run, row):
+                    self(event)
+                conn.execute("UPDATE runs SET crash_reported = 0 WHERE run_id = ?", (run.run_id,))
+            crashed.append(row["run_id"])
+            if row["host"] == HOST:
+                for attempt in self._read("SELECT kernel_pid FROM attempts WHERE run_id = ? AND"
+                                          " kernel_pid IS NOT NULL", (row["run_id"],)):
+                    stop_orphan_kernel(attempt["kernel_pid"], row["run_id"])
+        return crashed
+
+    def _running_rows(self) -> list[sqlite3.Row]:
+        return self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
                           " WHERE status = 'running'")
-        crashed = [r for r in rows if self._is_dead(r)]
-        for row in crashed:
-            self._record_crash(row)
-        return [r["run_id"] for r in crashed]
 
-    @staticmethod
-    def _is_dead(row: sqlite3.Row) -> bool:
-        if row["host"] == HOST and row["pid"]:
-            started = process_started(row["pid"])
-            return started is None or (row["pid_started"] is not None
-                                       and abs(started - row["pid_started"]) > 1.0)
-        return time.time() - (row["heartbeat_at"] or 0) > STALE_HEARTBEAT_SECONDS
+    def unreported_crashes(self, since: dict[str, str]) -> list[str]:
+        """Crashed runs nobody was told of yet, of the pipelines in ``since`` (pipeline ->
+        ISO time: only runs started from then on), oldest first."""
+        if not self.exists:
+            return []
+        rows = self._read("SELECT run_id, pipeline, started_at FROM runs WHERE status ="
+                          " 'crashed' AND crash_reported = 0 ORDER BY started_at")
+        return [r["run_id"] for r in rows if r["pipeline"] in since
+                and _when(r["started_at"]) >= _when(since[r["pipeline"]])]
 
-    def _record_crash(self, row: sqlite3.Row) -> None:
-        run_id, now = row["run_id"], utcnow()
-        why = f"the nborch process (pid {row['pid']} on {row['host']}) died while this task ran"
-        error = json.dumps(error_dict("OrchestratorDied", why))
+    def crash_reported(self, run_id: str) -> None:
         with self._write() as conn:
-            if conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] \
-                    != "running":
-                return  # another process recorded it first
-            last_beat = datetime.fromtimestamp(row["heartbeat_at"] or time.time(), timezone.utc)
-            conn.execute("UPDATE runs SET status = 'crashed', ended_at = ? WHERE run_id = ?",
-                         (last_beat.isoformat(timespec="milliseconds"), run_id))
-            conn.execute("UPDATE attempts SET status = 'failed', ended_at = ?, error = ?"
-                         " WHERE run_id = ? AND status = 'running'", (now, error, run_id))
-            conn.execute("UPDATE task_runs SET status = 'failed', ended_at = ?, error = ?,"
-                         " progress = NULL, reason = 'the run crashed'"
-                         " WHERE run_id = ? AND status = 'running'", (now, error, run_id))
-            conn.execute("UPDATE task_runs SET status = 'cancelled', ended_at = ?,"
-                         " reason = 'the run crashed before this task could run'"
-                         " WHERE run_id = ? AND status IN ('pending', 'queued', 'retrying')",
-                         (now, run_id))
-        if row["host"] == HOST:
-            for attempt in self._read("SELECT kernel_pid FROM attempts WHERE run_id = ? AND"
-                                      " kernel_pid IS NOT NULL", (run_id,)):
-                stop_orphan_kernel(attempt["kernel_pid"], run_id)
+            conn.execute("UPDATE runs SET crash_reported = 1 WHERE run_id = ?", (run_id,))
 
     # -- reading ----------------------------------------------------------------------
 
     def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[dict]:
+        """The newest runs; one whose process died shows as ``crashed`` (see
+        ``mark_crashed``)."""
         if not self.exists:
             return []
-        self.mark_crashed()
         where, args = ("WHERE pipeline = ?", (pipeline,)) if pipeline else ("", ())
-        rows = self._read(f"SELECT run_id, pipeline, status, started_at, ended_at FROM runs {where}"
+        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, pid, host,"
+                          f" pid_started, heartbeat_at FROM runs {where}"
                           " ORDER BY started_at DESC, run_id DESC LIMIT ?", (*args, limit))
-        return [dict(r) for r in rows]
+        listed = []
+        for r in rows:
+            row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
+            if r["status"] == State.RUNNING and is_dead(r):
+                row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
+            listed.append(row)
+        return listed
 
     def get_run(self, run_id: str) -> Run:
-        if self.exists:
-            self.mark_crashed()
+        """The run as recorded; one whose process died as ``mark_crashed`` would record it."""
+        run = self._load_run(run_id)
+        if run.status == State.RUNNING:
+            [row] = self._read("SELECT run_id, pid, host, pid_started, heartbeat_at FROM runs"
+                               " WHERE run_id = ?", (run_id,))
+            if is_dead(row):
+                for event in crash_events(run, row):
+                    run.apply(event)
+        return run
+
+    def _load_run(self, run_id: str) -> Run:
         row = self._read("SELECT * FROM runs WHERE run_id = ?", (run_id,)) if self.exists else []
         if not row:
             raise RunNotFound(f"no run {run_id!r} in the store {self.path} "
@@ -411,7 +496,7 @@ class Store:
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
                    source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
-                   output_dir=r["output_dir"])
+                   output_dir=r["output_dir"], error=_loads(r["error"]))
 
     def attempts(self, run_id: str, task: str | None = None) -> list[dict]:
         sql = ("SELECT run_id, task, attempt, status, started_at, ended_at, output_path, error"
@@ -441,13 +526,11 @@ class Store:
         """Statuses of the runs of ``pipeline`` for one logical date."""
         if not self.exists:
             return []
-        self.mark_crashed()
         return [r["status"] for r in self._read(
             "SELECT status FROM runs WHERE pipeline = ? AND logical_date = ?",
             (pipeline, logical_date))]
 
     def running_count(self, pipeline: str) -> int:
-        self.mark_crashed()
         return self._read("SELECT count(*) FROM runs WHERE pipeline = ? AND status = 'running'",
                           (pipeline,))[0][0]
 
@@ -485,41 +568,6 @@ class Store:
                                 (pipeline,)).rowcount > 0
 
 
-def stop_orphan_kernel(pid: int, run_id: str) -> bool:
-    """Kill a kernel left by a crashed run, if it still runs and is that run's kernel, and
-    remove its connection file and IPC sockets (nobody else will)."""
-    import psutil
-    try:
-        proc = psutil.Process(pid)
-        if proc.environ().get("NBORCH_RUN_ID") != run_id:
-            return False  # the pid was reused by an unrelated process
-        cmdline = proc.cmdline()
-        os.killpg(os.getpgid(pid), signal.SIGKILL)
-    except (psutil.Error, ProcessLookupError, PermissionError):
-        return False
-    if "-f" in cmdline[:-1]:
-        _remove_connection_files(cmdline[cmdline.index("-f") + 1])
-    return True
-
-
-def _remove_connection_files(connection_file: str) -> None:
-    try:
-        info = json.loads(Path(connection_file).read_text())
-    except (OSError, ValueError):
-        return
-    paths = [connection_file]
-    if info.get("transport") == "ipc":
-        paths += [f"{info['ip']}-{info[key]}" for key in
-                  ("shell_port", "iopub_port", "stdin_port", "control_port", "hb_port")
-                  if key in info]
-    for path in paths:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-    folder = os.path.dirname(info.get("ip") or "")
-    if info.get("transport") == "ipc" and os.path.basename(folder).startswith("nborch-ipc-"):
-        try:
-            os.rmdir(folder)  # the dead process's private IPC folder, once it is empty
-        except OSError:
-            pass
+def _when(iso: str) -> datetime:
+    when = datetime.fromisoformat(iso)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -29,7 +29,7 @@ def cmd_run(args) -> int:
 
 def cmd_resume(args) -> int:
     from ..runtime.api import resume_run
-    run_id = resolve_run_id(open_store(args), args.run_id)
+    run_id = resolve_run_id(open_store(args, readonly=True), args.run_id)
     return _follow(args, lambda listeners: resume_run(
         run_id, from_task=args.from_task, max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, home=args.home, listeners=listeners, executor=args.executor),
@@ -67,8 +67,13 @@ def _follow(args, start, started_what: str) -> int:
         print(json.dumps(run.to_dict(), indent=2))
     else:
         print_run(run, rich_console())
+    unrecorded = handle.unrecorded if handle.done else None
+    if unrecorded:  # the outcome above is the truth; the store holds less
+        print(printable(f"nborch: error: {unrecorded}"), file=sys.stderr)
     if isinstance(stopped, Stopped):
         return 128 + stopped.signum
+    if unrecorded:
+        return EXIT_FAILED
     return {State.SUCCESS: EXIT_OK, State.CANCELLED: EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
@@ -91,7 +96,7 @@ def cmd_plot(args) -> int:
     prepared = prepare(load(args.pipeline))
     states = None
     if args.run:
-        store = open_store(args)
+        store = open_store(args, readonly=True)
         run = store.get_run(resolve_run_id(store, args.run))
         states = {n: t.status for n, t in run.tasks.items()}
     path = graph.write(prepared.edges, args.output, states)
@@ -101,7 +106,7 @@ def cmd_plot(args) -> int:
 
 def cmd_runs(args) -> int:
     from .console import print_runs
-    rows = open_store(args).list_runs(args.pipeline, args.limit)
+    rows = open_store(args, readonly=True).list_runs(args.pipeline, args.limit)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
@@ -113,7 +118,7 @@ def cmd_runs(args) -> int:
 
 def cmd_show(args) -> int:
     from .console import print_run
-    store = open_store(args)
+    store = open_store(args, readonly=True)
     run = store.get_run(resolve_run_id(store, args.run_id))
     if args.json:
         from ..core.grouping import groups
@@ -138,7 +143,7 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def cmd_logs(args) -> int:
-    store = open_store(args)
+    store = open_store(args, readonly=True)
     run = store.get_run(resolve_run_id(store, args.run_id))
     if args.task not in run.tasks:
         raise SpecError(f"run {run.run_id} has no task {args.task!r} "
@@ -154,7 +159,7 @@ def cmd_logs(args) -> int:
 
 def cmd_report(args) -> int:
     from .report import write_report
-    store = open_store(args)
+    store = open_store(args, readonly=True)
     run_id = resolve_run_id(store, args.run_id)
     path = write_report(store, run_id, args.output or f"run-{run_id}.html")
     print(printable(f"wrote {path}"))

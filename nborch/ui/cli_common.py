@@ -22,9 +22,11 @@ def rich_console():
     return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 160)
 
 
-def open_store(args):
+def open_store(args, readonly: bool = False):
+    """The run store; ``readonly`` for commands that only read: they work on a read-only
+    copy of the home or a full disk, and never wait for a writer."""
     from ..store.store import Store
-    return Store(args.home)
+    return Store(args.home, readonly=readonly)
 
 
 def resolve_run_id(store, run_id: str) -> str:

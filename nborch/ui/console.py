@@ -225,6 +225,9 @@ def print_run(run: Run, console) -> None:
                   f"{styled(run.status)} in {format_duration(run.duration)} "
                   f"(started {(run.started_at or '')[:19].replace('T', ' ')}, logical date "
                   f"{markup(run.logical_date, False)})", highlight=False)
+    if run.error:  # the run's own error: it could not start, or could not be recorded
+        console.print(f"[red bold]{markup(run.error['type'], False)}[/]: "
+                      f"{markup(run.error['message'])}", highlight=False)
     grids = groups(run)
     grid_of = {n: g for g, names in grids.items() for n in names}
     table = Table(box=None, header_style="bold")

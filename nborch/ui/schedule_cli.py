@@ -66,7 +66,7 @@ def cmd_schedule_list(args) -> int:
              "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
              "last_slot": s.last_slot, "source": s.source}
-            for s in registered(open_store(args))]
+            for s in registered(open_store(args, readonly=True))]
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:

@@ -306,7 +306,7 @@ class OrchestrateMagics(Magics):
     def _status(self, run_id: str | None):
         from ...store.store import Store
         from .widget import RunView, display_snapshot, follow_handle, follow_store
-        store = Store()
+        store = Store(readonly=True)
         try:
             run_id = latest_run_id(store) if run_id in (None, "latest", "last") else run_id
             run = store.get_run(run_id)
@@ -338,7 +338,7 @@ class OrchestrateMagics(Magics):
         from ...store.store import Store
         from .dashboard import RunsDashboard
         try:
-            board = RunsDashboard(Store(), pipeline=pipeline, base=Path.cwd())
+            board = RunsDashboard(Store(readonly=True), pipeline=pipeline, base=Path.cwd())
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
         display(board.widget)
