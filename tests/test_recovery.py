@@ -318,7 +318,7 @@ def test_old_store_schema_is_migrated(workdir: Path):
     home = workdir / ".nborch"
     home.mkdir()
     db = sqlite3.connect(home / "nborch.db")
-    from nborch.store.store import MIGRATIONS
+    from nborch.store.schema import MIGRATIONS
     for statement in MIGRATIONS[0]:
         db.execute(statement)
     db.execute("INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params)"
@@ -328,7 +328,7 @@ def test_old_store_schema_is_migrated(workdir: Path):
     db.close()
     runs = run_json(nborch("runs", "--json", cwd=workdir, check=True))
     assert runs[0]["run_id"] == "old"
-    from nborch.store.store import SCHEMA_VERSION
+    from nborch.store.schema import SCHEMA_VERSION
     assert sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version").fetchone()[0] == \
         SCHEMA_VERSION
     sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version = 99").connection.commit()
