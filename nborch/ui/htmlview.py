@@ -33,7 +33,6 @@ from ..core.states import FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, TASK_STATES, Stat
 # layout, run_edges, states_of and status_lines are re-exported for the views.
 from .rungraph import SvgGraph, layout, run_edges, states_of, status_lines  # noqa: F401
 
-
 # -- the templates ---------------------------------------------------------------------------
 
 
@@ -161,7 +160,7 @@ def progress_text(task) -> str:
 
 # -- the task table and the errors -------------------------------------------------------
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TaskRow:
     """What a task's row shows (``task_rows`` in the template writes it)."""
     name: str
@@ -175,7 +174,7 @@ class TaskRow:
     kind = "task"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GridRow:
     """A grid as one row: its instances summed up, and their rows when it has them."""
     name: str
