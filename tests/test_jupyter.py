@@ -164,10 +164,10 @@ def test_dry_run_validates_and_draws_but_runs_nothing(workdir: Path):
         "tasks:\n  first: {notebook: extract.ipynb, parameters: {n: 5}}\n"
         "  second: {notebook: clean.ipynb, upstream: [first]}\n")
     arrows, from_file, inline = (html_of(c) for c in nb.cells[1:])
-    assert "pipeline &#x27;notebook&#x27; is valid: 2 tasks (extract, clean)" in arrows
+    assert "pipeline &#39;notebook&#39; is valid: 2 tasks (extract, clean)" in arrows
     assert set(fills(arrows)) == {"extract", "clean"}
-    assert "&#x27;from_file&#x27; is valid: 1 tasks" in from_file
-    assert "&#x27;renamed&#x27; is valid: 2 tasks (first, second)" in inline
+    assert "&#39;from_file&#39; is valid: 1 tasks" in from_file
+    assert "&#39;renamed&#39; is valid: 2 tasks (first, second)" in inline
     assert not any(WIDGET_MIME in o.get("data", {}) for c in nb.cells for o in outputs(c))
     assert Store(workdir / ".nborch").list_runs() == []
     assert not (workdir / ".nborch" / "runs").exists()
@@ -485,7 +485,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     stopped = []
     view = RunView(run, on_stop=lambda: stopped.append(True))
     assert fills(view.graph.value) == {"a": COLOURS["running"].fill, "b": "#e5e7eb"}
-    assert "cell 7/20 · df = load(&#x27;&lt;x&gt;&#x27;)" in view.table.value
+    assert "cell 7/20 · df = load(&#39;&lt;x&gt;&#39;)" in view.table.value
     assert (view.bar.value, view.bar.max, view.bar.description) == (0, 2, "0/2")
     assert "0/2 tasks done · 1 pending, 1 running" in view.summary.value
     assert view.stop_button.description == "Stop" and not view.stop_button.disabled
@@ -497,7 +497,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     view.show(run)
     assert fills(view.graph.value)["a"] == RED
     assert "<details" in view.errors.value and "in cell 3" in view.errors.value
-    assert "df[&#x27;price&#x27;]" in view.errors.value
+    assert "df[&#39;price&#39;]" in view.errors.value
     assert "cell 7/20" not in view.table.value
 
 

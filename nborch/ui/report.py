@@ -2,7 +2,9 @@
 
 The page has the graph coloured by state, a timeline of every attempt (retries visible),
 the task table, the published values and the errors. Everything is inline (SVG, CSS); the
-page loads nothing from the network, so it can be mailed, archived or opened offline.
+page loads nothing from the network, so it can be mailed, archived or opened offline. The
+page is ``templates/report.html.j2``, rendered in the views' one Jinja2 environment
+(``htmlview.TEMPLATES``, autoescape on) with the fragments ``htmlview`` renders.
 """
 
 from __future__ import annotations
@@ -10,9 +12,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-
-import jinja2
-from markupsafe import Markup
 
 from ..core.clock import format_duration, utcnow
 from ..core.grouping import grid_state, groups
@@ -24,107 +23,6 @@ from . import htmlview
 CHART_WIDTH = 720   # px of the time axis
 LABEL_WIDTH = 160   # px of the task names left of it
 ROW = 22            # px per task
-
-TEMPLATE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ run.pipeline }} run {{ run.run_id }}: {{ run.status }}</title>
-<style>
-  body { font-family: -apple-system, 'Segoe UI', Helvetica, Arial, sans-serif; font-size: 14px;
-         color: #111827; margin: 24px auto; max-width: 1100px; padding: 0 16px; }
-  h1 { font-size: 20px; margin-bottom: 4px; }
-  h2 { font-size: 16px; margin: 28px 0 8px; border-bottom: 1px solid #e5e7eb; padding-bottom: 4px; }
-  dl { display: grid; grid-template-columns: max-content auto; gap: 2px 14px; margin: 8px 0; }
-  dt { color: #6b7280; }  dd { margin: 0; }
-  code, pre { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
-  .muted { color: #6b7280; }
-  .timeline text { font-size: 11px; fill: #374151; }
-  .values td, .values th { text-align: left; padding: 3px 12px 3px 0; vertical-align: top;
-                           border-bottom: 1px solid #f3f4f6; }
-  .values pre { margin: 0; white-space: pre-wrap; }
-</style>
-</head>
-<body>
-<h1>{{ run.pipeline }} <span class="muted">run</span> <code>{{ run.run_id }}</code></h1>
-<div>{{ badge }}</div>
-<dl>
-  <dt>started</dt><dd>{{ started }} UTC</dd>
-  <dt>ended</dt><dd>{{ ended or "still running" }}{% if ended %} UTC{% endif %}</dd>
-  <dt>duration</dt><dd>{{ duration }}</dd>
-  <dt>logical date</dt><dd>{{ run.logical_date or "" }}</dd>
-  <dt>tasks</dt><dd>{{ summary }}</dd>
-  {% if run.params %}<dt>parameters</dt><dd><code>{{ params }}</code></dd>{% endif %}
-  {% if run.source %}<dt>pipeline file</dt><dd><code>{{ run.source }}</code></dd>{% endif %}
-</dl>
-
-<h2>Graph</h2>
-{{ graph }}
-{{ legend }}
-
-<h2>Timeline</h2>
-{% if timeline.rows %}
-<svg class="timeline" width="{{ timeline.width }}" height="{{ timeline.height }}"
-     viewBox="0 0 {{ timeline.width }} {{ timeline.height }}" role="img"
-     aria-label="one bar per attempt">
-  {% for tick in timeline.ticks %}
-  <line x1="{{ tick.x }}" x2="{{ tick.x }}" y1="0" y2="{{ timeline.axis_y }}" stroke="#e5e7eb"/>
-  <text x="{{ tick.x }}" y="{{ timeline.axis_y + 14 }}" text-anchor="middle">{{ tick.label }}</text>
-  {% endfor %}
-  {% for row in timeline.rows %}
-  <g class="task-row" data-task="{{ row.name }}">
-    <text x="{{ timeline.label_width - 8 }}" y="{{ row.y + 15 }}" text-anchor="end">{{ row.name }}</text>
-    {% for bar in row.bars %}
-    <rect class="attempt attempt-{{ bar.status }}" data-task="{{ row.name }}"
-          data-attempt="{{ bar.attempt }}" x="{{ bar.x }}" y="{{ row.y + 3 }}"
-          width="{{ bar.width }}" height="16" rx="3" fill="{{ bar.color }}"
-          stroke="#6b7280" stroke-width="0.5"><title>{{ bar.title }}</title></rect>
-    {% if bar.width > 24 %}<text x="{{ bar.x + 4 }}" y="{{ row.y + 15 }}">#{{ bar.attempt }}</text>{% endif %}
-    {% endfor %}
-    {% if not row.bars %}<text x="{{ timeline.label_width + 4 }}" y="{{ row.y + 15 }}"
-      class="muted">{{ row.reason or row.status }}</text>{% endif %}
-  </g>
-  {% endfor %}
-</svg>
-<div>{% for status, color in attempt_colors.items() %}<span style="margin-right:12px">
-  <span style="display:inline-block;width:10px;height:10px;background:{{ color }};border:1px solid #6b7280;border-radius:2px"></span>
-  attempt {{ status }}</span>{% endfor %}</div>
-{% else %}
-<p class="muted">No attempt has started.</p>
-{% endif %}
-
-<h2>Tasks</h2>
-{{ table }}
-
-{% if products %}
-<h2>Products</h2>
-<table class="values"><thead><tr><th>task</th><th>name</th><th>path</th></tr></thead><tbody>
-{% for task, name, path in products %}
-<tr><td><b>{{ task }}</b></td><td><code>{{ name }}</code></td><td><code>{{ path }}</code></td></tr>
-{% endfor %}
-</tbody></table>
-{% endif %}
-
-<h2>Published values</h2>
-{% if values %}
-<table class="values"><thead><tr><th>task</th><th>name</th><th>value</th></tr></thead><tbody>
-{% for task, name, value in values %}
-<tr><td><b>{{ task }}</b></td><td><code>{{ name }}</code></td><td><pre>{{ value }}</pre></td></tr>
-{% endfor %}
-</tbody></table>
-{% else %}
-<p class="muted">No task published a value.</p>
-{% endif %}
-
-<h2>Errors</h2>
-{% if errors %}{% for error in errors %}{{ error }}{% endfor %}
-{% else %}<p class="muted">No attempt failed.</p>{% endif %}
-
-<p class="muted" style="margin-top:32px">Written by nborch {{ version }} at {{ written }} UTC.</p>
-</body>
-</html>
-"""
 
 
 def _seconds(start: str, end: str) -> float:
@@ -194,19 +92,15 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
               for t in run.tasks.values() for key, value in t.values.items()]
     products = [(t.name, key, path) for t in run.tasks.values()
                 for key, path in t.products.items()]
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
-    page = env.from_string(TEMPLATE)
-    safe = Markup
-    return page.render(
-        run=run, badge=safe(htmlview.state_badge(run.status)),
+    return htmlview.TEMPLATES.get_template("report.html.j2").render(
+        run=run, badge=htmlview.state_badge(run.status),
         started=htmlview.short_time(run.started_at), ended=htmlview.short_time(run.ended_at),
         duration=format_duration(run.duration), summary=htmlview.summary_text(run),
         params=json.dumps(run.params, ensure_ascii=False),
-        graph=safe(htmlview.graph_block(svg)), legend=safe(htmlview.legend()),
+        graph=htmlview.graph_block(svg), legend=htmlview.legend(),
         timeline=timeline(run, attempts), attempt_colors={s: fill(s) for s in ATTEMPT_STATES},
-        table=safe(htmlview.task_table(run, base, max_height=None)), values=values,
-        products=products,
-        errors=[safe(e) for e in errors], version=__version__,
+        table=htmlview.task_table(run, base, max_height=None), values=values,
+        products=products, errors=errors, version=__version__,
         written=htmlview.short_time(utcnow()))
 
 

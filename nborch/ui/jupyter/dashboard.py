@@ -25,8 +25,7 @@ class RunsDashboard:
         self._lock = threading.Lock()
         self.rows = store.list_runs(pipeline, limit)
         title = "recent runs" + (f" of {pipeline}" if pipeline else "")
-        self.title = w.HTML(f'<div style="{htmlview.FONT}"><b>nborch</b>: {htmlview.esc(title)} '
-                            f'<span style="color:#6b7280">({htmlview.esc(store.home)})</span></div>')
+        self.title = w.HTML(htmlview.dashboard_title(title, store.home))
         self.table = w.HTML()
         self.select = w.Select(options=self._options(), rows=min(8, max(2, len(self.rows))),
                                description="run", layout=w.Layout(width="640px"))

@@ -227,10 +227,7 @@ class OrchestrateMagics(Magics):
         names = ", ".join(prepared.tasks)
         text = (f"pipeline {pipeline.name!r} is valid: {len(prepared.tasks)} tasks ({names}); "
                 "nothing was run (--dry-run)")
-        page = (f'<div class="nborch-dry-run" style="{htmlview.FONT}">'
-                f"<div>{htmlview.esc(text)}</div>"
-                f"{htmlview.graph_block(graph.render({}) if graph else None)}</div>")
-        display({"text/html": page, "text/plain": text}, raw=True)
+        display({"text/html": htmlview.dry_run(text, graph), "text/plain": text}, raw=True)
 
     def _adopt(self, handle, out: str) -> None:
         """A run started in this kernel: known to ``status``, its Run in the namespace."""

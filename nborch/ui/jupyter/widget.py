@@ -177,8 +177,7 @@ class RunView:
         running = run.status == State.RUNNING
         stopping = " · stopping…" if self._stopping and running else ""
         notice = f" · {self.notice}" if self.notice else ""
-        self.summary.value = (f'<span style="{htmlview.FONT};color:#374151">'
-                              f"{htmlview.esc(htmlview.summary_text(run) + stopping + notice)}</span>")
+        self.summary.value = htmlview.summary_line(htmlview.summary_text(run) + stopping + notice)
         self.graph.value = htmlview.graph_block(graph.draw(run) if graph else None)
         self.table.value = htmlview.task_table(run, self.base, expand_grids=False)
         self._show_grids(run)
