@@ -150,6 +150,15 @@ class Engine:
     def cancel(self, reason: str = "the run was cancelled") -> None:
         self._inbox.put(("cancel", reason, None))
 
+    def _check_cancel_request(self) -> None:
+        """``nborch cancel`` from another process: it asks through the store."""
+        try:
+            asked = not self._cancel_requested and self.store.cancel_requested(self.run.run_id)
+        except StoreError:  # not readable now: the next heartbeat looks again
+            return
+        if asked:
+            self.cancel("cancelled by `nborch cancel`")
+
     def _cannot_record(self, exc: Exception) -> None:
         """A critical listener failed: a run that cannot be recorded stops."""
         self.run.error = error_dict(type(exc).__name__, str(exc))
@@ -195,6 +204,7 @@ class Engine:
                     self.recorder.beat()  # also retries what the store did not take yet
                 except StoreError as exc:
                     self._cannot_record(exc)
+                self._check_cancel_request()
                 last_beat = time.monotonic()
             if kind == "done":
                 self._finish(name, result)

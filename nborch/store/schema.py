@@ -53,6 +53,9 @@ MIGRATIONS: list[list[str]] = [
         # 0 when a crash is recorded, 1 once its on_failure hooks fired; NULL before then
         "ALTER TABLE runs ADD COLUMN crash_reported INTEGER",
     ],
+    [  # 6: nborch cancel, from any process: when it was asked for
+        "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..core.clock import utcnow
 from ..core.errors import RunNotFound
 from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
 from ..core.run import Run, fold_resume
@@ -117,6 +118,24 @@ class Store(Database):
     def heartbeat(self, run_id: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE runs SET heartbeat_at = ? WHERE run_id = ?", (time.time(), run_id))
+
+    # -- cancelling from another process ------------------------------------------------
+
+    def request_cancel(self, run_id: str) -> str:
+        """Ask the process running ``run_id`` to cancel it (its engine looks at each
+        heartbeat); returns the run's status, and asks nothing unless it is running."""
+        with self._write() as conn:
+            row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise RunNotFound(f"no run {run_id!r} in the store {self.path} (see `nborch runs`)")
+            if row["status"] == State.RUNNING:
+                conn.execute("UPDATE runs SET cancel_requested = ? WHERE run_id = ?",
+                             (utcnow(), run_id))
+            return row["status"]
+
+    def cancel_requested(self, run_id: str) -> bool:
+        rows = self._read("SELECT cancel_requested FROM runs WHERE run_id = ?", (run_id,))
+        return bool(rows and rows[0]["cancel_requested"])
 
     # -- crashed runs -----------------------------------------------------------------
 

@@ -272,8 +272,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", help="read as JSON (42, true, [1, 2], {\"a\": 1}), else as text")
     p.set_defaults(func=cmd_publish)
 
-    from .schedule_cli import add_parsers
-    add_parsers(sub)
+    from . import operate_cli, schedule_cli
+    schedule_cli.add_parsers(sub)
+    operate_cli.add_parsers(sub)
     return parser
 
 
