@@ -183,6 +183,22 @@ def hanging_pipeline(folder: Path) -> Path:
     return started
 
 
+def start_hanging_run(workdir: Path) -> subprocess.Popen:
+    """``nborch run`` of ``hanging_pipeline`` in a process of its own, once its first task
+    is running."""
+    started = hanging_pipeline(workdir)
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
+                            cwd=workdir, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not started.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the task never started"
+        time.sleep(0.05)
+    return proc
+
+
 def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
     return subprocess.Popen([sys.executable, "-m", "nborch", "scheduler", *args], cwd=workdir,

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psutil
 
-from conftest import hanging_pipeline, nborch, run_json
+from conftest import nborch, run_json, start_hanging_run
 
 
 def test_cancel_stops_a_run_another_process_started(workdir: Path):
-    started = hanging_pipeline(workdir)
-    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
-    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
-                            cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
+    proc = start_hanging_run(workdir)
     kernels = psutil.Process(proc.pid).children(recursive=True)
     [run] = run_json(nborch("runs", "--json", cwd=workdir, check=True))
 

@@ -7,32 +7,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
-from conftest import hanging_pipeline, nborch, run_json, write_notebook, write_pipeline
-
-
-def _start_hanging_run(workdir: Path) -> tuple[subprocess.Popen, Path]:
-    started = hanging_pipeline(workdir)
-    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
-    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
-                            cwd=workdir, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while not started.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the task never started"
-        time.sleep(0.05)
-    return proc, started
+from conftest import nborch, run_json, start_hanging_run, write_notebook, write_pipeline
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_cancels_the_run_like_ctrl_c(workdir: Path, signum: int):
-    proc, _ = _start_hanging_run(workdir)
+    proc = start_hanging_run(workdir)
     children = psutil.Process(proc.pid).children(recursive=True)
     assert children, "the run started no kernel"
     proc.send_signal(signum)
@@ -48,7 +33,7 @@ def test_a_signal_cancels_the_run_like_ctrl_c(workdir: Path, signum: int):
 
 
 def test_a_second_signal_stops_at_once(workdir: Path):
-    proc, _ = _start_hanging_run(workdir)
+    proc = start_hanging_run(workdir)
     # Stop the kernel from being killed quickly: the first SIGTERM starts a cancel, the second
     # must end the process whatever the cancel is doing.
     proc.send_signal(signal.SIGTERM)

@@ -194,7 +194,8 @@ class Engine:
             if self.planner.done and not self._running:
                 break
             wake = self.planner.next_wakeup()
-            wait = HEARTBEAT_SECONDS if wake is None else max(0.0, min(wake - now, HEARTBEAT_SECONDS))
+            wait = HEARTBEAT_SECONDS if wake is None else \
+                max(0.0, min(wake - now, HEARTBEAT_SECONDS))
             try:
                 kind, name, result = self._inbox.get(timeout=wait)
             except queue.Empty:
