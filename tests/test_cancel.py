@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
+import yaml
 
-from conftest import nborch, run_json, start_hanging_run
+from conftest import (Receiver, hanging_pipeline, nborch, run_json, start_hanging_run,
+                      write_pipeline)
 
 
 def test_cancel_stops_a_run_another_process_started(workdir: Path):
@@ -31,3 +33,30 @@ def test_cancel_stops_a_run_another_process_started(workdir: Path):
     unknown = nborch("cancel", "no-such-run", cwd=workdir)
     assert unknown.returncode == 2 and "no run 'no-such-run'" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_a_run_past_its_run_timeout_fails_and_alerts(workdir: Path):
+    """``run_timeout`` in the file: what runs is stopped, the rest is not started, the run
+    fails with the reason and ``on_failure`` fires; ``--run-timeout`` replaces it."""
+    hanging_pipeline(workdir)
+    receiver = Receiver()
+    try:
+        spec = yaml.safe_load((workdir / "pipeline.yaml").read_text())
+        spec.update(run_timeout="2s", on_failure=[{"webhook": receiver.url()}])
+        write_pipeline(workdir, spec)
+        proc = nborch("run", "pipeline.yaml", "--json", cwd=workdir)
+        assert proc.returncode == 1, proc.stderr
+        run = run_json(proc)
+        assert run["status"] == "failed" and run["error"]["type"] == "RunTimeout"
+        assert "run_timeout of 2.0s" in run["error"]["message"]
+        assert {t["status"] for t in run["tasks"].values()} == {"cancelled"}
+        assert run["tasks"]["later"]["reason"] == "run timeout"
+        [alert] = receiver.answered("/hook")
+        assert (alert["hook"], alert["status"], alert["reason"]) == ("on_failure", "failed",
+                                                                    "run timeout")
+        assert alert["error"]["type"] == "RunTimeout"
+    finally:
+        receiver.server.shutdown()
+    bad = nborch("run", "pipeline.yaml", "--run-timeout", "soon", cwd=workdir)
+    assert bad.returncode == 2 and "run_timeout: bad duration 'soon'" in bad.stderr
+    assert "Traceback" not in bad.stderr

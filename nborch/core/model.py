@@ -167,6 +167,19 @@ def grid_combinations(grid: Any, where: str, allow_large: bool = False) -> list[
     return [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
 
 
+def read_run_timeout(value: Any, source: str | None) -> float | None:
+    """``run_timeout``: a duration (``2h``, ``90m``, seconds), or None for no limit."""
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise SpecError(f"pipeline: run_timeout: {exc}", source=source) from None
+    if seconds <= 0:
+        raise SpecError(f"pipeline: run_timeout must be more than 0, not {value!r}", source=source)
+    return seconds
+
+
 def read_hooks(declared: dict, where: str) -> dict[str, tuple]:
     """``{"on_failure": [...], ...}`` (YAML items or callables) as ``Hook`` tuples."""
     return {event: tuple(parse_hooks(value, f"{where}: {event}"))
@@ -247,7 +260,7 @@ class Pipeline:
                  schedule: dict | None = None, source: str | Path | None = None,
                  root: str | Path | None = None, allow_large_grid: bool = False,
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
-                 **defaults: Any):
+                 run_timeout: Any = None, **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
                             source=str(source) if source else None)
@@ -266,6 +279,7 @@ class Pipeline:
         self.root = Path(root).resolve() if root else (self.source.parent if self.source else Path.cwd())
         self.defaults = {**TASK_DEFAULTS, **options}
         self.allow_large_grid = allow_large_grid
+        self.run_timeout = read_run_timeout(run_timeout, self._where())
         self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
                                  "on_retry": on_retry}, "pipeline")
         self.tasks: dict[str, Task] = {}

@@ -120,6 +120,7 @@ class Run:
                 setattr(t, name, value)
         elif isinstance(event, RunEnded):
             self.status, self.ended_at = event.status, event.ended_at
+            self.error = event.error if event.error is not None else self.error
 
     @classmethod
     def from_start(cls, event: RunStarted) -> "Run":

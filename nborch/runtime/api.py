@@ -111,10 +111,14 @@ def _check_options(max_parallel: Any, pipeline: model.Pipeline, force: Iterable[
 def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | None = None,
               fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
               listeners: Sequence = (), executor: Any = None, incremental: bool = False,
-              force: Iterable[str] = (), output_dir: str | Path | None = None) -> RunHandle:
+              force: Iterable[str] = (), output_dir: str | Path | None = None,
+              run_timeout: Any = None) -> RunHandle:
     """Validate completely, then start the run in a background thread. Executed notebooks go
-    under ``output_dir`` (a folder or an fsspec URL) when given, else in the store."""
+    under ``output_dir`` (a folder or an fsspec URL) when given, else in the store.
+    ``run_timeout`` (a duration) replaces the pipeline's own."""
     force = tuple(force)
+    timeout = pipeline.run_timeout if run_timeout is None else \
+        model.read_run_timeout(run_timeout, None)
     _check_options(max_parallel, pipeline, force)
     if output_dir is not None:
         outputs.check(str(output_dir))
@@ -125,7 +129,7 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
     store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
     engine = Engine(prepared, store, get_executor(executor),
                     max_parallel or os.cpu_count() or 1, fail_fast, incremental,
-                    pipeline.expand(force), output_dir=output_dir)
+                    pipeline.expand(force), output_dir=output_dir, run_timeout=timeout)
     return engine.start(listeners)
 
 
@@ -165,5 +169,6 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                                   if k in pipeline.parameters},
                        run_id=run_id, logical_date=parse_logical_date(previous.logical_date))
     engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
-                    fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir)
+                    fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir,
+                    run_timeout=pipeline.run_timeout)
     return engine.start(listeners)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..core import private
-from ..core.clock import utcnow
+from ..core.clock import format_duration, utcnow
 from ..core.errors import StoreError, error_dict
 from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
@@ -83,8 +83,10 @@ class Engine:
     def __init__(self, prepared: PreparedRun, store: Store, executor: Executor, max_parallel: int,
                  fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
                  previous: Run | None = None, rerun: set[str] | None = None,
-                 output_dir: str | Path | None = None):
+                 output_dir: str | Path | None = None, run_timeout: float | None = None):
         self.prepared = prepared
+        self.run_timeout = run_timeout  # seconds the whole run may take, if limited
+        self._timed_out = False
         self.store = store
         self.executor = executor
         self.max_parallel = max_parallel
@@ -129,10 +131,12 @@ class Engine:
         self.bus.on_critical_failure = self._cannot_record
         pipeline = prepared.pipeline
         task_hooks = {n: p.task.hooks for n, p in prepared.tasks.items() if p.task.hooks}
+        self.hooks = None
         if pipeline.hooks or task_hooks:  # after run.apply: hooks read the updated Run
-            self.bus.subscribe(HookRunner(self.run, pipeline.hooks, task_hooks,
-                                          self.run_dir / "hooks.log", prepared.env,
-                                          prepared.secret_values))
+            self.hooks = HookRunner(self.run, pipeline.hooks, task_hooks,
+                                    self.run_dir / "hooks.log", prepared.env,
+                                    prepared.secret_values)
+            self.bus.subscribe(self.hooks)
         if (lineage_emitter := lineage.emitter(prepared.secret_values)) is not None:
             self.bus.subscribe(lineage_emitter)  # OpenLineage events, when configured
 
@@ -149,6 +153,16 @@ class Engine:
 
     def cancel(self, reason: str = "the run was cancelled") -> None:
         self._inbox.put(("cancel", reason, None))
+
+    def _time_out(self) -> None:
+        """The run passed its ``run_timeout``: what runs is stopped, the rest not started, and
+        the run fails (``on_failure`` hooks fire with the reason ``run timeout``)."""
+        self._timed_out = True
+        limit = format_duration(self.run_timeout)
+        self.run.error = error_dict("RunTimeout", f"the run passed its run_timeout of {limit}")
+        if self.hooks is not None:
+            self.hooks.reason = "run timeout"
+        self.cancel("run timeout")
 
     def _check_cancel_request(self) -> None:
         """``nborch cancel`` from another process: it asks through the store."""
@@ -175,7 +189,7 @@ class Engine:
             for handle in list(self._running.values()):
                 handle.cancel()
         finally:
-            self.bus.emit(RunEnded(self.run.run_id, status, utcnow()))
+            self.bus.emit(RunEnded(self.run.run_id, status, utcnow(), error=self.run.error))
             self.executor.shutdown()
             self.bus.flush()  # every listener (hooks: their alerts are out) has seen the end
             self.recorder.finish(self.store_wait)
@@ -186,6 +200,7 @@ class Engine:
 
     def _loop(self) -> str:
         last_beat = time.monotonic()
+        deadline = last_beat + self.run_timeout if self.run_timeout else None
         while True:
             now = time.monotonic()
             self._apply(self.planner.advance(now))
@@ -196,6 +211,8 @@ class Engine:
             wake = self.planner.next_wakeup()
             wait = HEARTBEAT_SECONDS if wake is None else \
                 max(0.0, min(wake - now, HEARTBEAT_SECONDS))
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - now))
             try:
                 kind, name, result = self._inbox.get(timeout=wait)
             except queue.Empty:
@@ -207,6 +224,9 @@ class Engine:
                     self._cannot_record(exc)
                 self._check_cancel_request()
                 last_beat = time.monotonic()
+            if deadline is not None and not self._cancel_requested and \
+                    time.monotonic() >= deadline:
+                self._time_out()
             if kind == "done":
                 self._finish(name, result)
             elif kind == "cancel" and not self._cancel_requested:
@@ -214,6 +234,8 @@ class Engine:
                 self._apply(self.planner.cancel_pending(name))
                 for handle in list(self._running.values()):
                     handle.cancel()
+        if self._timed_out:
+            return State.FAILED
         return State.CANCELLED if self._cancel_requested else self.planner.run_status()
 
     def _dispatch(self) -> bool:

@@ -14,7 +14,7 @@ from ..core.errors import SpecError
 from ..core.model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
-                 "on_failure", "on_success", "on_retry")
+                 "on_failure", "on_success", "on_retry", "run_timeout")
 TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid", "resources",
              "on_failure", "on_success", "on_retry", *TASK_DEFAULTS)
 SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
@@ -214,7 +214,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
     try:
         pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
                             secrets=secrets, schedule=schedule, source=source,
-                            allow_large_grid=allow_large_grid,
+                            allow_large_grid=allow_large_grid, run_timeout=data.get("run_timeout"),
                             **{k: data.get(k) for k in HOOK_KEYS}, **options)
     except SpecError as exc:
         problems += exc.problems

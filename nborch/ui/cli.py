@@ -23,7 +23,8 @@ def cmd_run(args) -> int:
         pipeline, params=parse_params(args.param), max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, logical_date=args.logical_date, home=args.home,
         listeners=listeners, incremental=args.incremental, force=args.force,
-        executor=args.executor, output_dir=args.output_dir), f"of {pipeline.name} started "
+        executor=args.executor, output_dir=args.output_dir, run_timeout=args.run_timeout),
+        f"of {pipeline.name} started "
         f"({len(pipeline.tasks)} tasks)")
 
 
@@ -222,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="append", default=[], metavar="TASK",
                    help="with --incremental, run TASK (or every instance of grid TASK) even if "
                         "it is up to date (repeatable)")
+    p.add_argument("--run-timeout", default=None, metavar="DURATION",
+                   help="fail the run when it takes longer (2h, 90m, seconds); replaces the "
+                        "pipeline's run_timeout")
     p.set_defaults(func=cmd_run, cancel_on_signals=True)
 
     p = sub.add_parser("resume", help="run again the tasks of a run that did not succeed")
