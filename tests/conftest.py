@@ -161,6 +161,14 @@ class Receiver:
         return [p["json"] for p in self.posts if p["path"] == path and p["answered"] == 200]
 
 
+@pytest.fixture
+def receiver():
+    """A ``Receiver`` for one test."""
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
 def small_pipeline(folder: Path, name: str = "nightly", body: str = "pass", **extra) -> Path:
     write_notebook(folder / "job.ipynb", "import nborch\nnborch.publish('day', day)",
                    parameters="day = ''")
@@ -170,7 +178,7 @@ def small_pipeline(folder: Path, name: str = "nightly", body: str = "pass", **ex
         "after": {"notebook": "after.ipynb", "upstream": ["job"]}}, **extra})
 
 
-def hanging_pipeline(folder: Path) -> Path:
+def hanging_pipeline(folder: Path, **extra) -> Path:
     """A pipeline whose first task hangs (after creating the returned marker file) and whose
     second waits for it: for stopping a run that is busy."""
     started = folder / "started"
@@ -179,14 +187,14 @@ def hanging_pipeline(folder: Path) -> Path:
     write_notebook(folder / "later.ipynb", "pass")
     write_pipeline(folder, {"name": "hangs", "tasks": {
         "hang": {"notebook": "hang.ipynb"},
-        "later": {"notebook": "later.ipynb", "upstream": ["hang"]}}})
+        "later": {"notebook": "later.ipynb", "upstream": ["hang"]}}, **extra})
     return started
 
 
-def start_hanging_run(workdir: Path) -> subprocess.Popen:
-    """``nborch run`` of ``hanging_pipeline`` in a process of its own, once its first task
-    is running."""
-    started = hanging_pipeline(workdir)
+def start_hanging_run(workdir: Path, **extra) -> subprocess.Popen:
+    """``nborch run`` of ``hanging_pipeline`` (with ``extra`` pipeline keys) in a process of
+    its own, once its first task is running."""
+    started = hanging_pipeline(workdir, **extra)
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
     proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", "pipeline.yaml"],
                             cwd=workdir, env=env, stdout=subprocess.PIPE,

@@ -15,13 +15,6 @@ from conftest import Receiver, free_port, nborch, run_json, write_notebook, writ
 from nborch import Pipeline
 
 
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
 def failing_pipeline(folder: Path, **extra) -> Path:
     write_notebook(folder / "good.ipynb", "import nborch\nnborch.publish('rows', 3)")
     write_notebook(folder / "bad.ipynb", "x = 1", "raise ValueError('boom')")

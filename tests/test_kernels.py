@@ -16,7 +16,7 @@ from nborch.execution.attempt import AttemptJob
 from nborch.execution.executors.local import LocalExecutor
 from nborch.execution.kernels import KernelRequest
 from conftest import (forked_kernels, hanging_pipeline, kernel_templates, kernels_of,
-                      write_notebook, write_pipeline)
+                      write_notebook)
 
 
 

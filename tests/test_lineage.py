@@ -9,19 +9,11 @@ import time
 import uuid
 from pathlib import Path
 
-import pytest
 
 from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch import Pipeline
 
 SECRET = "s3cr3t-Lineage-42"
-
-
-@pytest.fixture
-def receiver():
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 def by_job(receiver: Receiver) -> dict[str, list[dict]]:

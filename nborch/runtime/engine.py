@@ -171,6 +171,8 @@ class Engine:
         except StoreError:  # not readable now: the next heartbeat looks again
             return
         if asked:
+            if self.hooks is not None:
+                self.hooks.reason = "cancelled"  # on_failure tells who did not cancel it
             self.cancel("cancelled by `nborch cancel`")
 
     def _cannot_record(self, exc: Exception) -> None:

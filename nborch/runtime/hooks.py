@@ -202,6 +202,8 @@ class HookRunner:
                     self._send(hook, payload(self.run, hook_event, event))
         elif isinstance(event, RunEnded):
             hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
+            if event.status == State.CANCELLED and self.reason:  # by an operator, not Ctrl-C:
+                hook_event = "on_failure"                        # the pipeline's owners hear
             for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
                 self._send(hook, payload(self.run, hook_event, reason=self.reason))
             # Every alert is out before the run counts as finished, within a bound.
