@@ -126,7 +126,24 @@ def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
             if (path / name).is_file():
                 return load_yaml(path / name, allow_large_grid=allow_large_grid)
         return from_folder(path)
+    if path.suffix.lower() == ".py":
+        raise SpecError(_python_file(path), source=str(path))
     return load_yaml(path, allow_large_grid=allow_large_grid)
+
+
+def _python_file(path: Path) -> str:
+    """Why a ``.py`` file is not a pipeline (Ploomber's Python API is the usual one)."""
+    try:
+        ploomber = re.search(r"^\s*(from|import)\s+ploomber\b", path.read_text(encoding="utf-8"),
+                             re.M) is not None
+    except (OSError, UnicodeDecodeError):
+        ploomber = False
+    what = ("a pipeline built with Ploomber's Python API is not supported: list its tasks in a "
+            "Ploomber pipeline.yaml (tasks: [{source: ..., product: ...}]), which nborch runs "
+            "unchanged, or in nborch's own format" if ploomber else
+            "nborch reads a pipeline from a YAML file (pipeline.yaml) or a folder of notebooks, "
+            "not from a Python file")
+    return f"{path.name}: {what}"
 
 
 def from_folder(folder: Path) -> Pipeline:
