@@ -16,11 +16,9 @@ from ...core.model import (TASK_DEFAULTS, GridInstances, Pipeline, Task, check_t
                            has_nul, parameter_name_problems)
 from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
-from . import env, functions, grid
+from . import env, functions, grid, sources
 from .conventions import PloomberTask
-from .keys import (EXPORTERS, FILE_SUFFIXES, META_KEYS, NO_EXPORT, NOTEBOOK_SUFFIXES,
-                   PIPELINE_KEYS, STATIC_ANALYSIS, TASK_CLASSES, TASK_KEYS, UNSUPPORTED,
-                   unknown_keys)
+from .keys import META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS, UNSUPPORTED, unknown_keys
 
 TASK_HOOK_ARGS = ("task", "product", "params", "client")  # client: None for file products
 PIPELINE_HOOK_ARGS = ("traceback",)
@@ -170,7 +168,7 @@ class _Reader:
             return None
         before = len(self.problems)
         self.problems += unknown_keys(item, TASK_KEYS, where)
-        kind = self._kind(src, item, where)
+        kind = sources.kind(src, item, where, self.problems)
         product = item.get("product")
         if product is None:
             self.problems.append(f"{where}: missing 'product' (the file(s) the task writes)")
@@ -207,32 +205,6 @@ class _Reader:
             return None
         return draft
 
-    def _kind(self, src: str, item: dict, where: str) -> str | None:
-        suffix = Path(src).suffix.lower()
-        if suffix in NOTEBOOK_SUFFIXES:
-            kind = "notebook"
-        elif suffix not in FILE_SUFFIXES and re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+", src):
-            kind = "function"
-        else:
-            why = {".sql": "SQL tasks need Ploomber's database clients; run the query from a "
-                           "notebook or a command task (e.g. your database's CLI)",
-                   ".sh": "make the shell script a command task in nborch's own format",
-                   ".r": "R scripts are not run by nborch", ".rmd": "R notebooks are not run "
-                   "by nborch"}.get(suffix, "nborch runs notebooks, .py scripts and dotted "
-                                            "paths to Python functions")
-            self.problems.append(f"{where}: source {src!r} is not supported: {why}")
-            return None
-        cls = item.get("class")
-        if cls is not None and cls not in TASK_CLASSES[kind]:
-            self.problems.append(f"{where}: task class {cls!r} is not supported: nborch runs "
-                                 f"{' and '.join(TASK_CLASSES[kind])} tasks for this source")
-            return None
-        if item.get("product_class", "File") != "File":
-            self.problems.append(f"{where}: product_class {item['product_class']!r} is not "
-                                 "supported; products are files")
-            return None
-        return kind
-
     def _notebook(self, src, item, where, params, product, static, options) -> _Draft | None:
         path = (self.root / src).resolve()
         name = item.get("name") or path.stem
@@ -245,7 +217,7 @@ class _Reader:
                                 where, str(path), self.problems)
         if not isinstance(product, (str, dict)):
             return None
-        info = self._nb_product(item, where, product)
+        info = sources.nb_product(item, where, product, self.problems)
         if info is None:
             return None
         keys = (inspect_node(nb, path).declared_upstream or []) if self.extract_upstream else []
@@ -253,42 +225,6 @@ class _Reader:
             options["cwd"] = str(path.parent)
         info = replace(info, static_analysis=static or "regular")
         return self._make(name, path, where, params, product, keys, item, options, info)
-
-    def _nb_product(self, item: dict, where: str, product: Any) -> PloomberTask | None:
-        """Which product is the executed notebook, and how it is exported."""
-        export = item.get("nbconvert_export_kwargs") or {}
-        if not isinstance(export, dict):
-            self.problems.append(f"{where}: nbconvert_export_kwargs must be a mapping")
-            return None
-        if item.get("class") == "ScriptRunner":  # a script run without an output notebook
-            return PloomberTask()
-        if isinstance(product, dict) and "nb" not in product:
-            self.problems.append(f"{where}: 'product' has no 'nb' key: a notebook task needs "
-                                 "one, the path of its executed notebook")
-            return None
-        key = "nb" if isinstance(product, dict) else "product"
-        nb_path = product if isinstance(product, str) else product["nb"]
-        exporter = item.get("nbconvert_exporter_name")
-        suffix = Path(nb_path).suffix.lower()
-        if exporter is not None:
-            if exporter in NO_EXPORT:
-                self.problems.append(f"{where}: nbconvert_exporter_name {exporter!r} is not "
-                                     f"supported ({NO_EXPORT[exporter]}); export to .html")
-                return None
-            problem = _exporter_problem(exporter)
-            if problem:
-                self.problems.append(f"{where}: {problem}")
-                return None
-        elif suffix == ".pdf":
-            self.problems.append(f"{where}: the executed notebook {nb_path!r} as PDF is not "
-                                 "supported (nbconvert needs LaTeX for it); make it .html "
-                                 "(and print that to PDF if you need one)")
-            return None
-        elif suffix not in EXPORTERS:
-            self.problems.append(f"{where}: the executed notebook {nb_path!r} must end in "
-                                 f"{', '.join(EXPORTERS)} (or set nbconvert_exporter_name)")
-            return None
-        return PloomberTask(nb=key, export_options=dict(export), exporter=exporter)
 
     def _function(self, src, item, where, params, product, static, options) -> _Draft | None:
         found = functions.locate(src, self.root, where, self.problems)
@@ -450,20 +386,6 @@ def _guess_name(item: Any) -> str:
 
 def _key(value: Any, for_grid: bool) -> str:
     return json.dumps([value, for_grid], sort_keys=True, default=str)
-
-
-def _exporter_problem(name: str) -> str | None:
-    try:
-        import nbconvert
-    except ImportError:
-        return ("nbconvert_exporter_name needs nbconvert, which is not installed "
-                "(pip install nbconvert)")
-    try:
-        nbconvert.get_exporter(name)
-    except Exception:
-        return (f"nbconvert_exporter_name {name!r} is not one of nbconvert's exporters "
-                f"({', '.join(nbconvert.get_export_names())})")
-    return None
 
 
 def _map_paths(product: Any, change: Callable[[str], str]) -> Any:
