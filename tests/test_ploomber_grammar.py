@@ -211,6 +211,17 @@ def test_a_computed_value_that_fails_is_a_problem_naming_it(workdir: Path):
     assert "params 'c': calling missing_module::f failed: ModuleNotFoundError" in text
 
 
+def test_resources_are_injected_as_absolute_paths(workdir: Path):
+    spec = ("tasks:\n  - source: get.py\n    product: out/get.ipynb\n"
+            "    params:\n      resources_: {config: conf/settings.json}\n")
+    _write(workdir / "conf" / "settings.json", "{}")
+    pipeline = _load(workdir, spec, **{"get.py": SCRIPT})
+    assert pipeline.tasks["get"].parameters == {
+        "resources_": {"config": str(workdir / "conf" / "settings.json")}}
+    (workdir / "conf" / "settings.json").unlink()
+    assert "params.resources_ 'config'" in "\n".join(_problems(workdir, spec))
+
+
 # -- env files ------------------------------------------------------------------------------
 
 NOW = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?"

@@ -96,6 +96,17 @@ def subscripts(func: ast.FunctionDef, name: str) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def call_problems(func: ast.FunctionDef, passed: list[str], where: str) -> list[str]:
+    """Why calling ``func`` with the arguments Ploomber passes (``passed``) would fail."""
+    accepted, required, var_kw = signature(func)
+    problems = [f"{where}: {func.name}() takes no {a!r} argument, which Ploomber passes"
+                for a in passed if a not in accepted and not var_kw]
+    return problems + [f"{where}: {func.name}() needs {a!r}, which Ploomber does not pass"
+                       + (" (the task has no upstream tasks: use upstream['NAME'] in the "
+                          "function to declare one)" if a == "upstream" else "")
+                       for a in required if a not in passed]
+
+
 def function_notebook(dotted: str, found: Function, root: Path, passed: list[str]) -> dict:
     """The notebook a function task runs: a parameters cell, then the import and the call
     with Ploomber's arguments. Its text changes only when the function's own source does

@@ -182,8 +182,9 @@ class _Reader:
             self.problems.append(f"{where}: 'params' must be a mapping")
             params = {}
         # each name becomes `NAME = value` in the injected cell (and a function's argument)
-        self.problems += parameter_name_problems((k for k in params if k != "resources_"), where)
-        params = {k: v for k, v in params.items() if k != "resources_"}  # Ploomber's own
+        self.problems += parameter_name_problems(params, where)
+        if "resources_" in params:  # files a task reads: injected as absolute paths
+            params["resources_"] = self._resources(params["resources_"], where)
         if "grid" not in item:
             for key, value in params.items():
                 _, params[key] = self._computed(value, False, f"{where}: params {key!r}")
@@ -204,6 +205,16 @@ class _Reader:
             self.failed.append(_guess_name(item))
             return None
         return draft
+
+    def _resources(self, resources: Any, where: str) -> Any:
+        if not isinstance(resources, dict):
+            self.problems.append(f"{where}: params.resources_ must be a mapping of names to "
+                                 "files")
+            return resources
+        paths = {k: (self.root / str(v)).resolve() for k, v in resources.items()}
+        self.problems += [f"{where}: params.resources_ {k!r}: {p} is not a file"
+                          for k, p in paths.items() if not p.is_file()]
+        return {k: str(p) for k, p in paths.items()}
 
     def _notebook(self, src, item, where, params, product, static, options) -> _Draft | None:
         path = (self.root / src).resolve()
@@ -346,21 +357,12 @@ class _Reader:
 
     def _function_notebook(self, draft: _Draft, task: Task) -> dict | None:
         """The notebook a function task runs (its arguments checked against the def)."""
-        func = draft.func.node
-        accepted, required, var_kw = functions.signature(func)
         upstream = task.upstream or draft.upstream_keys  # (some may be tasks not read)
         passed = ["product", *(["upstream"] if upstream else []), *task.parameters]
-        problems = [f"{draft.where}: {func.name}() takes no {a!r} argument, which Ploomber "
-                    "passes" for a in passed if a not in accepted and not var_kw]
-        problems += [f"{draft.where}: {func.name}() needs {a!r}, which Ploomber does not pass"
-                     + (" (the task has no upstream tasks: use upstream['NAME'] in the "
-                        "function to declare one)" if a == "upstream" else "")
-                     for a in required if a not in passed]
-        if problems:
-            self.problems += problems
-            return None
-        return functions.function_notebook(draft.ploomber.function, draft.func, self.root,
-                                           passed)
+        problems = functions.call_problems(draft.func.node, passed, draft.where)
+        self.problems += problems
+        return None if problems else functions.function_notebook(
+            draft.ploomber.function, draft.func, self.root, passed)
 
 
 # -- helpers --------------------------------------------------------------------------------
