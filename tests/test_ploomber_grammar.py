@@ -287,6 +287,43 @@ def test_validation_reports_every_problem_of_the_file_at_once(workdir: Path):
     assert len(problems) == 4, problems
 
 
+def test_on_render_hooks_run_when_the_pipeline_is_read(workdir: Path):
+    """Pipeline and task on_render hooks, with their arguments (dag; task, client, product,
+    params) and the spec's, are called once the pipeline is read, as Ploomber calls them when
+    it renders; one that raises is a validation problem."""
+    hooks = """
+        import json
+
+        def dag_level(dag, my_param):
+            open("dag.json", "w").write(json.dumps([repr(dag), sorted(dag.tasks), my_param]))
+
+        def task_level(task, client, product, params, my_param):
+            open("task.json", "w").write(json.dumps([task.name, client, product, params,
+                                                     my_param]))
+
+        def broken(task):
+            raise RuntimeError("not today")
+        """
+    spec = """
+        on_render: {dotted_path: hooks.dag_level, my_param: 10}
+        tasks:
+          - source: get.py
+            product: out/get.ipynb
+            params: {rows: 3}
+            on_render: {dotted_path: hooks.task_level, my_param: 20}
+        """
+    _load(workdir, spec, **{"get.py": SCRIPT, "hooks.py": hooks})
+    assert json.loads((workdir / "dag.json").read_text()) == [
+        "DAG('" + workdir.name + "', tasks=['get'])", ["get"], 10]
+    product = str(workdir / "out" / "get.ipynb")
+    assert json.loads((workdir / "task.json").read_text()) == [
+        "get", None, product, {"rows": 3, "product": product}, 20]
+    problems = _problems(workdir, spec.replace("hooks.task_level, my_param: 20",
+                                               "hooks.broken"))
+    assert problems == ["task 'get.py': on_render: hooks.broken() failed: "
+                        "RuntimeError: not today"], problems
+
+
 @pytest.mark.parametrize("case", ["factory", "python", "file_client", "serializer", "R"])
 def test_what_is_not_supported_says_what_to_do(workdir: Path, case: str):
     specs = {
@@ -337,6 +374,8 @@ tasks:
 
   - source: scripts/report.py
     product: products/{{timestamp}}/report.html
+
+on_finish: hooks.done
 """
 
 LOAD = """
@@ -374,6 +413,11 @@ for name, path in sorted(upstream["fit-*"].items()):
 
 HOOKS = """
 import json
+
+
+def done(dag, report):
+    with open("done.txt", "w") as out:
+        out.write(f"{sorted(dag.tasks)} {report}")
 
 
 def check(product, client, task):
@@ -416,6 +460,9 @@ def test_a_ploomber_project_with_the_whole_grammar_runs_unchanged(workdir: Path)
     html = (dev / "report.html").read_text()
     assert html.lstrip().lower().startswith("<!doctype html") and "FIT fit-tree-2" in html
     assert (dev / "load.html").is_file() and not (dev / "load.ipynb").exists()
+    done = (project / "done.txt").read_text()
+    assert done.startswith("['fit-linear-0.1', 'fit-linear-1', 'fit-tree-2', 'load', 'report']")
+    assert ": success (" in done
 
     # the cron guide's switch: another env file, a folder per run named by {{now}}
     cron = nborch("run", str(pipeline), "--json", cwd=project,

@@ -145,14 +145,38 @@ class PloomberHook:
             sys.path.insert(0, self.root)
         func = getattr(importlib.import_module(module), name)
         given = dict(self.given)
+        if "report" in self.wants:  # a text summary, where Ploomber gives a Table
+            given["report"] = (f"run {payload.get('run_id')} of {payload.get('pipeline')}: "
+                               f"{payload.get('status')} ({payload.get('started_at')} - "
+                               f"{payload.get('ended_at')})")
         if "traceback" in self.wants:
             given["traceback"] = {"build": "\n".join(
                 f"{f['task']}: {(f['error'] or {}).get('type')}: "
                 f"{(f['error'] or {}).get('message')}" for f in payload["failed_tasks"])}
         func(**self.kwargs, **{a: given[a] for a in self.wants})
 
+    def render(self) -> str | None:
+        """Call it as an ``on_render`` hook; why it failed, or None."""
+        try:
+            self({})
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
     def __str__(self) -> str:
         return self.dotted
+
+
+class DagInfo:
+    """What a hook asking for ``dag`` gets: the pipeline's name and its tasks (each with
+    ``name``, ``product`` and ``params``), not Ploomber's DAG."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.tasks: dict = {}
+
+    def __repr__(self) -> str:
+        return f"DAG({self.name!r}, tasks={list(self.tasks)})"
 
 
 def make_hook(value: Any, root: Path, where: str, offered: tuple, given: dict,

@@ -10,11 +10,11 @@ from ...core.model import TASK_DEFAULTS
 
 # Those that only tune Ploomber itself are accepted and have no effect here (nborch runs
 # tasks in parallel, with papermill and nbconvert defaults).
-PIPELINE_KEYS = ("tasks", "meta", "executor", "on_finish", "on_failure", "serializer",
-                 "unserializer")
+PIPELINE_KEYS = ("tasks", "meta", "executor", "on_render", "on_finish", "on_failure",
+                 "serializer", "unserializer")
 META_KEYS = ("extract_upstream", "extract_product", "product_relative_to_source",
              "product_default_class", "jupyter_hot_reload", "jupyter_functions_as_notebooks")
-TASK_KEYS = ("source", "product", "name", "params", "grid", "upstream", "on_finish",
+TASK_KEYS = ("source", "product", "name", "params", "grid", "upstream", "on_render", "on_finish",
              "on_failure", "static_analysis", "local_execution", "kernelspec_name",
              "papermill_params", "nbconvert_export_kwargs", "nbconvert_exporter_name",
              "check_if_kernel_installed", "debug_mode", "ext_in", "class", "product_class",
@@ -34,8 +34,6 @@ UNSUPPORTED = {
     "product_client": "product clients (product metadata kept in a database or a bucket) "
                       "are Ploomber objects nborch does not create; remove it (nborch keeps "
                       "its own records for --incremental)",
-    "on_render": "nborch has no render step; run the check in the task, or use "
-                 "on_finish/on_failure",
     "location": "pipelines built by a Python factory function are not read by nborch; list "
                 "the tasks in a pipeline.yaml (tasks: [{source: ..., product: ...}])",
     "config": "DAG configuration is Ploomber's own; remove it",

@@ -21,8 +21,10 @@ from .conventions import PloomberTask
 from .keys import META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS, UNSUPPORTED, unknown_keys
 
 TASK_HOOK_ARGS = ("task", "product", "params", "client")  # client: None for file products
-PIPELINE_HOOK_ARGS = ("traceback",)
-_EVENTS = (("on_finish", "on_success"), ("on_failure", "on_failure"))
+PIPELINE_HOOK_ARGS = {"on_render": ("dag",), "on_finish": ("dag", "report"),
+                      "on_failure": ("dag", "traceback")}
+_EVENTS = (("on_render", "on_render"), ("on_finish", "on_success"),
+           ("on_failure", "on_failure"))
 
 
 def load(data: Any, source: Path, *, allow_large_grid: bool = False) -> Pipeline:
@@ -59,6 +61,7 @@ class _Reader:
         self.problems: list[str] = []
         self.failed: list[str] = []  # names (or name patterns) of the tasks not read
         self.computed: dict[str, dict] = {}
+        self.renders: list = []  # (where, hook) of each on_render hook, called once read
 
     def read(self, data: Any) -> Pipeline:
         if isinstance(data, list):
@@ -87,9 +90,15 @@ class _Reader:
         self._compute(tasks)
         drafts = [d for n, item in enumerate(tasks) if item is not None
                   and (d := self._draft(item, n)) is not None]
-        pipeline = Pipeline(env.pipeline_name(self.source), source=self.source,
-                            allow_large_grid=self.allow_large_grid, **self._pipeline_hooks(data))
+        name = env.pipeline_name(self.source)
+        self.dag = functions.DagInfo(name)
+        pipeline = Pipeline(name, source=self.source, allow_large_grid=self.allow_large_grid,
+                            **self._pipeline_hooks(data))
         self._add(pipeline, drafts)
+        for where, hook in [] if self.problems else self.renders:  # as Ploomber renders
+            failed = hook.render()
+            if failed:
+                self.problems.append(f"{where}: {hook}() failed: {failed}")
         if self.problems:
             raise SpecError(list(dict.fromkeys(self.problems)), source=str(self.source))
         return pipeline
@@ -115,8 +124,11 @@ class _Reader:
                                          f"{env.placeholder_error(exc, self.env_path)}")
                     continue
                 hook = functions.make_hook(value, self.root, f"pipeline: {key}",
-                                           PIPELINE_HOOK_ARGS, {}, self.problems)
-                if hook is not None:
+                                           PIPELINE_HOOK_ARGS[key], {"dag": self.dag},
+                                           self.problems)
+                if hook is not None and event == "on_render":
+                    self.renders.append((f"pipeline: {key}", hook))
+                elif hook is not None:
                     hooks[event] = [hook]
         return hooks
 
@@ -184,7 +196,8 @@ class _Reader:
         # each name becomes `NAME = value` in the injected cell (and a function's argument)
         self.problems += parameter_name_problems(params, where)
         if "resources_" in params:  # files a task reads: injected as absolute paths
-            params["resources_"] = self._resources(params["resources_"], where)
+            params["resources_"] = sources.resources(params["resources_"], self.root, where,
+                                                        self.problems)
         if "grid" not in item:
             for key, value in params.items():
                 _, params[key] = self._computed(value, False, f"{where}: params {key!r}")
@@ -205,16 +218,6 @@ class _Reader:
             self.failed.append(_guess_name(item))
             return None
         return draft
-
-    def _resources(self, resources: Any, where: str) -> Any:
-        if not isinstance(resources, dict):
-            self.problems.append(f"{where}: params.resources_ must be a mapping of names to "
-                                 "files")
-            return resources
-        paths = {k: (self.root / str(v)).resolve() for k, v in resources.items()}
-        self.problems += [f"{where}: params.resources_ {k!r}: {p} is not a file"
-                          for k, p in paths.items() if not p.is_file()]
-        return {k: str(p) for k, p in paths.items()}
 
     def _notebook(self, src, item, where, params, product, static, options) -> _Draft | None:
         path = (self.root / src).resolve()
@@ -345,12 +348,15 @@ class _Reader:
         given = {"product": product, "params": params, "client": None,
                  "task": SimpleNamespace(name=task.name, product=product, params=params,
                                          client=None)}
+        self.dag.tasks[task.name] = given["task"]
         hooks = {}
         for event, value in draft.hooks.items():
             where = f"{draft.where}: {dict((e, k) for k, e in _EVENTS)[event]}"
             hook = functions.make_hook(value, self.root, where, TASK_HOOK_ARGS, given,
                                        self.problems)
-            if hook is not None:
+            if hook is not None and event == "on_render":
+                self.renders.append((where, hook))
+            elif hook is not None:
                 from ...runtime.hooks import Hook
                 hooks[event] = (Hook("python", hook),)
         return hooks

@@ -1,5 +1,5 @@
-"""A Ploomber task's source and its executed notebook: which kind of task nborch makes of it,
-and how the ``nb`` product is written (the notebook itself, or exported by nbconvert)."""
+"""A Ploomber task's files: which kind of task nborch makes of its source, how the ``nb``
+product is written (the notebook itself, or exported by nbconvert), its ``resources_``."""
 
 from __future__ import annotations
 
@@ -90,3 +90,14 @@ def exporter_problem(name: str) -> str | None:
         return (f"nbconvert_exporter_name {name!r} is not one of nbconvert's exporters "
                 f"({', '.join(nbconvert.get_export_names())})")
     return None
+
+
+def resources(value: Any, root: Path, where: str, problems: list[str]) -> Any:
+    """``params.resources_``: files the task reads, as absolute paths (each must exist)."""
+    if not isinstance(value, dict):
+        problems.append(f"{where}: params.resources_ must be a mapping of names to files")
+        return value
+    paths = {k: (root / str(v)).resolve() for k, v in value.items()}
+    problems += [f"{where}: params.resources_ {k!r}: {p} is not a file"
+                 for k, p in paths.items() if not p.is_file()]
+    return {k: str(p) for k, p in paths.items()}
