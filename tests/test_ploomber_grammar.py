@@ -257,6 +257,24 @@ def test_the_env_file_in_the_current_folder_comes_first(workdir: Path, monkeypat
     assert pipeline.tasks["load"].product == "cwd/more/x.ipynb"
 
 
+def test_tasks_imported_from_another_file(workdir: Path):
+    """``meta.import_tasks_from``: the tasks come after the file's own, rendered with the same
+    env, their file sources relative to the imported file; an ``environment.yml`` beside is
+    not an env file."""
+    _write(workdir / "environment.yml", "name: project\n")
+    pipeline = _load(workdir, """
+        meta:
+          import_tasks_from: partial/features.yaml
+        tasks:
+          - source: fit.py
+            product: '{{root}}/fit.ipynb'
+        """, **{"fit.py": SCRIPT, "partial__get.py": SCRIPT, "env.yaml": "root: out\n",
+                "partial__features.yaml": "- source: get.py\n  product: '{{root}}/get.ipynb'\n"})
+    assert list(pipeline.tasks) == ["fit", "get"]
+    assert pipeline.tasks["get"].notebook == workdir / "partial" / "get.py"
+    assert pipeline.tasks["get"].product == "out/get.ipynb"
+
+
 # -- validation in one pass, refusals --------------------------------------------------------
 
 def test_validation_reports_every_problem_of_the_file_at_once(workdir: Path):

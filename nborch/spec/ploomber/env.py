@@ -39,9 +39,11 @@ def env_path(source: Path, problems: list[str]) -> Path | None:
     if chosen:
         problems.append(f"{ENV_VARIABLE}={chosen!r}, but there is no such file in the current "
                         f"folder ({Path.cwd()}) nor beside the spec ({source.parent})")
-    elif any(source.parent.glob("env*.yml")):
-        problems.append(f"{source.parent}: the env file must end in .yaml, not .yml (as "
-                        "Ploomber wants it); rename it")
+    else:
+        yml = f"env.{name}.yml" if name else "env.yml"
+        if any((folder / yml).is_file() for folder in (Path.cwd(), source.parent)):
+            problems.append(f"{yml}: an env file must end in .yaml, as Ploomber wants it; "
+                            "rename it")
     return None
 
 

@@ -13,7 +13,8 @@ from ...core.model import TASK_DEFAULTS
 PIPELINE_KEYS = ("tasks", "meta", "executor", "on_render", "on_finish", "on_failure",
                  "serializer", "unserializer")
 META_KEYS = ("extract_upstream", "extract_product", "product_relative_to_source",
-             "product_default_class", "jupyter_hot_reload", "jupyter_functions_as_notebooks")
+             "product_default_class", "jupyter_hot_reload", "jupyter_functions_as_notebooks",
+             "import_tasks_from")
 TASK_KEYS = ("source", "product", "name", "params", "grid", "upstream", "on_render", "on_finish",
              "on_failure", "static_analysis", "local_execution", "kernelspec_name",
              "papermill_params", "nbconvert_export_kwargs", "nbconvert_exporter_name",
@@ -39,8 +40,6 @@ UNSUPPORTED = {
     "config": "DAG configuration is Ploomber's own; remove it",
     "source_loader": "sources loaded from an installed package are not supported; give paths "
                      "relative to pipeline.yaml",
-    "import_tasks_from": "tasks imported from another file are not supported; list them in "
-                         "pipeline.yaml",
 }
 # serializer/unserializer: nborch calls a function task with ``product`` and upstream paths
 SERIALIZER = ("nborch does not call serializers: it calls a function task with 'product' "

@@ -86,6 +86,9 @@ class _Reader:
             self.problems.append("pipeline: 'tasks' must be a list of tasks with 'source' "
                                  "and 'product'")
             items = []
+        if meta.get("import_tasks_from"):
+            items = items + sources.imported_tasks(meta["import_tasks_from"], self.root,
+                                                   self.problems)
         tasks = [self._render(item, n) for n, item in enumerate(items)]
         self._compute(tasks)
         drafts = [d for n, item in enumerate(tasks) if item is not None

@@ -101,3 +101,31 @@ def resources(value: Any, root: Path, where: str, problems: list[str]) -> Any:
     problems += [f"{where}: params.resources_ {k!r}: {p} is not a file"
                  for k, p in paths.items() if not p.is_file()]
     return {k: str(p) for k, p in paths.items()}
+
+
+def imported_tasks(value: Any, root: Path, problems: list[str]) -> list:
+    """The tasks of ``meta.import_tasks_from`` (a YAML list of tasks), their relative file
+    sources made relative to that file's folder, as Ploomber reads them."""
+    from ..loader import parse_yaml_text
+    from ...core.errors import SpecError
+    path = root / str(value)
+    try:
+        tasks = parse_yaml_text(path.read_text(encoding="utf-8"), str(path))
+    except SpecError as exc:
+        problems.extend(exc.problems)
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(f"meta: import_tasks_from: cannot read {path}: {exc}")
+        return []
+    if not isinstance(tasks, list) or not tasks:
+        problems.append(f"meta: import_tasks_from: {path} must be a list of tasks")
+        return []
+    for task in tasks:
+        source = task.get("source") if isinstance(task, dict) else None
+        if isinstance(source, str) and not Path(source).is_absolute() and \
+                Path(source).suffix in _FILE_SOURCES:
+            task["source"] = str((path.parent / source).resolve())
+    return tasks
+
+
+_FILE_SOURCES = (".py", ".R", ".Rmd", ".r", ".ipynb", ".sql", ".sh")
