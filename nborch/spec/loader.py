@@ -192,9 +192,10 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
                  allow_large_grid: bool = False) -> Pipeline:
     """Build a Pipeline from parsed YAML, collecting every problem before raising."""
     where = str(source)
-    from . import ploomber
-    if ploomber.looks_like_ploomber(data):
-        return ploomber.load(data, source, allow_large_grid=allow_large_grid)
+    from .ploomber.conventions import looks_like_ploomber
+    if looks_like_ploomber(data):
+        from .ploomber.reader import load as load_ploomber
+        return load_ploomber(data, source, allow_large_grid=allow_large_grid)
     if not isinstance(data, dict):
         raise SpecError("a pipeline file must be a YAML mapping with at least 'name' and 'tasks'",
                         source=where)

@@ -28,7 +28,8 @@ task carries, for the engine and the checks).
 from .conventions import (PloomberTask, injected_upstream, looks_like_ploomber,
                           parameter_problems, ploomber_job)
 from .functions import PloomberHook
-from .reader import load
 
-__all__ = ["PloomberHook", "PloomberTask", "injected_upstream", "load", "looks_like_ploomber",
+# ``reader.load`` (the spec into a Pipeline) is imported from ``reader`` itself: it builds a
+# ``core.model.Pipeline``, and what the engine and the checks import from here must not.
+__all__ = ["PloomberHook", "PloomberTask", "injected_upstream", "looks_like_ploomber",
            "parameter_problems", "ploomber_job"]

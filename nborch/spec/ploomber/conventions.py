@@ -1,13 +1,13 @@
 """What a task read from a Ploomber project carries (``PloomberTask``), and the few places
 that read it: the engine (``upstream`` in Ploomber's shape, the attempt's extra fields) and
-``validate.prepare`` (relaxed parameter checks)."""
+``validate.prepare`` (relaxed parameter checks). ``task`` is a ``core.model.Task`` whose
+``ploomber`` is set."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ...core.model import Task
 from ..notebooks import NotebookInfo
 
 
@@ -33,7 +33,7 @@ def looks_like_ploomber(data: Any) -> bool:
     return isinstance(tasks, list) and any(isinstance(t, dict) and "source" in t for t in tasks)
 
 
-def injected_upstream(task: Task, product_of: Callable[[str], Any]) -> dict:
+def injected_upstream(task: Any, product_of: Callable[[str], Any]) -> dict:
     """The ``upstream`` a Ploomber task gets: each upstream task's product (a wildcard key:
     a mapping of the matching tasks' names to their products)."""
     return {key: product_of(names) if isinstance(names, str)
@@ -50,7 +50,7 @@ def ploomber_job(info: PloomberTask, products: dict) -> dict:
             "export_options": options, "check_products": True}
 
 
-def parameter_problems(who: str, task: Task, info: NotebookInfo, values: dict) -> list[str]:
+def parameter_problems(who: str, task: Any, info: NotebookInfo, values: dict) -> list[str]:
     """Ploomber accepts parameters the notebook does not declare (it injects them anyway)
     unless ``static_analysis: strict``; then they, and declared ones nobody passes, are errors."""
     nb = task.notebook

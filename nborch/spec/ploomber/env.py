@@ -8,6 +8,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Callable
 
 from ...core.errors import SpecError
 from ..templating import render, template_error
@@ -55,16 +56,17 @@ def defaults(root: Path) -> dict:
             "env": dict(os.environ)}
 
 
-def context(source: Path, problems: list[str]) -> tuple[dict, Path | None]:
+def context(source: Path, problems: list[str],
+            parse: Callable[[str, str], Any]) -> tuple[dict, Path | None]:
     """The placeholders' values: the defaults, then the env file's keys (each may use the
-    defaults and the keys before it, as in Ploomber 0.20+), and the env file read."""
+    defaults and the keys before it, as in Ploomber 0.20+), and the env file read (with
+    ``parse(text, source)``, the YAML reader)."""
     base = defaults(source.parent)
     path = env_path(source, problems)
     if path is None:
         return base, None
-    from ..loader import parse_yaml_text
     try:
-        env = parse_yaml_text(path.read_text(encoding="utf-8"), str(path))
+        env = parse(path.read_text(encoding="utf-8"), str(path))
     except SpecError as exc:
         problems.extend(exc.problems)
         return base, path

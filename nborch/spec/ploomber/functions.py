@@ -168,15 +168,28 @@ class PloomberHook:
 
 
 class DagInfo:
-    """What a hook asking for ``dag`` gets: the pipeline's name and its tasks (each with
-    ``name``, ``product`` and ``params``), not Ploomber's DAG."""
+    """What a hook asking for ``dag`` gets: like Ploomber's DAG, its ``name``, its task names
+    (``list(dag)``, ``len(dag)``) and ``dag["NAME"]`` (with ``name``, ``product``,
+    ``params``); not Ploomber's object."""
 
     def __init__(self, name: str):
         self.name = name
-        self.tasks: dict = {}
+        self._tasks: dict = {}
+
+    def add(self, task: Any) -> None:
+        self._tasks[task.name] = task
+
+    def __iter__(self):
+        return iter(self._tasks)
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._tasks[name]
 
     def __repr__(self) -> str:
-        return f"DAG({self.name!r}, tasks={list(self.tasks)})"
+        return f'DAG("{self.name}")'
 
 
 def make_hook(value: Any, root: Path, where: str, offered: tuple, given: dict,
@@ -256,6 +269,31 @@ for dotted, kwargs, grid in json.load(sys.stdin):
 with open(out_path, "w", encoding="utf-8") as f:
     json.dump(out, f)
 """
+
+
+def computed_values(tasks: list) -> dict[str, tuple]:
+    """Every computed value of the (rendered) tasks, by ``value_key``: the values of a grid,
+    or the ``params`` of a task without one (Ploomber computes a grid task's params not)."""
+    calls = {}
+    for item in tasks:
+        if not isinstance(item, dict):
+            continue
+        found = []
+        if "grid" in item:
+            parts = item["grid"] if isinstance(item["grid"], list) else [item["grid"]]
+            found += [(v, True) for part in parts if isinstance(part, dict)
+                      for v in part.values()]
+        elif isinstance(item.get("params"), dict):
+            found += [(v, False) for v in item["params"].values()]
+        for value, for_grid in found:
+            spec = dotted_spec(value)
+            if spec is not None:
+                calls[value_key(value, for_grid)] = (*spec, for_grid)
+    return calls
+
+
+def value_key(value: Any, for_grid: bool) -> str:
+    return json.dumps([value, for_grid], sort_keys=True, default=str)
 
 
 def compute(calls: list[tuple[str, dict, bool]], root: Path) -> list[dict]:

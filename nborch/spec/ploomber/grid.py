@@ -12,14 +12,11 @@ an undefined one renders empty), with the grid's values and the task's ``params`
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 from typing import Any, Callable
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
-
-from ...core.model import MAX_GRID, is_parameter_name
 
 # The sandbox (the pipeline file is data); ``[[ ]]`` for values, and an undefined name
 # renders empty, as Ploomber's jinja2.Template does.
@@ -50,11 +47,11 @@ def values_of(value: Any) -> list:
     return list(value)
 
 
-def combinations(grid: Any, where: str, allow_large: bool,
-                 computed: Callable[[Any], list | None]) -> tuple[list[dict], list[str]]:
-    """The parameter sets of ``grid`` (each mapping's Cartesian product, the last parameter
-    varying fastest, the mappings of a list one after the other) and the problems found.
-    ``computed(value)`` is a computed value's values (a list), or None for any other value."""
+def expand(grid: Any, where: str,
+           computed: Callable[[Any], list | None]) -> tuple[list[dict], list[str]]:
+    """Each mapping of ``grid`` (a mapping or a list of them) as ``{parameter: values}``, and
+    the problems found. ``computed(value)`` is a computed value's values (a list), or None
+    for any other value."""
     parts = grid if isinstance(grid, list) else [grid]
     problems, expanded = [], []
     for part in parts:
@@ -64,22 +61,17 @@ def combinations(grid: Any, where: str, allow_large: bool,
             continue
         lists = {}
         for key, value in part.items():
-            if not is_parameter_name(key):
-                problems.append(f"{where}: grid parameter {key!r} is not a parameter name (a "
-                                "Python identifier)")
-                continue
             values = computed(value)
             lists[key] = values_of(value) if values is None else values
         expanded.append(lists)
-    size = sum(math.prod(len(v) for v in lists.values()) for lists in expanded)
-    if size > MAX_GRID and not allow_large:
-        problems.append(f"{where}: the grid has {size:,} combinations, more than {MAX_GRID:,}; "
-                        "pass --allow-large-grid (allow_large_grid=True in Python) if you "
-                        "mean it")
-    if problems:
-        return [], problems
+    return expanded, problems
+
+
+def combinations(expanded: list[dict]) -> list[dict]:
+    """Each mapping's Cartesian product (the last parameter varying fastest), the mappings
+    one after the other."""
     return [dict(zip(lists, combo)) for lists in expanded
-            for combo in itertools.product(*lists.values())], []
+            for combo in itertools.product(*lists.values())]
 
 
 def instance_name(name: str, index: int, values: dict) -> str:
@@ -101,3 +93,10 @@ def group_name(name: str, stem: str) -> str:
     the source's stem when that is empty)."""
     head = name.split("[[", 1)[0]
     return head if head.strip("-_.") else stem
+
+
+def map_paths(product: Any, change: Callable[[str], str]) -> Any:
+    """``product`` (a path, or a mapping of names to paths) with ``change`` applied to each."""
+    if isinstance(product, dict):
+        return {k: change(v) for k, v in product.items()}
+    return change(product)

@@ -6,8 +6,6 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from ...core.model import TASK_DEFAULTS
-
 # Those that only tune Ploomber itself are accepted and have no effect here (nborch runs
 # tasks in parallel, with papermill and nbconvert defaults).
 PIPELINE_KEYS = ("tasks", "meta", "executor", "on_render", "on_finish", "on_failure",
@@ -19,9 +17,7 @@ TASK_KEYS = ("source", "product", "name", "params", "grid", "upstream", "on_rend
              "on_failure", "static_analysis", "local_execution", "kernelspec_name",
              "papermill_params", "nbconvert_export_kwargs", "nbconvert_exporter_name",
              "check_if_kernel_installed", "debug_mode", "ext_in", "class", "product_class",
-             "serializer", "unserializer", "executor",
-             # nborch's own task options work too (Ploomber would reject them)
-             *(k for k in TASK_DEFAULTS if k != "cwd"))
+             "serializer", "unserializer", "executor")  # and nborch's own task options
 
 _CLIENT = ("clients are Ploomber objects nborch does not create: a database client runs SQL "
            "tasks (run the query from a notebook or a command task, e.g. your database's "

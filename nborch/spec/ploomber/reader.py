@@ -4,22 +4,25 @@ file is reported at once (each task is checked as far as it can be, whatever the
 from __future__ import annotations
 
 import fnmatch
-import json
+import math
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 from ...core.errors import SpecError
-from ...core.model import (TASK_DEFAULTS, GridInstances, Pipeline, Task, check_task_name,
-                           has_nul, parameter_name_problems)
+from ...core.model import (MAX_GRID, TASK_DEFAULTS, GridInstances, Pipeline, Task,
+                           check_task_name, has_nul, parameter_name_problems)
+from ..loader import parse_yaml_text
 from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
 from . import env, functions, grid, sources
 from .conventions import PloomberTask
 from .keys import META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS, UNSUPPORTED, unknown_keys
 
+# nborch's own task options work on a Ploomber task too (Ploomber would reject them)
+NBORCH_OPTIONS = tuple(k for k in TASK_DEFAULTS if k != "cwd")
 TASK_HOOK_ARGS = ("task", "product", "params", "client")  # client: None for file products
 PIPELINE_HOOK_ARGS = {"on_render": ("dag",), "on_finish": ("dag", "report"),
                       "on_failure": ("dag", "traceback")}
@@ -80,7 +83,7 @@ class _Reader:
                                  "'product' in pipeline.yaml")
         self.extract_upstream = meta.get("extract_upstream", True) is not False
         self.relative_to_source = bool(meta.get("product_relative_to_source", False))
-        self.context, self.env_path = env.context(self.source, self.problems)
+        self.context, self.env_path = env.context(self.source, self.problems, parse_yaml_text)
         items = data.get("tasks")
         if not isinstance(items, list) or not items:
             self.problems.append("pipeline: 'tasks' must be a list of tasks with 'source' "
@@ -88,7 +91,7 @@ class _Reader:
             items = []
         if meta.get("import_tasks_from"):
             items = items + sources.imported_tasks(meta["import_tasks_from"], self.root,
-                                                   self.problems)
+                                                   self.problems, parse_yaml_text)
         tasks = [self._render(item, n) for n, item in enumerate(items)]
         self._compute(tasks)
         drafts = [d for n, item in enumerate(tasks) if item is not None
@@ -139,21 +142,7 @@ class _Reader:
 
     def _compute(self, tasks: list) -> None:
         """Call every computed value of the spec at once (one Python process)."""
-        calls = {}
-        for item in tasks:
-            if not isinstance(item, dict):
-                continue
-            found = []
-            if "grid" in item:  # Ploomber computes a grid's values, not its task's params
-                parts = item["grid"] if isinstance(item["grid"], list) else [item["grid"]]
-                found += [(v, True) for part in parts if isinstance(part, dict)
-                          for v in part.values()]
-            elif isinstance(item.get("params"), dict):
-                found += [(v, False) for v in item["params"].values()]
-            for value, for_grid in found:
-                spec = functions.dotted_spec(value)
-                if spec is not None:
-                    calls[_key(value, for_grid)] = (*spec, for_grid)
+        calls = functions.computed_values(tasks)
         results = functions.compute(list(calls.values()), self.root)
         self.computed = dict(zip(calls, results))
 
@@ -162,7 +151,8 @@ class _Reader:
         ``(False, value)``."""
         if functions.dotted_spec(value) is None:
             return False, value
-        result = self.computed.get(_key(value, for_grid)) or {"error": "not called"}
+        result = self.computed.get(functions.value_key(value, for_grid)) or {
+            "error": "not called"}
         if "error" in result:
             dotted = value if isinstance(value, str) else value["dotted_path"]
             self.problems.append(f"{where}: calling {dotted} failed: {result['error']}")
@@ -182,7 +172,7 @@ class _Reader:
             self.problems.append(f"{where}: source {src!r} contains a NUL byte")
             return None
         before = len(self.problems)
-        self.problems += unknown_keys(item, TASK_KEYS, where)
+        self.problems += unknown_keys(item, TASK_KEYS + NBORCH_OPTIONS, where)
         kind = sources.kind(src, item, where, self.problems)
         product = item.get("product")
         if product is None:
@@ -269,7 +259,7 @@ class _Reader:
             self.problems.append(f"{where}: 'upstream' must be a task name or a list of them")
             explicit = []
         if self.relative_to_source:
-            product = _map_paths(product, lambda p: str(path.parent / p))
+            product = grid.map_paths(product, lambda p: str(path.parent / p))
         options.setdefault("cwd", str(self.root))
         hooks = {event: item[key] for key, event in _EVENTS if item.get(key)}
         return _Draft(name, path, where, dict(params), product,
@@ -281,16 +271,23 @@ class _Reader:
         def computed(value):
             found, values = self._computed(value, True, f"{where}: grid")
             return (values or []) if found else None
-        combinations, problems = grid.combinations(spec, where, self.allow_large_grid, computed)
+        expanded, problems = grid.expand(spec, where, computed)
+        problems += parameter_name_problems({k for part in expanded for k in part}, where)
+        size = sum(math.prod(len(v) for v in part.values()) for part in expanded)
+        if size > MAX_GRID and not self.allow_large_grid:
+            problems.append(f"{where}: the grid has {size:,} combinations, more than "
+                            f"{MAX_GRID:,}; pass --allow-large-grid (allow_large_grid=True in "
+                            "Python) if you mean it")
         self.problems += problems
         if problems:
             return None
+        combinations = grid.combinations(expanded)
         instances = []
         for i, combination in enumerate(combinations):
             values = {**combination, **draft.params}
             try:
                 name = grid.instance_name(draft.name_template, i, values)
-                product = _map_paths(draft.product,
+                product = grid.map_paths(draft.product,
                                      lambda p, i=i, v=values: grid.instance_path(p, i, v))
             except Exception as exc:  # jinja2 errors of every kind
                 self.problems.append(f"{where}: {template_error(exc)} in its name or "
@@ -346,12 +343,12 @@ class _Reader:
                                                hooks=self._task_hooks(draft, task))
 
     def _task_hooks(self, draft: _Draft, task: Task) -> dict:
-        product = _map_paths(task.product, lambda p: str((self.root / p).resolve()))
+        product = grid.map_paths(task.product, lambda p: str((self.root / p).resolve()))
         params = {**task.parameters, "product": product}
         given = {"product": product, "params": params, "client": None,
                  "task": SimpleNamespace(name=task.name, product=product, params=params,
                                          client=None)}
-        self.dag.tasks[task.name] = given["task"]
+        self.dag.add(given["task"])
         hooks = {}
         for event, value in draft.hooks.items():
             where = f"{draft.where}: {dict((e, k) for k, e in _EVENTS)[event]}"
@@ -393,13 +390,3 @@ def _guess_name(item: Any) -> str:
             else Path(source).stem
     name = re.sub(r"\[\[.*?\]\]", "*", name)
     return f"{name}*" if item.get("grid") is not None else name
-
-
-def _key(value: Any, for_grid: bool) -> str:
-    return json.dumps([value, for_grid], sort_keys=True, default=str)
-
-
-def _map_paths(product: Any, change: Callable[[str], str]) -> Any:
-    if isinstance(product, dict):
-        return {k: change(v) for k, v in product.items()}
-    return change(product)

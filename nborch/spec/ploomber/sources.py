@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
+
+from ...core.errors import SpecError
 
 from .conventions import PloomberTask
 from .keys import EXPORTERS, FILE_SUFFIXES, NO_EXPORT, NOTEBOOK_SUFFIXES, TASK_CLASSES
@@ -103,14 +105,13 @@ def resources(value: Any, root: Path, where: str, problems: list[str]) -> Any:
     return {k: str(p) for k, p in paths.items()}
 
 
-def imported_tasks(value: Any, root: Path, problems: list[str]) -> list:
+def imported_tasks(value: Any, root: Path, problems: list[str],
+                   parse: Callable[[str, str], Any]) -> list:
     """The tasks of ``meta.import_tasks_from`` (a YAML list of tasks), their relative file
     sources made relative to that file's folder, as Ploomber reads them."""
-    from ..loader import parse_yaml_text
-    from ...core.errors import SpecError
     path = root / str(value)
     try:
-        tasks = parse_yaml_text(path.read_text(encoding="utf-8"), str(path))
+        tasks = parse(path.read_text(encoding="utf-8"), str(path))
     except SpecError as exc:
         problems.extend(exc.problems)
         return []
