@@ -19,7 +19,8 @@ from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
 from . import env, functions, grid, sources
 from .conventions import PloomberTask
-from .keys import META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS, UNSUPPORTED, unknown_keys
+from .keys import (FILE_SUFFIXES, META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS,
+                   UNSUPPORTED, unknown_keys)
 
 # nborch's own task options work on a Ploomber task too (Ploomber would reject them)
 NBORCH_OPTIONS = tuple(k for k in TASK_DEFAULTS if k != "cwd")
@@ -386,7 +387,7 @@ def _guess_name(item: Any) -> str:
     name = item.get("name")
     if not isinstance(name, str):
         source = str(item.get("source") or "")
-        name = source.rsplit(".", 1)[-1] if "/" not in source and source.count(".") > 1 \
-            else Path(source).stem
+        name = Path(source).stem if Path(source).suffix.lower() in FILE_SUFFIXES \
+            else source.rsplit(".", 1)[-1]  # a function's name
     name = re.sub(r"\[\[.*?\]\]", "*", name)
     return f"{name}*" if item.get("grid") is not None else name
