@@ -74,6 +74,7 @@ class _Reader:
             raise SpecError(f"pipeline: 'location' ({data['location']}) is not supported: "
                             f"{UNSUPPORTED['location']}", source=str(self.source))
         self.problems += unknown_keys(data, PIPELINE_KEYS, "pipeline")
+        self.serializer, self.unserializer = data.get("serializer"), data.get("unserializer")
         meta = data.get("meta") or {}
         if not isinstance(meta, dict):
             self.problems.append("pipeline: 'meta' must be a mapping")
@@ -201,6 +202,11 @@ class _Reader:
         options = {k: item[k] for k in TASK_DEFAULTS if k in item}
         if item.get("kernelspec_name"):
             options.setdefault("kernel", item["kernelspec_name"])
+        serialized = any(item.get(k, data_value) is not None for k, data_value in
+                         (("serializer", self.serializer), ("unserializer", self.unserializer)))
+        if kind == "function" and serialized:  # refused above: no call to check
+            self.failed.append(_guess_name(item))
+            return None
         draft = None
         if kind == "function":
             draft = self._function(src, item, where, params, product, static, options)
