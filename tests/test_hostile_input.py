@@ -25,7 +25,8 @@ from nborch import Pipeline
 from nborch.ui.console import markup, printable
 from nborch.core.errors import SpecError
 from nborch.core.model import check_task_name, is_parameter_name
-from nborch.spec.loader import from_mapping, load, parse_params, parse_scalar, parse_yaml_text
+from nborch.spec.loader import from_mapping, load
+from nborch.spec.yamltext import parse_params, parse_scalar, parse_yaml_text
 from nborch.spec.templating import render, template_error
 
 CTX = {"run_id": "r1", "logical_date": "2026-01-01T00:00:00", "ds": "2026-01-01",

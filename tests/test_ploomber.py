@@ -285,7 +285,7 @@ def test_what_nborch_does_not_run_is_a_clear_error_naming_the_task(workdir: Path
           - source: ok.py
             name: report
             product: out/report.ipynb
-            on_render: hooks.render
+            product_client: clients.get
           - source: ok.py
             name: nb-less
             product: {data: out/x.csv}
@@ -295,7 +295,7 @@ def test_what_nborch_does_not_run_is_a_clear_error_naming_the_task(workdir: Path
     assert "task 'sql/clean.sql'" in stderr and "SQL tasks" in stderr
     assert "task 'tasks.make'" in stderr and "'serializer' is not supported" in stderr
     assert "task 'uses_ploomber.py'" in stderr and "imports ploomber" in stderr
-    assert "task 'report'" in stderr and "'on_render' is not supported" in stderr
+    assert "task 'report'" in stderr and "'product_client' is not supported" in stderr
     assert "task 'nb-less'" in stderr and "no 'nb' key" in stderr
 
 

@@ -12,7 +12,8 @@ from nborch.core.errors import SpecError, ValidationError
 from nborch import Pipeline
 from nborch.core.model import Task
 from nborch.core.planner import Planner
-from nborch.spec.loader import from_mapping, load, load_yaml, parse_scalar, parse_yaml_text
+from nborch.spec.loader import from_mapping, load, load_yaml
+from nborch.spec.yamltext import parse_scalar, parse_yaml_text
 
 from conftest import write_notebook
 

@@ -240,7 +240,7 @@ class AttemptRunner:
         output_path = self._save(text)
         if job.notebook_product and text is not None:
             try:
-                _export(text, job.notebook_product, job.export_options)
+                _export(text, job, failed=error is not None)
             except Exception as exc:  # a bad exporter option, an unwritable folder
                 if error is None:
                     status, error = State.FAILED, error_dict(
@@ -321,13 +321,38 @@ def _missing_products(job: AttemptJob) -> dict | None:
                       f"product(s): {', '.join(missing)}")
 
 
-def _export(text: str, path: str, options: dict) -> None:
-    """Write an executed notebook (JSON ``text``) to ``path``: as is, or as HTML."""
+def _export(text: str, job: AttemptJob, failed: bool) -> None:
+    """Write an executed notebook (JSON ``text``) to the job's notebook product: as is
+    (``.ipynb``), or exported by nbconvert (``.html``, ``.md``, ...; ``exporter_name`` in
+    the options chooses another exporter). As Ploomber does, a failed attempt leaves an
+    exported product as it was and writes the partial notebook beside it as ``.ipynb``
+    (removed by the next success)."""
     from . import outputs
-    if path.lower().endswith(".html"):
-        from nbconvert import HTMLExporter
-        text, _ = HTMLExporter(**options).from_notebook_node(nbformat.reads(text, as_version=4))
-    outputs.write_text(path, text)
+    path, options = job.notebook_product, dict(job.export_options)
+    exporter = options.pop("exporter_name", None) or _EXPORTERS.get(
+        os.path.splitext(path)[1].lower())
+    partial = os.path.splitext(path)[0] + ".ipynb"
+    if exporter is None:  # the notebook itself
+        outputs.write_text(path, text)
+        return
+    if failed:
+        outputs.write_text(partial, text)
+        return
+    import nbconvert
+    content, _ = nbconvert.get_exporter(exporter)(**options).from_notebook_node(
+        nbformat.reads(text, as_version=4))
+    if isinstance(content, bytes):
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(path, "wb") as out:
+            out.write(content)
+    else:
+        outputs.write_text(path, content)
+    if "://" not in partial and partial not in job.products.values() and \
+            os.path.isfile(partial):
+        os.remove(partial)
+
+
+_EXPORTERS = {".html": "html", ".md": "markdown", ".tex": "latex", ".rst": "rst"}
 
 
 def _publish_outputs(nb):

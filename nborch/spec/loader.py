@@ -1,17 +1,16 @@
-"""Turn a pipeline file into a ``Pipeline``: YAML parsing with line numbers, key checks."""
+"""Turn a pipeline file, a folder of notebooks or ``%%orchestrate`` arrows into a ``Pipeline``,
+checked key by key (the YAML itself is read by ``yamltext``, with line numbers)."""
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..core.errors import SpecError
 from ..core.model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
+from .yamltext import key_line, parse_yaml_text, unknown_keys
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
                  "on_failure", "on_success", "on_retry", "run_timeout")
@@ -19,100 +18,6 @@ TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid",
              "on_failure", "on_success", "on_retry", *TASK_DEFAULTS)
 SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
 HOOK_KEYS = ("on_failure", "on_success", "on_retry")
-
-
-class _Mapping(dict):
-    """A YAML mapping that remembers the line of each key (1-based)."""
-    lines: dict
-
-
-class _Loader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps (``2026-01-01`` stays a string, as a
-    notebook parameter expects) and with duplicate keys as errors."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Mapping:
-    loader.flatten_mapping(node)
-    result = _Mapping()
-    result.lines = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        if not isinstance(key, Hashable):
-            # e.g. an unquoted {{ ds }}: YAML reads it as a mapping inside a mapping
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping or list cannot be a key here; a value starting with "
-                "'{{' must be quoted (\"{{ ds }}\")", key_node.start_mark)
-        if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {result.lines[key]})",
-                key_node.start_mark)
-        result[key] = loader.construct_object(value_node, deep=True)
-        result.lines[key] = key_node.start_mark.line + 1
-    return result
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def parse_yaml_text(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        what = exc.problem or exc.context or str(exc)
-        if exc.context and exc.context_mark and exc.problem_mark and \
-                exc.context_mark.line != exc.problem_mark.line:
-            # e.g. an unclosed quote: the parser notices at the end, the cause is where it began
-            what += f" ({exc.context} that starts at line {exc.context_mark.line + 1})"
-        raise SpecError(f"invalid YAML at {line}{what}", source=source) from None
-    except yaml.YAMLError as exc:
-        raise SpecError(f"invalid YAML: {exc}", source=source) from None
-
-
-def parse_params(pairs: list[str]) -> dict:
-    """``-p KEY=VALUE`` options (CLI and magic) as a dict of YAML scalars."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpecError(f"-p {pair!r}: use -p KEY=VALUE")
-        if "{{" in value or "{%" in value:
-            raise SpecError(f"-p {pair!r}: a -p value is used as given, not rendered as a "
-                            "template ({{ ... }} is rendered in task values only); give the "
-                            "value itself")
-        out[key.strip()] = parse_scalar(value)
-    return out
-
-
-def parse_scalar(text: str) -> Any:
-    """Read ``-p KEY=VALUE`` values as YAML scalars: ``4`` is 4, ``true`` is True."""
-    try:
-        value = yaml.load(text, Loader=_Loader)  # noqa: S506
-    except (yaml.YAMLError, ValueError):  # ValueError: e.g. a NUL byte, which YAML refuses
-        return text
-    return value if isinstance(value, (str, int, float, bool)) or value is None else text
-
-
-def _line(mapping: Any, key: str) -> str:
-    lines = getattr(mapping, "lines", {})
-    return f" (line {lines[key]})" if key in lines else ""
-
-
-def unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[str]:
-    problems = []
-    for key in mapping:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
-            problems.append(f"{where}: unknown key {key!r}{_line(mapping, key)}{hint}")
-    return problems
 
 
 def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
@@ -126,7 +31,24 @@ def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
             if (path / name).is_file():
                 return load_yaml(path / name, allow_large_grid=allow_large_grid)
         return from_folder(path)
+    if path.suffix.lower() == ".py":
+        raise SpecError(_python_file(path), source=str(path))
     return load_yaml(path, allow_large_grid=allow_large_grid)
+
+
+def _python_file(path: Path) -> str:
+    """Why a ``.py`` file is not a pipeline (Ploomber's Python API is the usual one)."""
+    try:
+        ploomber = re.search(r"^\s*(from|import)\s+ploomber\b", path.read_text(encoding="utf-8"),
+                             re.M) is not None
+    except (OSError, UnicodeDecodeError):
+        ploomber = False
+    what = ("a pipeline built with Ploomber's Python API is not supported: list its tasks in a "
+            "Ploomber pipeline.yaml (tasks: [{source: ..., product: ...}]), which nborch runs "
+            "unchanged, or in nborch's own format" if ploomber else
+            "nborch reads a pipeline from a YAML file (pipeline.yaml) or a folder of notebooks, "
+            "not from a Python file")
+    return f"{path.name}: {what}"
 
 
 def from_folder(folder: Path) -> Pipeline:
@@ -175,9 +97,10 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
                  allow_large_grid: bool = False) -> Pipeline:
     """Build a Pipeline from parsed YAML, collecting every problem before raising."""
     where = str(source)
-    from . import ploomber
-    if ploomber.looks_like_ploomber(data):
-        return ploomber.load(data, source, allow_large_grid=allow_large_grid)
+    from .ploomber.conventions import looks_like_ploomber
+    if looks_like_ploomber(data):
+        from .ploomber.reader import load as load_ploomber
+        return load_ploomber(data, source, allow_large_grid=allow_large_grid)
     if not isinstance(data, dict):
         raise SpecError("a pipeline file must be a YAML mapping with at least 'name' and 'tasks'",
                         source=where)
@@ -187,11 +110,11 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         problems.append("pipeline: missing 'name'")
     parameters = data.get("parameters") or {}
     if not isinstance(parameters, dict):
-        problems.append(f"pipeline: 'parameters'{_line(data, 'parameters')} must be a mapping")
+        problems.append(f"pipeline: 'parameters'{key_line(data, 'parameters')} must be a mapping")
         parameters = {}
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, dict):
-        problems.append(f"pipeline: 'defaults'{_line(data, 'defaults')} must be a mapping")
+        problems.append(f"pipeline: 'defaults'{key_line(data, 'defaults')} must be a mapping")
         defaults = {}
     problems += unknown_keys(defaults, tuple(TASK_DEFAULTS), "defaults")
     schedule = data.get("schedule")
@@ -199,12 +122,12 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         problems += _check_schedule(schedule, data)
     secrets = data.get("secrets") or []
     if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
-        problems.append(f"pipeline: 'secrets'{_line(data, 'secrets')} must be a list of "
+        problems.append(f"pipeline: 'secrets'{key_line(data, 'secrets')} must be a list of "
                         "environment variable names")
         secrets = []
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
-        problems.append(f"pipeline: 'tasks'{_line(data, 'tasks')} must be a mapping of task names "
+        problems.append(f"pipeline: 'tasks'{key_line(data, 'tasks')} must be a mapping of task names "
                         "to task definitions")
         tasks = {}
     # Keep going after a problem, so one message lists them all.
@@ -221,7 +144,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source,
                             allow_large_grid=allow_large_grid)
     for task_name, spec in tasks.items():
-        here = f"task {task_name!r}{_line(tasks, task_name)}"
+        here = f"task {task_name!r}{key_line(tasks, task_name)}"
         problem = check_task_name(task_name, here)
         if problem:
             problems.append(problem)
@@ -237,7 +160,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         elif has_nb and (not isinstance(spec["notebook"], str) or not spec["notebook"]):
             task_problems.append(f"{here}: 'notebook' must be a path")
         elif has_cmd:
-            task_problems += [f"{here}: '{k}'{_line(spec, k)} is for notebook tasks; a command "
+            task_problems += [f"{here}: '{k}'{key_line(spec, k)} is for notebook tasks; a command "
                               "gets its values in its arguments ({{ params.NAME }})"
                               for k in ("parameters", "grid", "kernel") if k in spec]
         upstream = spec.get("upstream") or []
@@ -249,7 +172,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         if not isinstance(params, dict):
             task_problems.append(f"{here}: 'parameters' must be a mapping")
         if "grid" in spec and spec["grid"] is None:
-            task_problems.append(f"{here}: 'grid'{_line(spec, 'grid')} is empty; give a mapping "
+            task_problems.append(f"{here}: 'grid'{key_line(spec, 'grid')} is empty; give a mapping "
                                  "from parameter names to lists of values")
         if task_problems:
             problems += task_problems
@@ -264,7 +187,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
                 pipeline.notebook(spec["notebook"], parameters=params, grid=spec.get("grid"),
                                   **common)
         except SpecError as exc:
-            problems += [f"{p}{_line(tasks, task_name)}" if p.startswith("task") else p
+            problems += [f"{p}{key_line(tasks, task_name)}" if p.startswith("task") else p
                          for p in exc.problems]
     if problems:
         raise SpecError(problems, source=where)
@@ -272,7 +195,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
 
 
 def _check_schedule(schedule: Any, data: dict) -> list[str]:
-    where = f"schedule{_line(data, 'schedule')}"
+    where = f"schedule{key_line(data, 'schedule')}"
     if not isinstance(schedule, dict):
         return [f"{where}: must be a mapping with 'cron'"]
     problems = unknown_keys(schedule, SCHEDULE_KEYS, where)

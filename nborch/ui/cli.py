@@ -17,7 +17,8 @@ from .cli_common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Sto
 
 def cmd_run(args) -> int:
     from ..runtime.api import start_run
-    from ..spec.loader import load, parse_params
+    from ..spec.loader import load
+    from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     return _follow(args, lambda listeners: start_run(
         pipeline, params=parse_params(args.param), max_parallel=args.max_parallel,
@@ -79,7 +80,8 @@ def _follow(args, start, started_what: str) -> int:
 
 
 def cmd_validate(args) -> int:
-    from ..spec.loader import load, parse_params
+    from ..spec.loader import load
+    from ..spec.yamltext import parse_params
     from ..spec.validate import prepare
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     prepared = prepare(pipeline, parse_params(args.param))

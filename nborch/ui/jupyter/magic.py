@@ -115,11 +115,12 @@ def read_body(body: str, root: Path, default_name: str, name: str | None,
     """The pipeline a cell body describes; ``params`` are the -p values (checked here for
     the arrow form, whose notebooks declare them; a YAML pipeline declares its own)."""
     from ...spec import loader as spec
+    from ...spec.yamltext import parse_yaml_text
     kind = body_kind(body, root)
     if kind == "file":
         pipeline = spec.load(root / body.strip())
     elif kind == "yaml":
-        data = spec.parse_yaml_text(body, source="the cell")
+        data = parse_yaml_text(body, source="the cell")
         pipeline = spec.from_mapping(data, source=root / "%%orchestrate", default_name=default_name)
     else:
         pipeline = spec.from_arrows(body, root, name or default_name)
@@ -203,7 +204,7 @@ class OrchestrateMagics(Magics):
     def _orchestrate(self, args, body: str):
         root = Path.cwd()
         try:
-            from ...spec.loader import parse_params
+            from ...spec.yamltext import parse_params
             params = parse_params(args.param)
             pipeline = read_body(body, root, notebook_stem(self.shell.user_ns), args.name, params)
             if args.dry_run:
