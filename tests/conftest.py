@@ -44,6 +44,7 @@ def ipc_kernel_manager(kernel_name: str = "python3"):
     with ``cleanup_kc=True``: nbclient leaves a kernel it was given running otherwise."""
     import secrets
     import tempfile
+
     from jupyter_client.manager import AsyncKernelManager
     return AsyncKernelManager(kernel_name=kernel_name, transport="ipc", ip=os.path.join(
         tempfile.gettempdir(), f"nborch-test-{secrets.token_hex(6)}"))

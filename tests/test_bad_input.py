@@ -11,12 +11,11 @@ representative subset also goes through ``run`` to check that nothing is written
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pytest
-
 from conftest import nborch, write_notebook, write_pipeline
 
 PIPELINE = "sales_pipeline.yaml"  # a name no message would contain by accident

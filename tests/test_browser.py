@@ -20,8 +20,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import REPO, kernels_of, write_notebook
+
 from nborch import Store
 from nborch.core.states import COLOURS
 

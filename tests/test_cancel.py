@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import psutil
-
 from conftest import hanging_pipeline, nborch, run_json, start_hanging_run
 
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 import psutil
-
 from conftest import kernels_of, nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline, Store
 
 PY = sys.executable

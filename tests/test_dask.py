@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline, Store
 
 distributed = pytest.importorskip("distributed")

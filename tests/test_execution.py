@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+from conftest import write_notebook
 
 from nborch import Pipeline, Store
 from nborch.core.events import TaskStateChanged
-from conftest import write_notebook
 
 
 def test_chain_values_flow_downstream(workdir: Path):

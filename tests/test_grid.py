@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import nborch, run_json, write_notebook, write_pipeline
 
 from nborch import Pipeline, SpecError, Store
 from nborch.core.grouping import groups, summary
-from conftest import nborch, run_json, write_notebook, write_pipeline
 
 PIPELINE = "sales_pipeline.yaml"  # a name no message would contain by accident
 
@@ -232,9 +232,11 @@ def test_summary_counts_states():
 
 def test_show_groups_a_500_instance_grid_into_one_line():
     import io
+
     from rich.console import Console
-    from nborch.ui.console import print_run
+
     from nborch.core.run import Run, TaskRun
+    from nborch.ui.console import print_run
     tasks = {f"big-{i}": TaskRun(f"big-{i}", status="failed" if i < 7 else "success", grid="big",
                                  attempts=1, notebook="b.ipynb", values={"i": i},
                                  error={"type": "ValueError", "message": f"bad {i}", "cell": 1}

@@ -10,8 +10,8 @@ from email import message_from_bytes
 from pathlib import Path
 
 import pytest
-
 from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline
 
 

@@ -16,18 +16,18 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from conftest import nborch, write_notebook
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jinja2.sandbox import SecurityError
 
-from conftest import nborch, write_notebook
 from nborch import Pipeline
-from nborch.ui.console import markup, printable
 from nborch.core.errors import SpecError
 from nborch.core.model import check_task_name, is_parameter_name
 from nborch.spec.loader import from_mapping, load
-from nborch.spec.yamltext import parse_params, parse_scalar, parse_yaml_text
 from nborch.spec.templating import render, template_error
+from nborch.spec.yamltext import parse_params, parse_scalar, parse_yaml_text
+from nborch.ui.console import markup, printable
 
 CTX = {"run_id": "r1", "logical_date": "2026-01-01T00:00:00", "ds": "2026-01-01",
        "params": {"size": 5, "region": "eu", "regions": [1, 2]}}
@@ -163,8 +163,8 @@ def test_show_prints_hostile_names_and_errors_as_plain_text():
 
     from rich.console import Console
 
-    from nborch.ui.console import print_run
     from nborch.core.run import Run, TaskRun
+    from nborch.ui.console import print_run
     task = TaskRun(name="t", status="failed", attempts=1,
                    error={"type": "ValueError", "cell": 1, "cell_source": "raise X\x1b[2J",
                           "message": "\x1b]0;pwned\x07 [bold]x[/] [link=http://e]y[/link]"},

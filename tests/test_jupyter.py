@@ -20,19 +20,19 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
 from nbclient import NotebookClient
 
-from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
 from nborch import Store
+from nborch.core.errors import SpecError
 from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
+from nborch.core.run import Run, TaskRun
 from nborch.core.states import COLOURS
+from nborch.spec.loader import from_arrows
 from nborch.ui import htmlview
 from nborch.ui.htmlview import SvgGraph, layout
 from nborch.ui.jupyter.magic import body_kind, marked_lines, notebook_stem
 from nborch.ui.jupyter.widget import Refresher, RunView
-from nborch.core.run import Run, TaskRun
-from nborch.spec.loader import from_arrows
-from nborch.core.errors import SpecError
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"

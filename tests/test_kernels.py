@@ -10,14 +10,12 @@ import time
 from pathlib import Path
 
 import psutil
+from conftest import forked_kernels, hanging_pipeline, kernel_templates, kernels_of, write_notebook
 
 from nborch import Pipeline
 from nborch.execution.attempt import AttemptJob
 from nborch.execution.executors.local import LocalExecutor
 from nborch.execution.kernels import KernelRequest
-from conftest import (forked_kernels, hanging_pipeline, kernel_templates, kernels_of,
-                      write_notebook)
-
 
 
 def test_every_task_gets_a_fresh_kernel_of_its_own(workdir: Path):

@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-
 from conftest import nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline
 from nborch.execution.limits import human, parse_size
 

@@ -9,8 +9,8 @@ import time
 import uuid
 from pathlib import Path
 
-
 from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline
 
 SECRET = "s3cr3t-Lineage-42"

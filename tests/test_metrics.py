@@ -13,9 +13,17 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import (
+    free_port,
+    nborch,
+    run_json,
+    small_pipeline,
+    start_scheduler,
+    wait_for_line,
+    write_notebook,
+    write_pipeline,
+)
 
-from conftest import (free_port, nborch, run_json, small_pipeline, start_scheduler, wait_for_line,
-                      write_notebook, write_pipeline)
 from nborch import Pipeline
 from nborch.core.events import RunEnded, RunStarted, TaskStateChanged
 from nborch.runtime.metrics import Metrics

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import fsspec
 import nbformat
-
 from conftest import nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline, Store
 
 

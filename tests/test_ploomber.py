@@ -12,7 +12,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import nborch, run_json, write_notebook
 
 

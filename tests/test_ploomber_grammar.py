@@ -11,10 +11,10 @@ from pathlib import Path
 
 import jinja2
 import pytest
+from conftest import nborch, run_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import nborch, run_json
 from nborch.core.errors import SpecError
 from nborch.spec.loader import load
 from nborch.spec.ploomber import grid

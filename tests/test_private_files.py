@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import nborch, run_json, small_pipeline, write_notebook, write_pipeline
 
 PY = sys.executable
@@ -134,6 +133,7 @@ def test_the_kernel_template_serves_its_own_user_only(workdir: Path):
     if os.geteuid() != 0:
         pytest.skip("needs root, to connect as another user")
     import psutil
+
     from nborch.execution.forkserver import KernelTemplate
     template = KernelTemplate()
     try:

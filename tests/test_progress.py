@@ -9,9 +9,10 @@ import threading
 import time
 from pathlib import Path
 
+from conftest import nborch, run_json, write_notebook, write_pipeline
+
 from nborch.core.events import Throttle
 from nborch.ui.logs import collapse_carriage_returns
-from conftest import nborch, run_json, write_notebook, write_pipeline
 
 
 def start_run(path: Path, cwd: Path) -> tuple[subprocess.Popen, str]:

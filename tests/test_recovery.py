@@ -12,10 +12,10 @@ import time
 from pathlib import Path
 
 import nbformat
+from conftest import nborch, run_json, write_notebook, write_pipeline
 
 from nborch import Pipeline, Store
 from nborch.core.events import RunStarted
-from conftest import nborch, run_json, write_notebook, write_pipeline
 
 
 def counting_notebook(path: Path, counters: Path, *extra: str, parameters: str | None = None):

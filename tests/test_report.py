@@ -7,8 +7,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
 from conftest import nborch, write_notebook
+
 from nborch import Pipeline, Store
 from nborch.core.states import COLOURS
 from nborch.ui.report import write_report

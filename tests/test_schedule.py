@@ -10,8 +10,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-
 from conftest import nborch, run_json, small_pipeline, start_scheduler, wait_for_line
+
 from nborch import Store
 from nborch.core.errors import SpecError
 from nborch.scheduling.scheduler import Scheduler

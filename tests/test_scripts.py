@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
-
 from conftest import nborch, run_json, write_notebook, write_pipeline
+
 from nborch import Pipeline
 
 PERCENT = '''# %% tags=["parameters"]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
 from hypothesis import HealthCheck, Phase, assume, given, settings
 from hypothesis import strategies as st
 
-from conftest import Receiver, free_port, nborch, run_json, write_notebook, write_pipeline
 from nborch.core.secrecy import MASK, Masker, secret_forms, too_short
 
 # -- generated secrets ------------------------------------------------------------------

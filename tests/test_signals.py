@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import nborch, run_json, start_hanging_run, write_notebook, write_pipeline
 
 
@@ -64,6 +63,7 @@ def test_a_process_starting_many_runs_holds_no_file_or_thread_per_run(workdir: P
     threads stay flat (each run's store connection, zmq context and event loop are freed
     when it ends, not when the garbage collector gets round to them)."""
     import gc
+
     from nborch import Pipeline
     write_notebook(workdir / "a.ipynb", "x = 1")
     pipeline = Pipeline("many_runs", root=workdir)

@@ -7,15 +7,14 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import write_notebook
 
-from nborch.core.errors import SpecError, ValidationError
 from nborch import Pipeline
+from nborch.core.errors import SpecError, ValidationError
 from nborch.core.model import Task
 from nborch.core.planner import Planner
 from nborch.spec.loader import from_mapping, load, load_yaml
 from nborch.spec.yamltext import parse_scalar, parse_yaml_text
-
-from conftest import write_notebook
 
 
 def _yaml(folder: Path, text: str, name: str = "pipeline.yaml") -> Path:

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from nborch.core.events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
 from nborch.core.grouping import grid_state, summary
 from nborch.core.run import Run
-from nborch.core.states import (ATTEMPT_STATES, COLOURS, FINAL, RUN_STATES, TASK_STATES, State,
-                                fill)
+from nborch.core.states import ATTEMPT_STATES, COLOURS, FINAL, RUN_STATES, TASK_STATES, State, fill
 from nborch.runtime.engine import _resumed
 from nborch.store.store import Store
 

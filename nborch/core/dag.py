@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from graphlib import CycleError, TopologicalSorter
-from typing import Iterable, Mapping, Sequence
 
 
 def find_cycle(edges: Mapping[str, Sequence[str]]) -> list[str] | None:

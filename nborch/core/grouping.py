@@ -6,7 +6,7 @@ name (``by_region  37/100 done, 2 failed``) so a 500-instance grid stays readabl
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .states import ACTIVE, SUCCESSFUL, State
 

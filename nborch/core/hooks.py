@@ -5,8 +5,9 @@ Delivering them is ``runtime.hooks``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .clock import parse_duration
 from .errors import SpecError

@@ -10,9 +10,10 @@ import itertools
 import keyword
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .clock import parse_duration
 from .errors import SpecError

@@ -123,7 +123,7 @@ class Run:
             self.error = event.error if event.error is not None else self.error
 
     @classmethod
-    def from_start(cls, event: RunStarted) -> "Run":
+    def from_start(cls, event: RunStarted) -> Run:
         tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"),
                                grid=t.get("grid"), command=t.get("command"),
                                products=t.get("products") or {})

@@ -18,7 +18,8 @@ import json
 import os
 import re
 import sys
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 MASK = "***"
@@ -158,7 +159,7 @@ class Masker:
                                                          output.output_type == "stream"):
                         output[key] = self.data(value)
 
-    def stream(self) -> "StreamMasker":
+    def stream(self) -> StreamMasker:
         return StreamMasker(self)
 
     def held_tail(self, text: str) -> int:

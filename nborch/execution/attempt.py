@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import nbformat
 
@@ -78,13 +79,13 @@ class LogSinks:
         self.handle = None
         self._sinks = {s: _LogSink(self, s, masker.stream()) for s in ("stdout", "stderr")}
 
-    def __enter__(self) -> "LogSinks":
+    def __enter__(self) -> LogSinks:
         self.handle = open(self.job.log_path, "a", encoding="utf-8", opener=private.opener)
         self.handle.write(f"--- attempt {self.job.attempt} started {self.started} ---\n")
         self.handle.flush()
         return self
 
-    def __getitem__(self, stream: str) -> "_LogSink":
+    def __getitem__(self, stream: str) -> _LogSink:
         return self._sinks[stream]
 
     def close(self, ended: str, error: dict | None) -> None:

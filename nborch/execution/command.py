@@ -14,11 +14,12 @@ import re
 import signal
 import subprocess
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from ..core.private import FILE_MODE
 from ..core.clock import utcnow
 from ..core.errors import error_dict
+from ..core.private import FILE_MODE
 from ..core.secrecy import Masker, search_path, task_environment
 from ..core.states import State
 from .attempt import AttemptJob, AttemptResult, LogSinks, make_product_dirs

@@ -120,7 +120,7 @@ class OutputLimit:
         if self.dropped:
             self.log_sink.write(self.marker(self.dropped, self.dropped_bytes))
 
-    def wrap(self, sink) -> "CappedSink":
+    def wrap(self, sink) -> CappedSink:
         return CappedSink(self, sink)
 
 

@@ -6,7 +6,8 @@ stops them from another thread.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .attempt import AttemptJob, AttemptRunner
 from .command import CommandRunner

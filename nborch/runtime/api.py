@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets as _random
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..core import model
 from ..core import run as records
@@ -29,7 +30,7 @@ from .engine import Engine, RunHandle
 class Run(records.Run):
     __doc__ = records.Run.__doc__
 
-    def resume(self, *, from_task: str | None = None, **options: Any) -> "Run":
+    def resume(self, *, from_task: str | None = None, **options: Any) -> Run:
         """Run again the tasks that did not succeed (with ``from_task``: that task and all
         downstream of it too), as a new attempt of this run; blocks and returns the Run."""
         return resume_run(self.run_id, pipeline=self.pipeline_obj, from_task=from_task,
@@ -45,16 +46,16 @@ class Pipeline(model.Pipeline):
     __doc__ = model.Pipeline.__doc__
 
     @classmethod
-    def from_yaml(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
+    def from_yaml(cls, path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
         return cls._public(loader.load_yaml(path, allow_large_grid=allow_large_grid))
 
     @classmethod
-    def load(cls, path: str | Path, *, allow_large_grid: bool = False) -> "Pipeline":
+    def load(cls, path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
         """A pipeline from a YAML file, a Ploomber file or a folder of notebooks."""
         return cls._public(loader.load(path, allow_large_grid=allow_large_grid))
 
     @classmethod
-    def _public(cls, pipeline: model.Pipeline) -> "Pipeline":
+    def _public(cls, pipeline: model.Pipeline) -> Pipeline:
         """The loaders build the core's Pipeline; give it this class's verbs."""
         public = cls.__new__(cls)
         public.__dict__.update(vars(pipeline))

@@ -22,10 +22,11 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from ..core import private
 from ..core.clock import utcnow

@@ -18,10 +18,10 @@ import threading
 import uuid
 from typing import Any
 
-from ..core.version import __version__
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.secrecy import Masker
 from ..core.states import State
+from ..core.version import __version__
 
 log = logging.getLogger("nborch")
 DEFAULT_NAMESPACE = "nborch"
@@ -44,7 +44,7 @@ def configured(env: Any = os.environ) -> bool:
                 or os.path.isfile(os.path.expanduser("~/.openlineage/openlineage.yml")))
 
 
-def emitter(secret_values: list[str]) -> "Emitter | None":
+def emitter(secret_values: list[str]) -> Emitter | None:
     """A listener for one run, or None when lineage is not configured or cannot be sent."""
     global _warned_missing
     if not configured():

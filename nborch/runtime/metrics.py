@@ -91,7 +91,7 @@ class Metrics:
 
     # -- serving --------------------------------------------------------------------------
 
-    def serve(self, port: int, host: str = "0.0.0.0") -> "Metrics":
+    def serve(self, port: int, host: str = "0.0.0.0") -> Metrics:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread until ``close()``."""
         try:
             self._server, _ = self._prom.start_http_server(port, host, registry=self.registry)
@@ -105,7 +105,7 @@ class Metrics:
     def port(self) -> int:
         return self._server.server_port
 
-    def __enter__(self) -> "Metrics":
+    def __enter__(self) -> Metrics:
         return self
 
     def __exit__(self, *exc) -> None:

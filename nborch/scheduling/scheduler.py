@@ -15,9 +15,10 @@ import logging
 import os
 import threading
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..core.errors import NborchError, SchedulerBusy, SpecError, StoreUnusable
 from ..core.events import RunEnded

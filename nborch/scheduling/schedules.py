@@ -8,10 +8,10 @@ forward (at 03:30, the first wall time that exists) and once on the day they fal
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Iterator
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..core.errors import SpecError

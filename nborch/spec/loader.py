@@ -7,7 +7,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-
 from ..core.errors import SpecError
 from ..core.model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
 from .yamltext import key_line, parse_yaml_text, unknown_keys

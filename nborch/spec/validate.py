@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
+from ..core.hooks import missing_settings
 from ..core.model import Pipeline, Task, has_nul
 from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, search_path, too_short
-from ..core.hooks import missing_settings
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 

@@ -8,9 +8,9 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 from ..core.errors import RunNotFound, StoreError, StoreUnusable, StoreWriteFailed

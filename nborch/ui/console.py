@@ -19,8 +19,15 @@ from ..core.clock import format_duration
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.grouping import grid_state, groups, summary
 from ..core.run import Run, _seconds_between
-from ..core.states import (ACTIVE, FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, UNSTARTED, State,
-                           terminal_style)
+from ..core.states import (
+    ACTIVE,
+    FINAL,
+    LAST_ATTEMPT_FAILED,
+    NOT_RUN,
+    UNSTARTED,
+    State,
+    terminal_style,
+)
 
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -122,7 +129,7 @@ class LiveProgress:
         self._live = Live(self._render(), console=self.console, refresh_per_second=8,
                           transient=False, get_renderable=self._render)
 
-    def __enter__(self) -> "LiveProgress":
+    def __enter__(self) -> LiveProgress:
         self._live.__enter__()
         return self
 

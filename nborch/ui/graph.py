@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import shutil
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from ..core.errors import NborchError
 from ..core.states import fill

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import re
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from ..core.clock import format_duration
 from ..core.grouping import done_count, grid_state, groups

@@ -13,9 +13,9 @@ import sys
 import time
 
 from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
+from nborch.core.run import Run
 from nborch.core.states import TASK_STATES
 from nborch.ui.htmlview import layout
-from nborch.core.run import Run
 
 
 def dag(n: int, seed: int = 7) -> dict[str, tuple[str, ...]]:
@@ -54,6 +54,7 @@ def main(n: int = 500, repeat: int = 200) -> None:
           f"of {repeat}")
 
     import ipywidgets  # noqa: F401  (the view below needs it; outside a kernel it sends nothing)
+
     from nborch.ui.jupyter.widget import RunView
     run = Run.from_start(RunStarted("r", "bench", "2026-01-01T00:00:00+00:00",
                                     "2026-01-01T00:00:00+00:00", {},

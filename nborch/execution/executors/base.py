@@ -9,7 +9,8 @@ Running kernels ahead of need is optional: an executor that cannot keeps the def
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
@@ -27,7 +28,7 @@ class Executor(ABC):
     on_kernel_ready: Callable[[], None] = staticmethod(lambda: None)
 
     @classmethod
-    def from_target(cls, target: str) -> "Executor":
+    def from_target(cls, target: str) -> Executor:
         """The executor ``--executor TARGET`` names (``dask://host:8786``: its scheme picks
         the class, the whole target is its argument)."""
         return cls()

@@ -25,8 +25,13 @@ computed values), ``reader`` (the spec into a Pipeline), ``conventions`` (what a
 task carries, for the engine and the checks).
 """
 
-from .conventions import (PloomberTask, injected_upstream, looks_like_ploomber,
-                          parameter_problems, ploomber_job)
+from .conventions import (
+                          PloomberTask,
+                          injected_upstream,
+                          looks_like_ploomber,
+                          parameter_problems,
+                          ploomber_job,
+)
 from .functions import PloomberHook
 
 # ``reader.load`` (the spec into a Pipeline) is imported from ``reader`` itself: it builds a

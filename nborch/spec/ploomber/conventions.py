@@ -5,8 +5,9 @@ that read it: the engine (``upstream`` in Ploomber's shape, the attempt's extra 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..notebooks import NotebookInfo
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...core.errors import SpecError
 from ..templating import render, template_error

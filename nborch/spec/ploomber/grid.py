@@ -12,8 +12,9 @@ an undefined one renders empty), with the grid's values and the task's ``params`
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment

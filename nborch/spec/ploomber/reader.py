@@ -12,15 +12,30 @@ from types import SimpleNamespace
 from typing import Any
 
 from ...core.errors import SpecError
-from ...core.model import (MAX_GRID, TASK_DEFAULTS, GridInstances, Pipeline, Task,
-                           check_task_name, has_nul, parameter_name_problems)
-from ..yamltext import parse_yaml_text
+from ...core.model import (
+    MAX_GRID,
+    TASK_DEFAULTS,
+    GridInstances,
+    Pipeline,
+    Task,
+    check_task_name,
+    has_nul,
+    parameter_name_problems,
+)
 from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
+from ..yamltext import parse_yaml_text
 from . import env, functions, grid, sources
 from .conventions import PloomberTask
-from .keys import (FILE_SUFFIXES, META_KEYS, PIPELINE_KEYS, STATIC_ANALYSIS, TASK_KEYS,
-                   UNSUPPORTED, unknown_keys)
+from .keys import (
+    FILE_SUFFIXES,
+    META_KEYS,
+    PIPELINE_KEYS,
+    STATIC_ANALYSIS,
+    TASK_KEYS,
+    UNSUPPORTED,
+    unknown_keys,
+)
 
 # nborch's own task options work on a Ploomber task too (Ploomber would reject them)
 NBORCH_OPTIONS = tuple(k for k in TASK_DEFAULTS if k != "cwd")

@@ -4,11 +4,11 @@ product is written (the notebook itself, or exported by nbconvert), its ``resour
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ...core.errors import SpecError
-
 from .conventions import PloomberTask
 from .keys import EXPORTERS, FILE_SUFFIXES, NO_EXPORT, NOTEBOOK_SUFFIXES, TASK_CLASSES
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import ipywidgets as w
 
@@ -45,7 +45,7 @@ class Refresher:
         self._stopped = False
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def start(self) -> "Refresher":
+    def start(self) -> Refresher:
         self._thread.start()
         return self
 
