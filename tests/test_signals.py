@@ -82,6 +82,23 @@ def test_a_process_starting_many_runs_holds_no_file_or_thread_per_run(workdir: P
     assert max(threads for _, threads in seen[4:]) <= warm[1] + 2, seen
 
 
+def test_two_hundred_runs_in_one_process_hold_flat_files_threads_and_memory(workdir: Path):
+    """The issue's 200 runs through one Python process (a notebook server, a script that
+    runs a pipeline in a loop): command tasks, so the test measures nborch, not kernels."""
+    from nborch import Pipeline
+    pipeline = Pipeline("loop", root=workdir)
+    first = pipeline.command(["true"], name="first")
+    pipeline.command(["true"], name="second", upstream=[first])
+    me = psutil.Process()
+    seen = []
+    for _ in range(200):
+        assert pipeline.run(home=workdir / ".nborch").status == "success"
+        seen.append((me.num_fds(), me.num_threads(), me.memory_info().rss))
+    fds, threads, rss = zip(*seen[20:])
+    assert max(fds) <= fds[0] + 2 and max(threads) <= threads[0] + 2, seen[20::20]
+    assert rss[-1] - rss[0] < 10 * 2**20, [r // 2**20 for r in rss[::20]]  # MB, every 20 runs
+
+
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "home_is_a_file"])
 def test_a_store_that_cannot_record_stops_the_run_before_it_starts(workdir: Path, damage: str):
     write_notebook(workdir / "a.ipynb", f"open({str(workdir / 'ran')!r}, 'w').close()")
