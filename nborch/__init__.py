@@ -15,8 +15,9 @@ __all__ = ["Pipeline", "Run", "TaskRun", "Store", "NborchError", "SpecError", "V
 
 _LAZY = {
     "Pipeline": "runtime.api", "Run": "runtime.api", "Store": "runtime.api",
-    "Task": "core.model", "TaskRun": "core.run", "NborchError": "core.errors", "SpecError": "core.errors",
-    "ValidationError": "core.errors", "__version__": "core.version",
+    "Task": "core.model", "TaskRun": "core.run",
+    "NborchError": "core.errors", "SpecError": "core.errors", "ValidationError": "core.errors",
+    "__version__": "core.version",
 }
 
 

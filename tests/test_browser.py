@@ -87,7 +87,8 @@ class JupyterServer:
         deadline = time.monotonic() + 60
         while not self._answers():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"jupyter lab did not start: {(home / 'server.log').read_text()}")
+                raise RuntimeError("jupyter lab did not start: "
+                                   f"{(home / 'server.log').read_text()}")
             time.sleep(0.2)
 
     def api(self, path: str, method: str = "GET"):
@@ -197,7 +198,7 @@ def test_demo_notebook_in_jupyterlab_turns_every_node_green(server, page, tmp_pa
     shutil.copytree(REPO / "notebooks", folder,
                     ignore=shutil.ignore_patterns(".nborch", ".ipynb_checkpoints"))
     open_and_run_all(page, server, "lab/tree/lab-demo/orchestrate_demo.ipynb")
-    wait_for_fills(page, "fills => fills.length === 5 && fills.every(f => f === '%s')" % GREEN)
+    wait_for_fills(page, f"fills => fills.length === 5 && fills.every(f => f === '{GREEN}')")
     assert node_fills(page) == dict.fromkeys(
         ["generate", "clean", "by_region", "by_product", "report"], GREEN)
     view = page.locator(".nborch-run-view").first
@@ -227,7 +228,8 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
                                  "language": "python"}
     nb.cells = [nbformat.v4.new_code_cell("%load_ext nborch"),
-                nbformat.v4.new_code_cell("%%orchestrate\nextract.ipynb >> slow.ipynb >> report.ipynb\n"
+                nbformat.v4.new_code_cell("%%orchestrate\n"
+                                          "extract.ipynb >> slow.ipynb >> report.ipynb\n"
                                           "extract.ipynb >> audit.ipynb"),
                 nbformat.v4.new_code_cell("print('the kernel is free:', _nborch_run.status)")]
     nbformat.write(nb, str(folder / "control.ipynb"))
@@ -235,11 +237,12 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
     # Without --wait the cell returns at once and the next one runs while the pipeline goes on.
     page.wait_for_selector("text=the kernel is free: running", timeout=120_000)
     # slow.ipynb has 3 cells; with no parameters cell, its `upstream` is injected in a 4th.
-    page.wait_for_function("""() => {
+    page.wait_for_function(f"""() => {{
         const row = document.querySelector('.nborch-run-view tr[data-task="slow"]');
         return row && /cell \\d+\\/4/.test(row.textContent)
-               && document.querySelectorAll('.nborch-run-view g.node path[fill="%s"]').length === 2;
-    }""" % GREEN, timeout=120_000)
+               && document.querySelectorAll(
+                   '.nborch-run-view g.node path[fill="{GREEN}"]').length === 2;
+    }}""", timeout=120_000)
     assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": BLUE,
                                 "report": COLOURS["pending"].fill}
     view = page.locator(".nborch-run-view").first
@@ -247,7 +250,7 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
     view.screenshot(path=str(screenshot_path("jupyter-running.png", tmp_path)))
 
     view.get_by_role("button", name="Stop").click()
-    wait_for_fills(page, "fills => fills.filter(f => f === '%s').length === 2" % GREY, 60_000)
+    wait_for_fills(page, f"fills => fills.filter(f => f === '{GREY}').length === 2", 60_000)
     assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": GREY, "report": GREY}
     assert "cancelled" in view.inner_text()
     # The plain snapshot lands in the same cell when the run ends, from the view's thread.

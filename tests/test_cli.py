@@ -94,13 +94,15 @@ def test_validate_and_plot(workdir: Path):
 def test_two_runs_share_one_store_at_once(workdir: Path):
     for name in ("x", "y"):
         write_notebook(workdir / f"{name}.ipynb",
-                       "import time, nborch\nfor i in range(5):\n    time.sleep(0.1)\n    nborch.publish(f'v{i}', i)")
+                       "import time, nborch\nfor i in range(5):\n    time.sleep(0.1)\n"
+                       "    nborch.publish(f'v{i}', i)")
     paths = [write_pipeline(workdir, {"name": f"p{i}", "tasks": {
         "x": {"notebook": "x.ipynb"}, "y": {"notebook": "y.ipynb", "upstream": ["x"]}}},
         name=f"p{i}.yaml") for i in range(2)]
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
-    procs = [subprocess.Popen([sys.executable, "-m", "nborch", "run", str(p), "--json"], cwd=workdir,
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen([sys.executable, "-m", "nborch", "run", str(p), "--json"],
+                              cwd=workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
              for p in paths]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -122,10 +124,11 @@ def test_ctrl_c_cancels_cleanly(workdir: Path):
                    "time.sleep(300)")
     write_notebook(workdir / "after.ipynb", "pass")
     path = write_pipeline(workdir, {"name": "slow", "tasks": {
-        "slow": {"notebook": "slow.ipynb"}, "after": {"notebook": "after.ipynb", "upstream": ["slow"]}}})
+        "slow": {"notebook": "slow.ipynb"},
+        "after": {"notebook": "after.ipynb", "upstream": ["slow"]}}})
     env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
-    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", str(path)], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", str(path)], cwd=workdir,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not list(pids.iterdir()):
         assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
@@ -150,5 +153,6 @@ def test_python_m_nborch_and_version(workdir: Path):
     proc = nborch("--version", cwd=workdir)
     assert proc.returncode == 0 and proc.stdout.startswith("nborch ")
     proc = subprocess.run(["nborch", "--help"], capture_output=True, text=True,
-                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+                          env={**os.environ,
+                               "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert proc.returncode == 0 and "validate" in proc.stdout

@@ -112,8 +112,8 @@ class DaskProcesses:
 
     def _start(self, *args: str) -> None:
         self.procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True))
+            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
     def stop(self) -> None:
         self.client.close()

@@ -13,10 +13,12 @@ from nborch.core.events import TaskStateChanged
 
 def test_chain_values_flow_downstream(workdir: Path):
     write_notebook(workdir / "extract.ipynb",
-                   "import nborch\nnborch.publish('rows', n * 2)\nnborch.publish('names', ['a', 'b'])",
+                   "import nborch\nnborch.publish('rows', n * 2)\n"
+                   "nborch.publish('names', ['a', 'b'])",
                    parameters="n = 1")
     write_notebook(workdir / "clean.ipynb",
-                   "import nborch\nnborch.publish('rows_seen', upstream['extract']['values']['rows'])\n"
+                   "import nborch\n"
+                   "nborch.publish('rows_seen', upstream['extract']['values']['rows'])\n"
                    "nborch.publish('from_nb', upstream['extract']['notebook'])",
                    parameters="upstream = {}")
     p = Pipeline("chain")
@@ -118,7 +120,8 @@ def test_hanging_cell_is_stopped_by_timeout(workdir: Path):
 
 def test_cell_ignoring_interrupt_is_killed_at_timeout(workdir: Path):
     write_notebook(workdir / "stubborn.ipynb",
-                   "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(600)")
+                   "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                   "time.sleep(600)")
     p = Pipeline("stubborn")
     p.notebook("stubborn.ipynb", timeout=1)
     run = p.run()
@@ -148,7 +151,8 @@ def test_kernel_that_dies_fails_the_attempt_with_reason_and_retries(workdir: Pat
 
 
 def test_sys_exit_zero_succeeds(workdir: Path):
-    write_notebook(workdir / "early.ipynb", "import sys\nsys.exit(0)", "raise AssertionError('not reached')")
+    write_notebook(workdir / "early.ipynb", "import sys\nsys.exit(0)",
+                   "raise AssertionError('not reached')")
     p = Pipeline("early")
     p.notebook("early.ipynb")
     assert p.run().status == "success"
@@ -166,7 +170,8 @@ HOSTILE = [
 
 def test_parameter_strings_arrive_as_data(workdir: Path):
     write_notebook(workdir / "echo.ipynb",
-                   "import nborch\nnborch.publish('got', values)\nnborch.publish('kinds', [type(v).__name__ for v in values])",
+                   "import nborch\nnborch.publish('got', values)\n"
+                   "nborch.publish('kinds', [type(v).__name__ for v in values])",
                    parameters="values = ['x']")
     p = Pipeline("hostile")
     # Templates are rendered once by nborch; literal braces are passed with {% raw %}.
@@ -180,7 +185,8 @@ def test_parameter_strings_arrive_as_data(workdir: Path):
 
 def test_templating_context_and_native_types(workdir: Path):
     write_notebook(workdir / "t.ipynb",
-                   "import nborch\nnborch.publish('seen', dict(size=size, size_type=type(size).__name__,"
+                   "import nborch\n"
+                   "nborch.publish('seen', dict(size=size, size_type=type(size).__name__,"
                    " day=day, label=label, rid=rid, nested=nested))",
                    parameters="size = 1\nday = ''\nlabel = ''\nrid = ''\nnested = {}")
     p = Pipeline("templ", parameters={"size": 5, "region": "eu"})
@@ -196,7 +202,8 @@ def test_templating_context_and_native_types(workdir: Path):
 
 def test_upstream_injected_without_parameters_cell(workdir: Path):
     write_notebook(workdir / "a.ipynb", "import nborch\nnborch.publish('v', 1)")
-    write_notebook(workdir / "b.ipynb", "import nborch\nnborch.publish('got', upstream['a']['values']['v'])")
+    write_notebook(workdir / "b.ipynb",
+                   "import nborch\nnborch.publish('got', upstream['a']['values']['v'])")
     write_notebook(workdir / "lonely.ipynb", "x = 1", parameters="upstream = None")
     p = Pipeline("noparams")
     p.notebook("b.ipynb", upstream=[p.notebook("a.ipynb")])
@@ -210,7 +217,8 @@ def test_upstream_injected_without_parameters_cell(workdir: Path):
 def test_kernel_runs_in_notebook_folder_and_artifacts_are_per_task(workdir: Path):
     write_notebook(workdir / "sub" / "where.ipynb",
                    "import os, nborch\nnborch.publish('cwd', os.getcwd())\n"
-                   "p = nborch.artifact_path('out/data.txt')\np.write_text('hi')\nnborch.publish('artifact', str(p))")
+                   "p = nborch.artifact_path('out/data.txt')\np.write_text('hi')\n"
+                   "nborch.publish('artifact', str(p))")
     p = Pipeline("where")
     p.notebook("sub/where.ipynb")
     run = p.run()
@@ -274,7 +282,8 @@ def test_cancel_stops_kernels_and_records_states(workdir: Path):
     pids.mkdir()
     for name in ("a", "b"):
         write_notebook(workdir / f"{name}.ipynb",
-                       f"import os, time\nopen({str(pids)!r} + '/' + str(os.getpid()), 'w').close()\n"
+                       "import os, time\n"
+                       f"open({str(pids)!r} + '/' + str(os.getpid()), 'w').close()\n"
                        "time.sleep(120)")
     write_notebook(workdir / "c.ipynb", "pass")
     p = Pipeline("cancel")

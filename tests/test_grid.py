@@ -20,7 +20,8 @@ def _region(root: Path, fail_if: str = "") -> None:
     """``region.ipynb`` publishes ``region-n``; it fails while the file ``fail_if`` exists."""
     write_notebook(root / "nb" / "region.ipynb",
                    "import os, nborch\n"
-                   f"if {fail_if!r} and os.path.exists({str(root / fail_if)!r}) and region == 'us':\n"
+                   f"if {fail_if!r} and os.path.exists({str(root / fail_if)!r})"
+                   " and region == 'us':\n"
                    "    raise RuntimeError('no data for ' + region)\n"
                    "nborch.publish('v', f'{region}-{n}')",
                    parameters="region = 'eu'\nn = 1")

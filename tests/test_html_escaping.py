@@ -193,6 +193,6 @@ def test_the_graph_writes_status_lines_and_tooltips_as_text(lines):
     assert drawn.ends == expected.ends
     text = "".join(drawn.text)
     tips = [a["xlink:title"] for tag, a in drawn.starts if "xlink:title" in a]
-    for name, line in zip("abc", lines):
+    for line in lines:
         if line.strip():
             assert line in text and any(tip.endswith(f" · {line}") for tip in tips), line

@@ -96,7 +96,8 @@ def tiny_pipeline(folder: Path) -> None:
     write_notebook(folder / "extract.ipynb", "import nborch\nnborch.publish('rows', n * 2)",
                    parameters="n = 1")
     write_notebook(folder / "clean.ipynb",
-                   "import nborch\nnborch.publish('rows_seen', upstream['extract']['values']['rows'])",
+                   "import nborch\n"
+                   "nborch.publish('rows_seen', upstream['extract']['values']['rows'])",
                    parameters="upstream = {}")
     write_notebook(folder / "broken.ipynb", "x = 1", "raise ValueError('bad data in row 7')")
 
@@ -243,7 +244,8 @@ def test_background_run_returns_at_once_then_the_handle_waits(workdir: Path):
     # did not return at once, the run could not end and the notebook would time out.
     gate = workdir / "gate"
     write_notebook(workdir / "slow.ipynb",
-                   f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)")
+                   f"import os, time\nwhile not os.path.exists({str(gate)!r}):\n"
+                   "    time.sleep(0.05)")
     write_notebook(workdir / "after.ipynb", "import nborch\nnborch.publish('ok', True)")
     nb = execute(
         workdir,
@@ -493,7 +495,8 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     assert stopped == [True] and view.stop_button.disabled and "stopping" in view.summary.value
     run.apply(TaskStateChanged("r1", "a", "failed", 1, "2026-01-01T00:00:03+00:00",
                                error={"type": "KeyError", "message": "'price'", "cell": 3,
-                                      "cell_source": "df['price']", "traceback": "KeyError: 'price'"}))
+                                      "cell_source": "df['price']",
+                                      "traceback": "KeyError: 'price'"}))
     view.show(run)
     assert fills(view.graph.value)["a"] == RED
     assert "<details" in view.errors.value and "in cell 3" in view.errors.value
@@ -577,7 +580,8 @@ def test_body_kinds_and_marked_lines(tmp_path: Path):
     body = "a.ipynb >> b.ipynb\nextract.ipynb >> missing.ipynb\n"
     assert marked_lines(["line 2: 'x': bad"], body) == {2}
     assert marked_lines(["task 'missing': notebook not found: /p/missing.ipynb"], body) == {2}
-    assert marked_lines(["task 'first' (line 3): unknown key"], "name: x\ntasks:\n  first: {}") == {3}
+    assert marked_lines(["task 'first' (line 3): unknown key"],
+                        "name: x\ntasks:\n  first: {}") == {3}
     assert marked_lines(["line 9: beyond the body"], body) == set()
 
 

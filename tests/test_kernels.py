@@ -112,7 +112,8 @@ def test_forked_kernels_are_like_started_ones(workdir: Path, monkeypatch):
 
 def test_kernels_can_be_started_without_the_template(workdir: Path, monkeypatch):
     monkeypatch.setenv("NBORCH_FORK_KERNELS", "0")
-    write_notebook(workdir / "plain.ipynb", "import os, nborch\nnborch.publish('ppid', os.getppid())")
+    write_notebook(workdir / "plain.ipynb",
+                   "import os, nborch\nnborch.publish('ppid', os.getppid())")
     p = Pipeline("plain", root=workdir)
     p.notebook("plain.ipynb")
     run = p.run()

@@ -27,7 +27,8 @@ def start_run(path: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
 def test_logs_follow_streams_while_the_task_runs(workdir: Path):
     done = workdir / "done"
     write_notebook(workdir / "talk.ipynb",
-                   "import time\nfor i in range(8):\n    print('line', i, flush=True)\n    time.sleep(0.5)",
+                   "import time\nfor i in range(8):\n    print('line', i, flush=True)\n"
+                   "    time.sleep(0.5)",
                    f"open({str(done)!r}, 'w').close()")
     path = write_pipeline(workdir, {"name": "talk", "tasks": {"talk": {"notebook": "talk.ipynb"}}})
     run_proc, run_id = start_run(path, workdir)
@@ -49,7 +50,8 @@ def test_logs_follow_streams_while_the_task_runs(workdir: Path):
 
 def test_carriage_return_progress_bars_stay_one_line(workdir: Path):
     write_notebook(workdir / "bar.ipynb",
-                   "import sys\nfor i in range(301):\n    sys.stdout.write(f'\\rprogress {i}/300')\n"
+                   "import sys\nfor i in range(301):\n"
+                   "    sys.stdout.write(f'\\rprogress {i}/300')\n"
                    "    sys.stdout.flush()\nprint()\nprint('done')")
     path = write_pipeline(workdir, {"name": "bar", "tasks": {"bar": {"notebook": "bar.ipynb"}}})
     run = run_json(nborch("run", str(path), "--json", cwd=workdir, check=True))
@@ -117,10 +119,11 @@ def test_a_secret_never_reaches_files_or_cli_output(workdir: Path):
     value = "pa55-Word-from-dotenv"
     (workdir / ".env").write_text(f"DB_PASSWORD={value}\n")
     write_notebook(workdir / "use.ipynb",
-                   "import nborch\npw = nborch.secret('DB_PASSWORD')\nprint('connecting with', pw)\n"
-                   "nborch.publish('pw_len', len(pw))")
+                   "import nborch\npw = nborch.secret('DB_PASSWORD')\n"
+                   "print('connecting with', pw)\nnborch.publish('pw_len', len(pw))")
     write_notebook(workdir / "boom.ipynb",
-                   "import os\nraise ConnectionError(f\"login failed for {os.environ['DB_PASSWORD']}\")")
+                   "import os\n"
+                   "raise ConnectionError(f\"login failed for {os.environ['DB_PASSWORD']}\")")
     path = write_pipeline(workdir, {"name": "sec", "secrets": ["DB_PASSWORD"], "tasks": {
         "use": {"notebook": "use.ipynb"}, "boom": {"notebook": "boom.ipynb"}}})
     outputs = []

@@ -57,7 +57,8 @@ def test_sigkilled_run_is_crashed_then_resume_completes_it(workdir: Path):
     pids.mkdir()
     counting_notebook(workdir / "a.ipynb", counters)
     counting_notebook(workdir / "b.ipynb", counters,
-                      f"import os, time\nopen({str(pids)!r} + '/' + str(os.getpid()), 'w').close()\n"
+                      "import os, time\n"
+                      f"open({str(pids)!r} + '/' + str(os.getpid()), 'w').close()\n"
                       f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.05)")
     counting_notebook(workdir / "c.ipynb", counters)
     path = write_pipeline(workdir, {"name": "crashy", "tasks": {
@@ -97,7 +98,8 @@ def test_failed_run_resumed_after_fixing_the_cause(workdir: Path):
     fixed = workdir / "fixed"
     counting_notebook(workdir / "model.ipynb", counters,
                       f"import os\nassert os.path.exists({str(fixed)!r}), 'data not fixed yet'\n"
-                      "import nborch\nnborch.publish('double', upstream['load']['values']['n'] * 2)",
+                      "import nborch\n"
+                      "nborch.publish('double', upstream['load']['values']['n'] * 2)",
                       parameters="upstream = {}")
     counting_notebook(workdir / "other.ipynb", counters)
     p = Pipeline("fixme")
@@ -137,10 +139,11 @@ def test_resume_from_reruns_a_task_and_its_downstream(workdir: Path):
 
 def test_incremental_skips_unchanged_and_reruns_what_changed(workdir: Path):
     counters = workdir / "counters"
-    counting_notebook(workdir / "extract.ipynb", counters, "import nborch\nnborch.publish('rows', n)",
-                      parameters="n = 1")
+    counting_notebook(workdir / "extract.ipynb", counters,
+                      "import nborch\nnborch.publish('rows', n)", parameters="n = 1")
     counting_notebook(workdir / "clean.ipynb", counters,
-                      "import nborch\nnborch.publish('rows', upstream['extract']['values']['rows'])",
+                      "import nborch\n"
+                      "nborch.publish('rows', upstream['extract']['values']['rows'])",
                       parameters="upstream = {}")
     counting_notebook(workdir / "report.ipynb", counters,
                       "import nborch\nnborch.publish('rows', upstream['clean']['values']['rows'])",
@@ -204,8 +207,10 @@ def test_incremental_reruns_a_task_whose_output_notebook_is_gone(workdir: Path):
 
 def test_pipeline_from_a_folder(workdir: Path):
     flow = workdir / "flow"
-    write_notebook(flow / "extract.ipynb", "import nborch\nnborch.publish('v', 2)", parameters="upstream = None")
-    write_notebook(flow / "clean.ipynb", "import nborch\nnborch.publish('v', upstream['extract']['values']['v'] + 1)",
+    write_notebook(flow / "extract.ipynb", "import nborch\nnborch.publish('v', 2)",
+                   parameters="upstream = None")
+    write_notebook(flow / "clean.ipynb",
+                   "import nborch\nnborch.publish('v', upstream['extract']['values']['v'] + 1)",
                    parameters="upstream = ['extract']")
     write_notebook(flow / "report.ipynb",
                    "import nborch\nnborch.publish('v', upstream['clean']['values']['v'] * 10)",
@@ -238,7 +243,8 @@ def test_live_run_of_another_process_is_not_taken_for_crashed(workdir: Path):
     try:
         wait_for(started.exists, "the task to start")
         for _ in range(3):
-            assert [r["status"] for r in run_json(nborch("runs", "--json", cwd=workdir))] == ["running"]
+            assert ([r["status"] for r in run_json(nborch("runs", "--json", cwd=workdir))]
+                    == ["running"])
         shown = run_json(nborch("show", "latest", "--json", cwd=workdir, check=True))
         assert shown["tasks"]["wait"]["status"] == "running"
         assert nborch("resume", shown["run_id"], cwd=workdir).returncode == 1
@@ -298,8 +304,8 @@ def test_listing_stays_indexed_with_10000_runs(workdir: Path):
     store = Store(workdir / ".nborch")
     with store._write() as conn:
         conn.executemany(
-            "INSERT INTO runs (run_id, pipeline, status, started_at, ended_at, logical_date, params)"
-            " VALUES (?, ?, 'success', ?, ?, ?, '{}')",
+            "INSERT INTO runs (run_id, pipeline, status, started_at, ended_at, logical_date,"
+            " params) VALUES (?, ?, 'success', ?, ?, ?, '{}')",
             [(f"r{i:05d}", f"p{i % 3}", f"2026-01-01T00:00:{i:05d}", f"2026-01-01T00:00:{i:05d}",
               "2026-01-01") for i in range(10_000)])
     runs = run_json(nborch("runs", "--json", "--pipeline", "p1", "--limit", "5", cwd=workdir,

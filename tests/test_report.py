@@ -46,7 +46,8 @@ def finished_run(tmp_path_factory) -> tuple[Path, str]:
                    f"from pathlib import Path\np = Path({str(counter)!r})\n"
                    "n = int(p.read_text()) + 1 if p.exists() else 1\np.write_text(str(n))\n"
                    "if n < 2:\n    raise RuntimeError(f'flaky failure {n}')\n"
-                   "import nborch\nnborch.publish('attempt', n)\nnborch.publish('table', {'a': [1, 2]})")
+                   "import nborch\nnborch.publish('attempt', n)\n"
+                   "nborch.publish('table', {'a': [1, 2]})")
     write_notebook(folder / "broken.ipynb", "x = 1", "raise ValueError('bad <data> in row 7')")
     write_notebook(folder / "after.ipynb", "pass")
     p = Pipeline("reported", root=folder, retries=1, retry_delay="0.3s")
@@ -84,7 +85,8 @@ def test_report_has_graph_timeline_table_values_and_errors(finished_run):
     assert float(second["x"]) >= float(first["x"]) + float(first["width"])  # after the delay
     # The task table, published values, errors (type, message, cell, traceback folded).
     words = " ".join(page.text)
-    assert [a["data-task"] for a in page.find("tr") if "data-task" in a] == ["flaky", "broken", "after"]
+    assert ([a["data-task"] for a in page.find("tr") if "data-task" in a]
+            == ["flaky", "broken", "after"])
     assert "upstream_failed" in words and '"a": [' in words and "attempt" in words
     assert "bad <data> in row 7" in words and "bad &lt;data&gt; in row 7" in text
     assert "ValueError" in words and "RuntimeError" in words and "flaky failure 1" in words

@@ -272,7 +272,8 @@ def test_a_task_gets_its_own_and_its_pipelines_secrets_and_no_other(workdir: Pat
         "print(json.dumps(", "nborch.publish('env', ("))
     write_pipeline(workdir, {
         "name": "scoped", "secrets": ["PIPE_SECRET"],
-        "on_failure": [{"webhook": "http://127.0.0.1:9/x", "secret_headers": {"X-T": "HOOK_TOKEN"}}],
+        "on_failure": [{"webhook": "http://127.0.0.1:9/x",
+                        "secret_headers": {"X-T": "HOOK_TOKEN"}}],
         "tasks": {"a": {"notebook": "a.ipynb", "secrets": ["A_SECRET"]},
                   "b": {"command": [sys.executable, "probe.py"], "secrets": ["B_SECRET"]},
                   "c": {"notebook": "c.ipynb"}}})

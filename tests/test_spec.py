@@ -199,7 +199,8 @@ def test_invalid_yaml_names_the_line(tmp_path):
 
 
 def test_duplicate_keys_are_errors_with_both_lines(tmp_path):
-    text = "name: p\ntasks:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb}\n  a: {notebook: c.ipynb}\n"
+    text = ("name: p\ntasks:\n  a: {notebook: a.ipynb}\n  b: {notebook: b.ipynb}\n"
+            "  a: {notebook: c.ipynb}\n")
     with pytest.raises(SpecError) as info:
         parse_yaml_text(text, "p.yaml")
     message = str(info.value)

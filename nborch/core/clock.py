@@ -23,7 +23,8 @@ def parse_duration(value: Any) -> float:
     Raises ValueError with a message fit for a user.
     """
     if isinstance(value, bool):
-        raise ValueError(f"bad duration {value!r}: use a number of seconds or text like 10s, 5m, 1h")
+        raise ValueError(f"bad duration {value!r}: use a number of seconds "
+                         "or text like 10s, 5m, 1h")
     if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
@@ -40,7 +41,8 @@ def parse_duration(value: Any) -> float:
         total += float(match.group(1)) * _UNITS[match.group(2)]
         pos = match.end()
     if not text or text[pos:].strip() or pos == 0:
-        raise ValueError(f"bad duration {value!r}: use a number of seconds or text like 10s, 5m, 1h30m")
+        raise ValueError(f"bad duration {value!r}: use a number of seconds "
+                         "or text like 10s, 5m, 1h30m")
     return total
 
 

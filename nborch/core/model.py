@@ -94,11 +94,13 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
             elif key == "trigger" and value not in TRIGGERS:
                 raise ValueError(f"unknown trigger {value!r}; use one of {', '.join(TRIGGERS)}")
             elif key == "retry_backoff" and value not in BACKOFFS:
-                raise ValueError(f"unknown retry_backoff {value!r}; use one of {', '.join(BACKOFFS)}")
+                raise ValueError(f"unknown retry_backoff {value!r}; "
+                                 f"use one of {', '.join(BACKOFFS)}")
             elif key == "secrets":
                 if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
                         not all(isinstance(v, str) for v in value):
-                    raise ValueError(f"secrets must be a list of environment variable names, not {value!r}")
+                    raise ValueError("secrets must be a list of environment variable names, "
+                                     f"not {value!r}")
                 value = tuple(value)
             elif key == "env":
                 if not isinstance(value, dict):
@@ -263,8 +265,8 @@ class Pipeline:
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
                  run_timeout: Any = None, **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise SpecError(f"pipeline name {name!r} may only use letters, digits, '_', '.' and '-'",
-                            source=str(source) if source else None)
+            raise SpecError(f"pipeline name {name!r} may only use letters, digits, "
+                            "'_', '.' and '-'", source=str(source) if source else None)
         unknown = set(defaults) - set(TASK_DEFAULTS)
         if unknown:
             raise SpecError(f"unknown pipeline option(s) {', '.join(sorted(unknown))}; "
@@ -277,7 +279,8 @@ class Pipeline:
         self.secrets = tuple(secrets)
         self.schedule = schedule
         self.source = Path(source).resolve() if source else None
-        self.root = Path(root).resolve() if root else (self.source.parent if self.source else Path.cwd())
+        self.root = Path(root).resolve() if root else (
+            self.source.parent if self.source else Path.cwd())
         self.defaults = {**TASK_DEFAULTS, **options}
         self.allow_large_grid = allow_large_grid
         self.run_timeout = read_run_timeout(run_timeout, self._where())

@@ -126,8 +126,8 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         secrets = []
     tasks = data.get("tasks")
     if not isinstance(tasks, dict) or not tasks:
-        problems.append(f"pipeline: 'tasks'{key_line(data, 'tasks')} must be a mapping of task names "
-                        "to task definitions")
+        problems.append(f"pipeline: 'tasks'{key_line(data, 'tasks')} must be a mapping of "
+                        "task names to task definitions")
         tasks = {}
     # Keep going after a problem, so one message lists them all.
     options, default_problems = normalize_options(
@@ -212,7 +212,8 @@ def _check_schedule(schedule: Any, data: dict) -> list[str]:
         try:
             ZoneInfo(str(tz))
         except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"{where}: unknown timezone {tz!r} (use an IANA name like Europe/Berlin)")
+            problems.append(f"{where}: unknown timezone {tz!r} "
+                            "(use an IANA name like Europe/Berlin)")
     return problems
 
 

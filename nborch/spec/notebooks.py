@@ -39,7 +39,7 @@ class NotebookInfo:
     parameters: dict  # name -> Parameter (empty when the language cannot be inspected)
     kernel_name: str | None
     language: str | None
-    source_hash: str = ""  # of the cells' types and sources: not outputs, metadata or injected cells
+    source_hash: str = ""  # of the cells' types and sources, not outputs, metadata, injected cells
 
     @property
     def declared_upstream(self) -> list[str] | None:

@@ -19,9 +19,10 @@ def render(value: Any, context: dict) -> Any:
     """Render templates inside ``value`` (strings, nested lists and mappings).
 
     A string that is exactly one ``{{ expr }}`` keeps the expression's native type when it
-    is plain data (see ``_plain``); any other string renders to a string. Every failure is a ``jinja2.TemplateError``:
-    undefined names raise ``jinja2.UndefinedError``, unsafe attributes ``SecurityError``,
-    and an error of the expression itself (``{{ 1 / 0 }}``) ``TemplateRuntimeError``.
+    is plain data (see ``_plain``); any other string renders to a string. Every failure is a
+    ``jinja2.TemplateError``: undefined names raise ``jinja2.UndefinedError``, unsafe
+    attributes ``SecurityError``, and an error of the expression itself (``{{ 1 / 0 }}``)
+    ``TemplateRuntimeError``.
     """
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:

@@ -82,7 +82,8 @@ def merge_params(pipeline: Pipeline, overrides: dict) -> dict:
     if unknown:
         declared = ", ".join(pipeline.parameters) or "none"
         raise ValidationError(
-            [f"unknown pipeline parameter {k!r} given with -p (declared: {declared})" for k in unknown],
+            [f"unknown pipeline parameter {k!r} given with -p (declared: {declared})"
+             for k in unknown],
             source=_where(pipeline))
     return {**pipeline.parameters, **overrides}
 
@@ -148,7 +149,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
             if len(argv) == len(task.command):
                 problems += _program_problems(task, argv[0])
             prepared[name] = PreparedTask(task, {}, None, False, secrets,
-                                          stable_hash([argv, task.env]), command=argv, product=product)
+                                          stable_hash([argv, task.env]), command=argv,
+                                          product=product)
             continue
         if product is not None and "product" in values:
             problems.append(f"{label(task)}: 'product' is injected from the task's declared "
@@ -161,7 +163,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
         if kernel not in installed_kernels():
             problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
-                            f"{', '.join(sorted(installed_kernels()))}); set 'kernel:' or install it")
+                            f"{', '.join(sorted(installed_kernels()))}); "
+                            "set 'kernel:' or install it")
         if product is not None and ("product" in info.parameters or task.ploomber is not None):
             values["product"] = product  # a notebook that declares `product` gets it
         # Ploomber leaves `upstream = None` alone in a task without upstream tasks.

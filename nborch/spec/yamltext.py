@@ -102,6 +102,7 @@ def unknown_keys(mapping: dict, allowed: tuple[str, ...], where: str) -> list[st
     for key in mapping:
         if key not in allowed:
             close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(allowed)}"
+            hint = (f"; did you mean {close[0]!r}?" if close
+                    else f"; known keys: {', '.join(allowed)}")
             problems.append(f"{where}: unknown key {key!r}{key_line(mapping, key)}{hint}")
     return problems

@@ -33,8 +33,9 @@ def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None
     import graphviz
     g = graphviz.Digraph(name, graph_attr={"rankdir": "LR", "bgcolor": "transparent",
                                             "nodesep": "0.25", "ranksep": "0.45"},
-                         node_attr={"shape": "box", "style": "rounded,filled", "fontname": "Helvetica",
-                                    "fontsize": "11", "color": "#6b7280", "height": "0.35"},
+                         node_attr={"shape": "box", "style": "rounded,filled",
+                                    "fontname": "Helvetica", "fontsize": "11", "color": "#6b7280",
+                                    "height": "0.35"},
                          edge_attr={"color": "#9ca3af", "arrowsize": "0.7"})
     for task in edges:
         state = (states or {}).get(task)
@@ -73,5 +74,5 @@ def write(edges: Mapping[str, Sequence[str]], path: str | Path,
 def _require_dot() -> None:
     if not have_dot():
         raise NborchError("Graphviz's `dot` program is not installed, so the graph cannot be drawn "
-                          "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz). "
-                          "Use a .dot file name to get the graph's source instead.")
+                          "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install "
+                          "graphviz). Use a .dot file name to get the graph's source instead.")

@@ -26,7 +26,8 @@ def dag(n: int, seed: int = 7) -> dict[str, tuple[str, ...]]:
     for i, name in enumerate(names):
         layer = i // 25
         before = names[(layer - 1) * 25: layer * 25] if layer else []
-        edges[name] = tuple(rng.sample(before, min(len(before), rng.randint(1, 3)))) if before else ()
+        edges[name] = (tuple(rng.sample(before, min(len(before), rng.randint(1, 3))))
+                       if before else ())
     return edges
 
 
@@ -45,7 +46,8 @@ def main(n: int = 500, repeat: int = 200) -> None:
     graph = layout(edges)
     if graph is None:
         sys.exit("Graphviz's dot is not installed")
-    print(f"{n} tasks: Graphviz layout (once per run): {(time.perf_counter() - start) * 1000:.0f} ms, "
+    print(f"{n} tasks: Graphviz layout (once per run): "
+          f"{(time.perf_counter() - start) * 1000:.0f} ms, "
           f"SVG {len(graph.render({})) / 1024:.0f} KiB")
     rng = random.Random(1)
     states = [{name: rng.choice(TASK_STATES) for name in edges} for _ in range(repeat)]
@@ -70,7 +72,8 @@ def main(n: int = 500, repeat: int = 200) -> None:
         run.apply(AttemptProgress("r", name, 1, 3, 9, "x = 1"))
         view.show(run)
 
-    print(f"whole view (graph, bar, table, errors): median {median_ms(one_update, 50):.1f} ms of 50")
+    print("whole view (graph, bar, table, errors): "
+          f"median {median_ms(one_update, 50):.1f} ms of 50")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ class Scenario:
 
 def _notebook(path: Path, upstream: list[str], body: str) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     params = nbformat.v4.new_code_cell(f"upstream = {upstream!r}\nproduct = None")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params] + [nbformat.v4.new_code_cell(src) for src in body.split("\n#--\n")]

@@ -40,10 +40,10 @@ class Executor(ABC):
         """Start the attempt (with a fresh kernel for ``request``; None for a command) and
         return at once."""
 
-    def release(self, task: str, attempt: int) -> None:
+    def release(self, task: str, attempt: int) -> None:  # noqa: B027
         """The engine has the attempt's result: free what the executor kept for it."""
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027
         """The run ended: stop every kernel and worker the executor started."""
 
     # -- kernels started ahead of need (optional) -----------------------------------------
@@ -51,7 +51,7 @@ class Executor(ABC):
     prewarms = False  # True when the methods below start kernels
     forks_kernels = False  # kernels are cheap to start (forked), so start spares eagerly
 
-    def prewarm(self, task: str, attempt: int, request: KernelRequest) -> None:
+    def prewarm(self, task: str, attempt: int, request: KernelRequest) -> None:  # noqa: B027
         """Start the kernel of an attempt that will be submitted soon."""
 
     def warm(self) -> set[str]:
@@ -62,5 +62,5 @@ class Executor(ABC):
         """Kernels starting now: (those a submitted attempt waits for, spares)."""
         return 0, 0
 
-    def discard(self, task: str) -> None:
+    def discard(self, task: str) -> None:  # noqa: B027
         """The task will not run (cancelled, skipped): stop its early kernel."""

@@ -36,7 +36,7 @@ USAGE = """\
 extract.ipynb >> clean.ipynb >> report.ipynb      (or a YAML pipeline, or pipeline.yaml)
 
 %orchestrate status [RUN_ID]     redisplay a run (live while it runs; default: the latest)
-%orchestrate runs [PIPELINE]     recent runs; pick one to see its graph"""
+%orchestrate runs [PIPELINE]     recent runs; pick one to see its graph"""  # noqa: E501
 
 
 class OrchestrateError(Exception):
@@ -76,7 +76,8 @@ def marked_lines(problems: list[str], body: str) -> set[int]:
     marks = {int(m) for p in problems for m in LINE_RE.findall(p)}
     lines = body.splitlines()
     for task in {t for p in problems if not LINE_RE.search(p) for t in TASK_RE.findall(p)}:
-        pattern = re.compile(rf"(^|[\s/>]){re.escape(task)}\.(ipynb|py)\b|^\s*{re.escape(task)}\s*:")
+        pattern = re.compile(rf"(^|[\s/>]){re.escape(task)}\.(ipynb|py)\b"
+                             rf"|^\s*{re.escape(task)}\s*:")
         marks |= {n + 1 for n, line in enumerate(lines) if pattern.search(line)}
     return {m for m in marks if 1 <= m <= len(lines)}
 
@@ -100,10 +101,12 @@ def unquote(value: str) -> str:
 def body_kind(body: str, root: Path) -> str:
     """``arrows``, ``yaml`` (a pipeline in the cell) or ``file`` (one line naming a YAML file
     or a folder of notebooks, read as ``nborch run`` reads it)."""
-    lines = [ln.strip() for ln in body.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    lines = [ln.strip() for ln in body.splitlines()
+             if ln.strip() and not ln.strip().startswith("#")]
     if any(">>" in ln for ln in lines):
         return "arrows"
-    if len(lines) == 1 and (lines[0].endswith((".yaml", ".yml", "/")) or (root / lines[0]).is_dir()):
+    if len(lines) == 1 and (lines[0].endswith((".yaml", ".yml", "/"))
+                            or (root / lines[0]).is_dir()):
         return "file"
     if lines and YAML_KEY_RE.match(lines[0]):
         return "yaml"
@@ -147,7 +150,7 @@ def arrow_parameters(pipeline: Pipeline, params: dict) -> None:
         except NborchError:
             complete = False  # validation names the unreadable notebook
             continue
-        mine = {key: "{{ params.%s }}" % key for key in params if key in declared}
+        mine = {key: "{{ params." + key + " }}" for key in params if key in declared}
         if mine:
             pipeline.tasks[name] = replace(task, parameters={**task.parameters, **mine})
             used |= set(mine)

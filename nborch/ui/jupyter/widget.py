@@ -130,7 +130,8 @@ class RunView:
         self.summary = w.HTML()
         self.stop_button = w.Button(description="Stop", icon="stop", button_style="danger",
                                     tooltip="Cancel the run: stop its kernels",
-                                    layout=w.Layout(width="80px", display="" if on_stop else "none"))
+                                    layout=w.Layout(width="80px",
+                                                    display="" if on_stop else "none"))
         self.retry_button = w.Button(description="Retry failed", icon="redo",
                                      tooltip="Run again the tasks that did not succeed, as a "
                                              "resume of this run", layout=w.Layout(
