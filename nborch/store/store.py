@@ -186,22 +186,55 @@ class Store(Database):
 
     # -- reading ----------------------------------------------------------------------
 
-    def list_runs(self, pipeline: str | None = None, limit: int = 50) -> list[dict]:
-        """The newest runs; one whose process died shows as ``crashed`` (see
+    def list_runs(self, pipeline: str | None = None, limit: int | None = 50, *,
+                  status: str | None = None, since: str | None = None) -> list[dict]:
+        """The newest runs (of ``pipeline``, in ``status``, started at or after the ISO time
+        ``since``), at most ``limit``; one whose process died shows as ``crashed`` (see
         ``mark_crashed``)."""
         if not self.exists:
             return []
-        where, args = ("WHERE pipeline = ?", (pipeline,)) if pipeline else ("", ())
+        where, args = self._run_filter(pipeline, status, since)
+        # A running run may read as crashed, so those two states are filtered after reading.
+        limited = limit is not None and status not in (State.RUNNING, State.CRASHED)
         rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, pid, host,"
                           f" pid_started, heartbeat_at FROM runs {where}"
-                          " ORDER BY started_at DESC, run_id DESC LIMIT ?", (*args, limit))
+                          " ORDER BY started_at DESC, run_id DESC"
+                          + (" LIMIT ?" if limited else ""), (*args, limit) if limited else args)
         listed = []
         for r in rows:
             row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
             if r["status"] == State.RUNNING and is_dead(r):
                 row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
-            listed.append(row)
-        return listed
+            if status is None or row["status"] == status:
+                listed.append(row)
+        return listed[:limit] if limit is not None else listed
+
+    def count_runs(self, pipeline: str | None = None, *, status: str | None = None,
+                   since: str | None = None) -> int:
+        """How many runs ``list_runs`` would list with no limit."""
+        if status in (State.RUNNING, State.CRASHED):
+            return len(self.list_runs(pipeline, None, status=status, since=since))
+        if not self.exists:
+            return 0
+        where, args = self._run_filter(pipeline, status, since)
+        return self._read(f"SELECT count(*) FROM runs {where}", args)[0][0]
+
+    @staticmethod
+    def _run_filter(pipeline: str | None, status: str | None,
+                    since: str | None) -> tuple[str, tuple]:
+        conditions, args = [], []
+        if pipeline:
+            conditions.append("pipeline = ?")
+            args.append(pipeline)
+        if status == State.CRASHED:
+            conditions.append("status IN ('running', 'crashed')")
+        elif status is not None:
+            conditions.append("status = ?")
+            args.append(status)
+        if since:
+            conditions.append("started_at >= ?")
+            args.append(since)
+        return ("WHERE " + " AND ".join(conditions) if conditions else ""), tuple(args)
 
     def get_run(self, run_id: str) -> Run:
         """The run as recorded; one whose process died as ``mark_crashed`` would record it."""

@@ -11,9 +11,12 @@ from contextlib import nullcontext
 
 from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
-from ..core.states import State
+from ..core.states import RUN_STATES, State
 from .cli_common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Stopped, open_store,
                          printable, resolve_run_id, rich_console, serve_metrics, with_metrics)
+
+RUNS_LIMIT = 50  # runs `nborch runs` lists unless told
+
 
 def cmd_run(args) -> int:
     from ..runtime.api import start_run
@@ -109,14 +112,43 @@ def cmd_plot(args) -> int:
 
 def cmd_runs(args) -> int:
     from .console import print_runs
-    rows = open_store(args, readonly=True).list_runs(args.pipeline, args.limit)
+    store = open_store(args, readonly=True)
+    since = _since(args.since)
+    chosen = {"status": args.status, "since": since}
+    rows = store.list_runs(args.pipeline, args.limit, **chosen)
     if args.json:
         print(json.dumps(rows, indent=2))
     elif not rows:
-        print("no runs recorded yet" + (f" for pipeline {args.pipeline!r}" if args.pipeline else ""))
+        which = [f"for pipeline {args.pipeline!r}" if args.pipeline else "",
+                 f"{args.status}" if args.status else "", f"since {since}" if since else ""]
+        print(" ".join(["no runs recorded yet", *filter(None, which)]))
     else:
         print_runs(rows, rich_console())
+    if rows and len(rows) == args.limit and (total := store.count_runs(args.pipeline, **chosen)) \
+            > len(rows):
+        print(f"the {len(rows)} newest of {total} runs (--limit {args.limit}"
+              f"{', the default' if args.limit == RUNS_LIMIT else ''})",
+              file=sys.stderr if args.json else sys.stdout)
     return EXIT_OK
+
+
+def _since(text: str | None) -> str | None:
+    """``--since``: an ISO date or time (UTC unless it says), or a duration ago (``7d``)."""
+    if text is None:
+        return None
+    from datetime import datetime, timedelta, timezone
+
+    from ..core.clock import parse_duration
+    try:
+        when = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        try:
+            when = datetime.fromisoformat(text)
+        except ValueError:
+            raise SpecError(f"--since {text!r}: use an ISO date or time (2026-11-01, "
+                            "2026-11-01T06:00) or a duration ago (7d, 12h)") from None
+        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc).isoformat()
 
 
 def cmd_show(args) -> int:
@@ -250,7 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list recorded runs, newest first")
     p.add_argument("--pipeline", default=None, metavar="NAME")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--status", default=None, choices=[str(s) for s in RUN_STATES],
+                   help="only runs in this state")
+    p.add_argument("--since", default=None, metavar="WHEN",
+                   help="only runs started since WHEN: an ISO date or time, or a duration "
+                        "ago (7d, 12h)")
+    p.add_argument("--limit", type=int, default=RUNS_LIMIT,
+                   help=f"at most this many, the newest (default {RUNS_LIMIT})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_runs)
 
