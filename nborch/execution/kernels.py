@@ -95,9 +95,9 @@ class Kernel:
     """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
     the owning thread; ``kill`` may be called from any thread."""
 
-    def __init__(self, request: KernelRequest, template=None):
+    def __init__(self, request: KernelRequest, forker=None):
         self.request = request
-        self.template = template  # a forkserver.KernelTemplate to fork the kernel from
+        self.forker = forker  # a forkserver.KernelForker to fork the kernel with, if it can
         self.km = None
         self.kc = None
         self.pid: int | None = None
@@ -115,11 +115,11 @@ class Kernel:
         # (papermill#511), and nothing listening on the network.
         km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
                                 ip=_ipc_prefix())
-        if self.template is not None:
+        if self.forker is not None:
             import uuid
             from .forkserver import provisioner_for
             km.kernel_id = str(uuid.uuid4())
-            km.provisioner = provisioner_for(km, self.template)
+            km.provisioner = provisioner_for(km, self.forker)
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
         env = task_environment(self.request.env, self.request.withheld)
         run_sync(km.start_kernel)(cwd=self.request.cwd, env=env,

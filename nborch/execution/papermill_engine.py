@@ -20,7 +20,10 @@ ENGINE_NAME = "nborch"
 # then papermill fails the cell with a CellTimeoutError, however much output is still
 # coming: a cell that printed a lot, on a busy machine, failed although nothing hung.
 IOPUB_TIMEOUT = 60
-log = logging.getLogger("nborch")
+# nbclient's own messages: its warnings and errors (its INFO says "Executing notebook with
+# kernel" for every attempt, which `nborch run -v` need not repeat)
+log = logging.getLogger("nborch.nbclient")
+log.setLevel(logging.WARNING)
 
 
 class NborchClient(PapermillNotebookClient):

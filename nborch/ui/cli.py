@@ -59,6 +59,8 @@ def _follow(args, start, started_what: str) -> int:
     from .console import LiveProgress, PlainProgress, print_run
     out = sys.stderr if args.json else sys.stdout
     live = out.isatty() and not args.json
+    if args.verbose:
+        _log_to_stderr()
 
     def announce(event) -> None:  # first, before any task's progress line
         if isinstance(event, RunStarted):
@@ -87,6 +89,16 @@ def _follow(args, start, started_what: str) -> int:
     if isinstance(stopped, Stopped):
         return 128 + stopped.signum
     return {"success": EXIT_OK, "cancelled": EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
+
+
+def _log_to_stderr() -> None:
+    """``-v``: nborch's INFO messages (how kernels start, ...) on stderr."""
+    import logging
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("nborch: %(message)s"))
+    logger = logging.getLogger("nborch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def serve_metrics(args, say):
@@ -242,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where tasks run: local (default), dask (a local Dask cluster), or "
                             "dask://HOST:PORT (an existing Dask scheduler)")
         p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="say more on stderr: whether each kernel is forked, and why not")
         with_metrics(p)
 
     p = sub.add_parser("run", help="run a pipeline")

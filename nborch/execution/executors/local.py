@@ -28,11 +28,11 @@ class _Slot:
     A command task's slot (``request`` None) has no kernel."""
 
     def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None],
-                 template=None):
+                 forker=None):
         self.key = key
         self.request = request
         self.ready = threading.Event()
-        self.kernel = Kernel(request, template) if request is not None else None
+        self.kernel = Kernel(request, forker) if request is not None else None
         self.runner = None
         self.claimed = False  # given its job (or discarded)
         self._jobs: queue.Queue = queue.Queue()
@@ -108,10 +108,13 @@ class LocalExecutor:
         self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
         self.on_kernel_ready: Callable[[], None] = lambda: None
+        self._not_forked = "turned off"  # why kernels are not forked, when they are not
         if fork_kernels is None:
             fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
+            self._not_forked = "turned off by NBORCH_FORK_KERNELS=0"
         self._fork_kernels = fork_kernels
-        self._template = None  # started with the first kernel (see forkserver.py)
+        self._forker = None  # kernel templates, made with the first kernel (see forkserver.py)
+        self._kernel_names: set[str] = set()
 
     @property
     def forks_kernels(self) -> bool:
@@ -120,10 +123,17 @@ class LocalExecutor:
 
     def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
         """A slot for ``key`` (call with the lock held)."""
-        if request is not None and self._fork_kernels and self._template is None:
-            from ..forkserver import KernelTemplate
-            self._template = KernelTemplate()
-        return _Slot(key, request, self._ready, self._template)
+        if request is not None and request.name not in self._kernel_names:
+            self._kernel_names.add(request.name)
+            if not self._fork_kernels:
+                log.info("kernels %r: started the usual way, not forked: forking %s",
+                         request.name, self._not_forked)
+            else:
+                if self._forker is None:
+                    from ..forkserver import KernelForker
+                    self._forker = KernelForker()
+                self._forker.prepare_kernel(request.name)  # its template starts now
+        return _Slot(key, request, self._ready, self._forker)
 
     def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
                done: Callable[[AttemptResult], None]) -> _Slot:
@@ -188,6 +198,6 @@ class LocalExecutor:
                 slot.discard()
         for slot in slots + finishing:
             slot.thread.join(timeout)
-        if self._template is not None:
-            self._template.close()
-            self._template = None
+        if self._forker is not None:
+            self._forker.close()
+            self._forker = None
