@@ -204,8 +204,12 @@ class KernelTemplate:
             os.close(write_end)
         return ForkedKernel(pid, conn, os.fdopen(read_end, "rb"))
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the template (``now``: at once, even while it imports; else at its next
+        look at its stdin); its kernels exit with it."""
         if self._process.poll() is None:
+            if now:
+                self._process.kill()
             self._process.stdin.close()  # the template exits at EOF
             try:
                 self._process.wait(5)
@@ -361,12 +365,12 @@ class KernelForker:
             self._told.add((name, what))
         log.log(level, "kernels %r: %s", name, what)
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
         with self._lock:
             self._closed = True
             templates, self._templates = list(self._templates.values()), {}
         for template in templates:
-            template.close()
+            template.close(now)
 
 
 def provisioner_for(km, forker: KernelForker):
@@ -397,6 +401,41 @@ def _provisioner_class():
             return self.connection_info
 
     return ForkProvisioner
+
+
+_early: KernelForker | None = None
+_early_lock = threading.Lock()
+
+
+def start_early(kernels: list[str]) -> None:
+    """Start now the templates that these kernels will be forked from, for this process's
+    next ``take_early`` (the executor of its run): the command line starts one first thing,
+    so that it imports ipykernel on another CPU while the command imports the rest and loads
+    and checks the pipeline. Those nobody takes (an invalid pipeline) are stopped at exit."""
+    global _early
+    import atexit
+    with _early_lock:
+        if _early is None:
+            _early = KernelForker()
+            atexit.register(stop_early)
+        forker = _early
+    for name in kernels:
+        forker.prepare_kernel(name)
+
+
+def take_early() -> KernelForker | None:
+    """The kernel templates ``start_early`` started, if nobody took them yet."""
+    global _early
+    with _early_lock:
+        forker, _early = _early, None
+    return forker
+
+
+def stop_early() -> None:
+    """Stop the templates ``start_early`` started, unless taken (no kernel will need them)."""
+    forker = take_early()
+    if forker is not None:
+        forker.close(now=True)
 
 
 # -- the template process -----------------------------------------------------------------

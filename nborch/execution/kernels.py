@@ -107,7 +107,9 @@ class Kernel:
         self._stderr_sink = None
         self._stderr_early: list[str] = []
 
-    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+    def start(self, timeout: float = STARTUP_TIMEOUT, meanwhile=None) -> None:
+        """Start the kernel and wait until it answers; ``meanwhile()`` is called while the
+        kernel process starts up (to import what the attempt will need, say)."""
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
@@ -135,6 +137,8 @@ class Kernel:
         kc = km.client()
         kc.start_channels()
         try:
+            if meanwhile is not None:
+                meanwhile()
             run_sync(_await_ready)(km, kc, timeout)
         except Exception:
             kc.stop_channels()

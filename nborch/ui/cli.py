@@ -34,8 +34,11 @@ def _store(args):
 
 
 def cmd_run(args) -> int:
+    from . import quickstart
+    quickstart.start(args.executor)  # the kernel template first: it imports while this does
     from ..spec.loader import load, parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
+    quickstart.loaded(pipeline)
     return _follow(args, lambda listeners: pipeline.start(
         params=parse_params(args.param), max_parallel=args.max_parallel, fail_fast=args.fail_fast,
         logical_date=args.logical_date, home=args.home, listeners=listeners,
@@ -45,6 +48,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    from .quickstart import defer_rfc3987_syntax
+    defer_rfc3987_syntax()
     from ..runtime.engine import resume_run
     run_id = _resolve_run_id(_store(args), args.run_id)
     return _follow(args, lambda listeners: resume_run(

@@ -61,7 +61,7 @@ class _Slot:
     def _main(self) -> None:
         if self.kernel is not None:
             try:
-                self.kernel.start()
+                self.kernel.start(meanwhile=_import_runner)
             except Exception as exc:
                 self._start_error = exc
         self.ready.set()
@@ -100,6 +100,12 @@ class _Slot:
         done(result)
 
 
+def _import_runner() -> None:
+    """Import papermill and the attempt's engine (a third of a second, once per process)
+    while the first kernel starts, not after it."""
+    from .. import papermill_engine  # noqa: F401
+
+
 class LocalExecutor:
     name = "local"
 
@@ -130,8 +136,8 @@ class LocalExecutor:
                          request.name, self._not_forked)
             else:
                 if self._forker is None:
-                    from ..forkserver import KernelForker
-                    self._forker = KernelForker()
+                    from ..forkserver import KernelForker, take_early
+                    self._forker = take_early() or KernelForker()
                 self._forker.prepare_kernel(request.name)  # its template starts now
         return _Slot(key, request, self._ready, self._forker)
 
