@@ -285,6 +285,8 @@ class Engine:
             elif len(self._running) < self.max_parallel:
                 self._warming.discard(name)
                 self._launch(name)
+            elif not self.incremental:
+                break  # no free slot; with --incremental each is first checked once
         self._prewarm()
         return skipped
 

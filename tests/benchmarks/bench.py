@@ -128,7 +128,7 @@ def big_dag(root: Path, reps: int) -> list[str]:
                 planner = Planner({n: p.task for n, p in prepared.tasks.items()})
                 planner.advance(0.0)
                 planner.queued()
-                planner.soon_ready()
+                list(planner.soon_ready())
             else:
                 graph.render_svg(prepared.edges)
             times.append(time.perf_counter() - start)
