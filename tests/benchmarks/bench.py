@@ -3,6 +3,7 @@ Ploomber, measured in the same process run. Not part of the test suite.
 
     .venv/bin/python tests/benchmarks/bench.py [--reps 3] [--only chain10,fan16]
                                                [--ploomber VENV] [--out results.md]
+                                               [--skip "papermill CLI,dask"]
 
 Each measurement runs in a fresh subprocess (systems.py); repetitions are interleaved
 across systems so that a busy moment of the machine does not favour one of them. Ploomber
@@ -187,6 +188,8 @@ def main() -> int:
     parser.add_argument("--ploomber", default=os.environ.get("NBORCH_BENCH_PLOOMBER"),
                         metavar="VENV", help="a virtualenv with ploomber installed")
     parser.add_argument("--out", default=None, help="also write the markdown here")
+    parser.add_argument("--skip", default="", metavar="SYSTEM,...",
+                        help="leave out the systems whose names contain one of these")
     args = parser.parse_args()
     wanted = args.only.split(",")
     if args.ploomber:
@@ -205,7 +208,9 @@ def main() -> int:
             if name not in wanted:
                 continue
             scenario = build(name, root)
-            systems = [s for s in PLAN[name] if "ploomber" not in s or args.ploomber]
+            skip = [word for word in args.skip.split(",") if word]
+            systems = [s for s in PLAN[name] if ("ploomber" not in s or args.ploomber)
+                       and (s == "nborch" or not any(word in s for word in skip))]
             results: dict[str, list[dict]] = {s: [] for s in systems}
             failed: dict[str, int] = dict.fromkeys(systems, 0)
             for rep in range(args.reps):

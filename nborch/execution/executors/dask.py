@@ -64,6 +64,7 @@ class DaskExecutor:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
             self._owns_client = True
         self.on_kernel_ready: Callable[[], None] = lambda: None
+        self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
@@ -77,6 +78,9 @@ class DaskExecutor:
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, self._lost()))
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
+        if request is not None and not self._told:
+            self._told = True
+            log.info("kernels: started the usual way on the Dask workers, not forked")
         future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
                                     pure=False, resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
