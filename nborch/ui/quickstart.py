@@ -50,9 +50,10 @@ def loaded(pipeline) -> None:
 def defer_rfc3987_syntax() -> None:
     """nbformat imports jsonschema, which imports ``rfc3987_syntax`` where it is installed
     (JupyterLab's dependencies bring it) for its "iri" format check; that import compiles a
-    grammar: 1.5 to 2 seconds here, more than the rest of the command's imports together.
-    nbformat checks no formats, and nothing else in a run does; so until one of its names is
-    used, a stand-in takes its place, and the first use imports the real module."""
+    grammar: 1.5 seconds and more here (5 on a busy machine), more than the rest of the
+    command's imports together. nbformat checks no formats, and nothing else in a run does;
+    so until one of its names is used, a stand-in takes its place, and the first use
+    imports the real module."""
     if DEFERRED in sys.modules or "jsonschema" in sys.modules:
         return
     try:

@@ -5,9 +5,13 @@ What is measured is what the run costs nborch's process per task: the engine and
 the events, the store, the Run, the listeners. Not part of the test suite.
 
     .venv/bin/python tests/benchmarks/engine_cost.py [--sizes 10,1000,10000] [--progress]
+                                                     [--kernels]
 
 Each size runs in a fresh process (``--one N``). ``--progress`` adds the listener that
-``nborch run`` prints progress lines with when its output is not a terminal.
+``nborch run`` prints progress lines with when its output is not a terminal. ``--kernels``
+runs the notebooks for real (the local executor, forked kernels, ``--max-parallel 4``):
+then the orchestrator's CPU also holds what papermill and nbclient do for each attempt in
+its threads.
 """
 
 from __future__ import annotations
@@ -80,7 +84,7 @@ def write_pipeline(root: Path, n: int) -> Path:
     return path
 
 
-def one(n: int, progress: bool) -> dict:
+def one(n: int, progress: bool, kernels: bool = False) -> dict:
     from nborch.spec.loader import load
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -91,7 +95,8 @@ def one(n: int, progress: bool) -> dict:
             listeners.append(PlainProgress(open(os.devnull, "w")))
         cpu0 = time.process_time()
         handle = pipeline.start(max_parallel=4, home=str(root / ".nborch"),
-                                executor=InstantExecutor(), listeners=listeners)
+                                executor=None if kernels else InstantExecutor(),
+                                listeners=listeners)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         run = handle.wait()
         cpu2, wall2 = time.process_time(), time.perf_counter()
@@ -106,16 +111,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--progress", action="store_true")
+    parser.add_argument("--kernels", action="store_true")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.progress)))
+        print(json.dumps(one(args.one, args.progress, args.kernels)))
         return 0
     print("| grid instances | tasks | checking (CPU) | run: orchestrator CPU per task | run wall | "
           "peak RSS |\n|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
         out = subprocess.run([sys.executable, __file__, "--one", str(n)]
-                             + (["--progress"] if args.progress else []),
+                             + (["--progress"] if args.progress else [])
+                             + (["--kernels"] if args.kernels else []),
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.splitlines()[-1])
         print(f"| {n:,} | {r['tasks']:,} | {r['check_cpu']:.2f} s | {r['cpu_per_task_ms']:.2f} ms | "
