@@ -97,9 +97,15 @@ def _follow(args, start, started_what: str) -> int:
 
 
 def _log_to_stderr() -> None:
-    """``-v``: nborch's INFO messages (how kernels start, ...) on stderr."""
+    """``-v``: nborch's INFO messages (how kernels start, ...) on stderr, as it is when
+    they come (the live view shows what is printed there above itself)."""
     import logging
-    handler = logging.StreamHandler(sys.stderr)
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(self.format(record), file=sys.stderr, flush=True)
+
+    handler = ToStderr()
     handler.setFormatter(logging.Formatter("nborch: %(message)s"))
     logger = logging.getLogger("nborch")
     logger.addHandler(handler)
