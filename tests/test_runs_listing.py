@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from conftest import nborch, run_json
+
 from nborch.core.events import RunEnded, RunStarted
 from nborch.store.store import Store
 

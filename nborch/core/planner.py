@@ -1,10 +1,16 @@
 """The task state machine: what may run next, retries, trigger rules. No I/O, no clocks
-of its own; the engine feeds it outcomes and the current time and applies its decisions."""
+of its own; the engine feeds it outcomes and the current time and applies its decisions.
+
+Its cost per event does not grow with the pipeline: it counts, for each task, the upstream
+tasks not yet final and those failed, and looks again only at the tasks downstream of one
+that just ended; the queued tasks are kept in priority order.
+"""
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 from .dag import downstream_map, path_lengths
 from .model import Task
@@ -32,34 +38,48 @@ class Planner:
         edges = {n: t.upstream for n, t in tasks.items()}
         self._down = downstream_map(edges)
         self._priority = path_lengths(edges)
+        # queued and soon-ready order: longest path ahead first, then the pipeline's order
+        self._key = {n: (-self._priority[n], i) for i, n in enumerate(tasks)}
+        self._queued = sorted((n for n, s in self.state.items() if s == State.QUEUED),
+                              key=self._key.__getitem__)
+        self._active = {n for n, s in self.state.items() if s in (State.QUEUED, State.RUNNING)}
+        self._final = sum(s in FINAL for s in self.state.values())
+        self._unfinished = {n: sum(self.state[u] not in FINAL for u in t.upstream)
+                            for n, t in tasks.items()}  # upstream tasks not final yet
+        self._failed_ups = {n: sum(self.state[u] in FAILURES for u in t.upstream)
+                            for n, t in tasks.items()}
+        self._recheck = set(tasks)  # pending tasks whose trigger rule may decide now
 
     # -- questions ----------------------------------------------------------------
 
     @property
     def done(self) -> bool:
-        return all(s in FINAL for s in self.state.values())
+        return self._final == len(self.state)
 
     def queued(self) -> list[str]:
         """Queued tasks, the one with the longest path ahead of it first."""
-        names = [n for n, s in self.state.items() if s == State.QUEUED]
-        return sorted(names, key=lambda n: -self._priority[n])
+        return list(self._queued)
 
-    def soon_ready(self) -> list[str]:
+    def soon_ready(self) -> Iterator[str]:
         """Tasks worth a kernel now, nearest first: queued ones, then pending ones that will
         run once the tasks before them succeed (all_success only: other rules may not run),
-        level by level, longest path first within a level."""
-        level = {n: 0 for n, s in self.state.items() if s == State.QUEUED}
+        level by level, longest path first within a level. Lazily: a caller that takes the
+        first few pays for no more (do not change the planner while iterating)."""
+        yield from self._queued
+        level = dict.fromkeys(self._queued, 0)
         passable = SUCCESSFUL | {State.RUNNING, State.QUEUED}
-        frontier = True
-        depth = 0
+        frontier = list(self._active)  # a task of level 1 waits for a queued or running one,
+        depth = 0                      # one of level N for one of level N - 1
         while frontier:
             depth += 1
-            frontier = [n for n, s in self.state.items() if s == State.PENDING and n not in level
-                        and self.tasks[n].trigger == "all_success"
-                        and all(self.state[u] in passable or level.get(u, depth) < depth
-                                for u in self.tasks[n].upstream)]
+            found = {d for n in frontier for d in self._down[n]
+                     if self.state[d] == State.PENDING and d not in level
+                     and self.tasks[d].trigger == "all_success"
+                     and all(self.state[u] in passable or level.get(u, depth) < depth
+                             for u in self.tasks[d].upstream)}
+            frontier = sorted(found, key=self._key.__getitem__)
             level.update(dict.fromkeys(frontier, depth))
-        return sorted(level, key=lambda n: (level[n], -self._priority[n]))
+            yield from frontier
 
     def next_wakeup(self) -> float | None:
         return min(self.retry_at.values(), default=None)
@@ -81,16 +101,14 @@ class Planner:
             if due <= now:
                 del self.retry_at[name]
                 moves.append(self._set(name, State.QUEUED))
-        changed = True
-        while changed:
-            changed = False
-            for name, state in self.state.items():
-                if state != State.PENDING:
-                    continue
-                decision = self._trigger(name)
-                if decision is not None:
-                    moves.append(self._set(name, *decision))
-                    changed = True
+        while self._recheck:  # in the pipeline's order, wave after wave
+            names = sorted(self._recheck, key=self._index)
+            self._recheck.clear()
+            for name in names:
+                if self.state[name] == State.PENDING:
+                    decision = self._trigger(name)
+                    if decision is not None:
+                        moves.append(self._set(name, *decision))
         return moves
 
     def start(self, name: str) -> Transition:
@@ -125,24 +143,40 @@ class Planner:
 
     # -- internals ----------------------------------------------------------------
 
+    def _index(self, name: str) -> int:
+        return self._key[name][1]
+
     def _set(self, name: str, state: State, reason: str | None = None) -> Transition:
-        self.state[name] = state
+        before, self.state[name] = self.state[name], state
+        if before == State.QUEUED:
+            del self._queued[bisect.bisect_left(self._queued, self._key[name],
+                                                key=self._key.__getitem__)]
+        if state == State.QUEUED:
+            bisect.insort(self._queued, name, key=self._key.__getitem__)
+        if state in (State.QUEUED, State.RUNNING):
+            self._active.add(name)
+        else:
+            self._active.discard(name)
+        if state in FINAL and before not in FINAL:
+            self._final += 1
+            for down in self._down[name]:  # only now may their trigger rules decide
+                self._unfinished[down] -= 1
+                self._failed_ups[down] += state in FAILURES
+                self._recheck.add(down)
         return Transition(name, state, self.attempt[name], reason)
 
     def _trigger(self, name: str) -> tuple[State, str | None] | None:
         """(state, reason) once the trigger rule can decide, else None."""
-        ups = [self.state[u] for u in self.tasks[name].upstream]
         rule = self.tasks[name].trigger
+        if rule == "one_failed" and self._failed_ups[name]:
+            return State.QUEUED, None
+        if self._unfinished[name]:
+            return None
+        ups = [self.state[u] for u in self.tasks[name].upstream]  # all final: once per task
         if rule == "one_failed":
-            if any(s in FAILURES for s in ups):
-                return State.QUEUED, None
-            if all(s in FINAL for s in ups):
-                if State.CANCELLED in ups:
-                    return State.CANCELLED, "an upstream task was cancelled"
-                return State.SKIPPED, "trigger one_failed: no upstream task failed"
-            return None
-        if not all(s in FINAL for s in ups):
-            return None
+            if State.CANCELLED in ups:
+                return State.CANCELLED, "an upstream task was cancelled"
+            return State.SKIPPED, "trigger one_failed: no upstream task failed"
         if rule == "all_done" or all(s in SUCCESSFUL for s in ups):
             return State.QUEUED, None
         bad = [u for u in self.tasks[name].upstream if self.state[u] in FAILURES]

@@ -8,8 +8,12 @@ environment and arguments and runs ipykernel's app as ``python -m ipykernel_laun
 would. Each kernel is still a process of its own, with nothing of another task in it:
 the template never runs user code, and is single-threaded so that forking it is safe.
 
-Only kernels whose kernelspec is ipykernel on this very Python use it (the default
-``python3`` kernel); any other kernel is started the usual way. The template exits when
+Every kernel whose kernelspec runs ipykernel on this very Python is forked, however the
+kernelspec was written (``ipykernel install --user``/``--sys-prefix``/``--prefix``, conda's,
+``python`` or ``python3``, interpreter options such as ``-Xfrozen_modules=off``):
+``fork_plan`` decides, and says why not when it cannot; any other kernel is started the
+usual way. A template is started with the interpreter options of the kernels it serves,
+one template per set of options. The template exits when
 the process that started it closes its stdin or dies, and its kernels exit with it
 (ipykernel's parent poller), so a killed orchestrator leaves nothing behind.
 
@@ -46,21 +50,127 @@ START_TIMEOUT = 60.0
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
            "IPython.core.debugger", "IPython.core.completerlib", "IPython.extensions.storemagic",
            "sqlite3", "tornado.queues", "tornado.platform.asyncio")
+KERNEL_MODULES = ("ipykernel_launcher", "ipykernel")  # `python -m ipykernel` is the old form
+# Interpreter options a kernelspec may put before `-m`: flags, and options with a value
+# (attached, `-Xfrozen_modules=off`, or the next argument). A template is started with the
+# very options of the kernels it serves: they are settings of the process, fixed when it
+# starts and kept across fork() (`-X frozen_modules=off`: the standard library is loaded from
+# its .py files, for the debugger; `-X dev`, `-O`, `-W`, `-u`, ...).
+FLAG_OPTIONS = frozenset("bBdEiIOPqRsSuvx")
+VALUE_OPTIONS = frozenset("WX")
+# Python reads its PYTHON* variables when it starts, except these: read later (by IPython as
+# the kernel starts, at each call) or applied to the forked kernel by _become_kernel.
+READ_LATER = frozenset({"PYTHONPATH", "PYTHONSTARTUP", "PYTHONBREAKPOINT", "PYTHONASYNCIODEBUG"})
+CTYPE = "LC_ALL/LC_CTYPE/LANG"  # the locale Python sets (LC_CTYPE only) when it starts
+
+
+def same_python(command: str, python: str = sys.executable, path: str | None = None) -> bool:
+    """Whether ``command`` (a kernelspec's argv[0]) starts the Python that ``python`` is:
+    the same binary once symlinks are resolved (a virtualenv's ``python`` and ``python3``
+    both link to its base interpreter) in the same environment, i.e. with the same
+    ``pyvenv.cfg`` beside it or one folder up, where Python looks for it from the path it
+    was started as, unresolved (the base interpreter itself is the same file but another
+    environment). A hard link is another file here: conda hard-links one binary into many
+    environments, told apart only by where the link is."""
+    if os.sep not in command:  # a bare name, looked up on the kernel's PATH
+        command = shutil.which(command, path=path) or ""
+    if not os.path.isabs(command):
+        return False
+    try:
+        return (os.path.realpath(command) == os.path.realpath(python)
+                and _environment_of(command) == _environment_of(python))
+    except OSError:
+        return False
+
+
+def _environment_of(executable: str) -> str | None:
+    folder = os.path.dirname(executable)
+    for candidate in (folder, os.path.dirname(folder)):
+        config = os.path.join(candidate, "pyvenv.cfg")
+        if os.path.isfile(config):
+            return os.path.realpath(config)
+    return None
+
+
+def split_kernel_command(argv: list[str], python: str = sys.executable,
+                         path: str | None = None) -> tuple[tuple[str, ...], list[str]] | str:
+    """``(interpreter options, ipykernel's arguments)`` when ``argv`` is ``PYTHON [OPTIONS]
+    -m ipykernel_launcher ARGS`` with ``python`` as PYTHON; else why not, as a phrase."""
+    if not argv:
+        return "its kernelspec has no command"
+    if not same_python(argv[0], python, path):
+        return f"its kernelspec runs {argv[0]}, not nborch's own Python ({python})"
+    options: list[str] = []
+    i = 1
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-m":
+            module = argv[i + 1] if i + 1 < len(argv) else ""
+            if module not in KERNEL_MODULES:
+                return f"its kernelspec runs the module {module!r}, not ipykernel_launcher"
+            return tuple(options), argv[i + 2:]
+        if arg == "--check-hash-based-pycs" and i + 1 < len(argv):
+            options += argv[i:i + 2]
+            i += 2
+        elif len(arg) >= 2 and arg[0] == "-" and arg[1] in VALUE_OPTIONS:
+            taken = argv[i:i + 2] if len(arg) == 2 else [arg]
+            options += taken
+            i += len(taken)
+        elif len(arg) >= 2 and arg[0] == "-" and set(arg[1:]) <= FLAG_OPTIONS:
+            options.append(arg)
+            i += 1
+        else:
+            return f"its kernelspec runs {' '.join(argv[:i + 1])}, not -m ipykernel_launcher"
+    return "its kernelspec does not run -m ipykernel_launcher"
+
+
+def _startup_values(env: dict, options: tuple[str, ...]) -> dict[str, str]:
+    """What of ``env`` a process reads only when it starts: Python's variables (none with
+    -E or -I), the dynamic loader's, and the locale's character type."""
+    flags = {c for o in options if o[:1] == "-" and o[1:2] not in VALUE_OPTIONS | {"-"}
+             for c in o[1:]}
+    python = not flags & {"E", "I"}
+    values = {k: v for k, v in env.items()
+              if (python and k.startswith("PYTHON") and k not in READ_LATER)
+              or k.startswith(("LD_", "DYLD_"))}
+    values[CTYPE] = next((env[k] for k in ("LC_ALL", "LC_CTYPE", "LANG") if env.get(k)), "")
+    return values
+
+
+def fork_plan(argv: list[str], env: dict, python: str = sys.executable,
+              template_env: dict | None = None) -> tuple[tuple[str, ...] | None, list[str], str]:
+    """Whether a kernel started with ``argv`` and ``env`` can be forked from a template of
+    ``python``: ``(the template's interpreter options, ipykernel's arguments, "")``, or
+    ``(None, [], why not)``."""
+    split = split_kernel_command(argv, python, env.get("PATH"))
+    if isinstance(split, str):
+        return None, [], split
+    options, arguments = split
+    ours = _startup_values(template_environment() if template_env is None else template_env,
+                           options)
+    theirs = _startup_values(env, options)
+    differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+    if differ:
+        return None, [], (f"its environment gives {', '.join(differ)} another value than "
+                          "nborch's, and a process reads that only when it starts")
+    return options, arguments, ""
 
 
 class KernelTemplate:
     """The orchestrator's handle on one template process (started at once, in the
     background; ``spawn`` waits until it is ready)."""
 
-    def __init__(self, python: str = sys.executable):
+    def __init__(self, python: str = sys.executable, options: tuple[str, ...] = ()):
         import tempfile
         self.python = python
+        self.options = tuple(options)  # the interpreter's, as the kernelspec gives them
         self.folder = tempfile.mkdtemp(prefix="nborch-fork-")  # 0700: for this user only
         self.path = os.path.join(self.folder, "sock")
+        self.environment = template_environment()
         self._process = subprocess.Popen(
-            [python, "-m", "nborch.execution.forkserver", self.path], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True,
-            cwd="/", env=_template_environment())
+            [python, *self.options, "-m", "nborch.execution.forkserver", self.path],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True, cwd="/", env=self.environment)
         self._ready = threading.Event()
         self._failed: str | None = None
         threading.Thread(target=self._await_ready, name="nborch-forkserver", daemon=True).start()
@@ -71,12 +181,9 @@ class KernelTemplate:
             self._failed = f"the kernel template did not start (exit code {self._process.poll()})"
         self._ready.set()
 
-    def serves(self, argv: list[str]) -> bool:
-        """Whether a kernel with this command line can be forked from the template."""
-        return (not self._failed and len(argv) >= 3 and argv[0] == self.python
-                and argv[1:3] == ["-m", "ipykernel_launcher"])
-
-    def spawn(self, argv: list[str], cwd: str | None, env: dict) -> "ForkedKernel":
+    def spawn(self, arguments: list[str], cwd: str | None, env: dict) -> ForkedKernel:
+        """Fork a kernel that runs as ``python OPTIONS -m ipykernel_launcher ARGUMENTS``
+        would, in ``cwd`` with ``env``."""
         if not self._ready.wait(START_TIMEOUT):
             self._failed = f"the kernel template did not start in {START_TIMEOUT:g}s"
         if self._failed:
@@ -85,7 +192,7 @@ class KernelTemplate:
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.connect(self.path)
-            request = {"argv": argv[3:], "cwd": cwd or os.getcwd(), "env": env}
+            request = {"argv": list(arguments), "cwd": cwd or os.getcwd(), "env": env}
             socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [write_end])
             reply = conn.makefile("rb", buffering=0).readline()  # unbuffered: leave the exit line
             pid = json.loads(reply)["pid"]
@@ -97,8 +204,12 @@ class KernelTemplate:
             os.close(write_end)
         return ForkedKernel(pid, conn, os.fdopen(read_end, "rb"))
 
-    def close(self) -> None:
+    def close(self, now: bool = False) -> None:
+        """Stop the template (``now``: at once, even while it imports; else at its next
+        look at its stdin); its kernels exit with it."""
         if self._process.poll() is None:
+            if now:
+                self._process.kill()
             self._process.stdin.close()  # the template exits at EOF
             try:
                 self._process.wait(5)
@@ -162,12 +273,112 @@ class ForkedKernel:
         self.send_signal(signal.SIGTERM)
 
 
-def provisioner_for(km, template: KernelTemplate):
-    """A jupyter_client provisioner that launches ``km``'s kernel through ``template``
-    when it can (else the usual way)."""
+def kernelspec_command(name: str) -> list[str]:
+    """The command line of kernelspec ``name``, found where jupyter_client looks (the first
+    folder of that name, in any case, with a kernel.json, on Jupyter's data path; else
+    ipykernel's own for ``python3``), as it will run it (``python``, ``python3``: this
+    Python). Without importing jupyter_client (a quarter of a second, and not safe to import
+    in two threads at once): a guess to start a template early; the command a kernel is
+    really started with decides whether it is forked. [] when there is none."""
+    from jupyter_core.paths import jupyter_path
+    argv = None
+    for folder in jupyter_path("kernels"):
+        try:
+            found = [e.path for e in os.scandir(folder) if e.name.lower() == name.lower()]
+            for path in found:
+                with open(os.path.join(path, "kernel.json"), encoding="utf-8") as file:
+                    argv = json.load(file)["argv"]
+                break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if argv is not None:
+            break
+    if argv is None and name == "python3":
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        return []
+    if argv and argv[0] in {"python", f"python{sys.version_info[0]}",
+                            "python{}.{}".format(*sys.version_info[:2])}:
+        argv[0] = sys.executable  # as KernelManager.format_kernel_cmd does
+    return argv
+
+
+class KernelForker:
+    """An executor's kernel templates, one per set of interpreter options, each started when
+    a kernel first needs it (or ahead of need: ``prepare``), all stopped by ``close``. Says
+    once per kernel name, on the "nborch" logger at INFO, whether its kernels are forked,
+    and why not when they are not."""
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+        self._templates: dict[tuple[str, ...], KernelTemplate] = {}
+        self._lock = threading.Lock()
+        self._told: set[tuple] = set()
+        self._closed = False
+
+    def template(self, options: tuple[str, ...] = ()) -> KernelTemplate:
+        """The template for these interpreter options, started now if it is not yet."""
+        with self._lock:
+            if self._closed:
+                raise OSError("the kernel templates are closed")
+            template = self._templates.get(options)
+            if template is None:
+                template = self._templates[options] = KernelTemplate(self.python, options)
+            return template
+
+    def prepare(self, argv: list[str]) -> None:
+        """Start the template a kernel with this (kernelspec) command line will be forked
+        from, if any, before that kernel is asked for."""
+        split = split_kernel_command(argv, self.python)
+        if not isinstance(split, str):
+            try:
+                self.template(split[0])
+            except OSError:  # closed already, or no process: the kernel will say so
+                pass
+
+    def prepare_kernel(self, name: str) -> None:
+        """``prepare`` for the kernelspec ``name`` (a few milliseconds to look it up)."""
+        self.prepare(kernelspec_command(name))
+
+    def launch(self, name: str, argv: list[str], cwd: str | None,
+               env: dict) -> ForkedKernel | None:
+        """Fork the kernel ``name`` with this command line and environment, or return None
+        when it must be started the usual way (and say why, once)."""
+        options, arguments, why = fork_plan(argv, env, self.python)
+        if options is not None:
+            try:
+                template = self.template(options)
+                kernel = template.spawn(arguments, cwd, env)
+            except OSError as exc:  # no template after all: start the kernel as usual
+                self.tell(name, f"started the usual way: {exc}", logging.WARNING)
+                return None
+            command = " ".join([os.path.basename(self.python), *options])
+            self.tell(name, f"forked from a kernel template ({command} -m ipykernel_launcher)")
+            return kernel
+        self.tell(name, f"started the usual way, not forked: {why}")
+        return None
+
+    def tell(self, name: str, what: str, level: int = logging.INFO) -> None:
+        with self._lock:
+            if (name, what) in self._told:
+                return
+            self._told.add((name, what))
+        log.log(level, "kernels %r: %s", name, what)
+
+    def close(self, now: bool = False) -> None:
+        with self._lock:
+            self._closed = True
+            templates, self._templates = list(self._templates.values()), {}
+        for template in templates:
+            template.close(now)
+
+
+def provisioner_for(km, forker: KernelForker):
+    """A jupyter_client provisioner that launches ``km``'s kernel through ``forker`` when
+    it can (else the usual way)."""
     provisioner = _provisioner_class()(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec,
                                        parent=km)
-    provisioner.template = template
+    provisioner.forker = forker
     return provisioner
 
 
@@ -176,22 +387,55 @@ def _provisioner_class():
     from jupyter_client.provisioning import LocalProvisioner
 
     class ForkProvisioner(LocalProvisioner):
-        template: KernelTemplate
+        forker: KernelForker
 
         async def launch_kernel(self, cmd, **kwargs):
-            if not self.template.serves(cmd):
-                return await super().launch_kernel(cmd, **kwargs)
+            # kwargs["env"]: the task's environment with the kernelspec's "env" entries
             env = dict(kwargs.get("env") or os.environ)
-            try:
-                self.process = self.template.spawn(cmd, kwargs.get("cwd"), env)
-            except OSError as exc:  # no template after all: start the kernel as usual
-                log.warning("starting kernels the usual way: %s", exc)
+            process = self.forker.launch(self.parent.kernel_name, cmd, kwargs.get("cwd"), env)
+            if process is None:
                 return await super().launch_kernel(cmd, **kwargs)
+            self.process = process
             self.pid = self.pgid = self.process.pid  # the kernel leads its own session
             self.cwd = kwargs.get("cwd")
             return self.connection_info
 
     return ForkProvisioner
+
+
+_early: KernelForker | None = None
+_early_lock = threading.Lock()
+
+
+def start_early(kernels: list[str]) -> None:
+    """Start now the templates that these kernels will be forked from, for this process's
+    next ``take_early`` (the executor of its run): the command line starts one first thing,
+    so that it imports ipykernel on another CPU while the command imports the rest and loads
+    and checks the pipeline. Those nobody takes (an invalid pipeline) are stopped at exit."""
+    global _early
+    import atexit
+    with _early_lock:
+        if _early is None:
+            _early = KernelForker()
+            atexit.register(stop_early)
+        forker = _early
+    for name in kernels:
+        forker.prepare_kernel(name)
+
+
+def take_early() -> KernelForker | None:
+    """The kernel templates ``start_early`` started, if nobody took them yet."""
+    global _early
+    with _early_lock:
+        forker, _early = _early, None
+    return forker
+
+
+def stop_early() -> None:
+    """Stop the templates ``start_early`` started, unless taken (no kernel will need them)."""
+    forker = take_early()
+    if forker is not None:
+        forker.close(now=True)
 
 
 # -- the template process -----------------------------------------------------------------
@@ -286,13 +530,16 @@ def _reap(kernels: dict) -> None:
             conn.close()
 
 
-def _template_environment() -> dict[str, str]:
-    """What the template needs to import ipykernel, and nothing else: a forked kernel gets
-    its task's environment, but ``/proc/self/environ`` still shows the template's, so that
-    must hold no secret of any task (nor nborch's credentials)."""
+def template_environment() -> dict[str, str]:
+    """What the template needs to import ipykernel, and what a process reads only when it
+    starts (Python's variables, the dynamic loader's, the locale), and nothing else: a forked
+    kernel gets its task's environment, but ``/proc/self/environ`` still shows the
+    template's, so that must hold no secret of any task (nor nborch's credentials).
+    PYTHONEXECUTABLE is left out as jupyter_client leaves it out of a Python kernel's."""
     keep = ("PATH", "HOME", "LANG", "TMPDIR", "VIRTUAL_ENV", "CONDA_PREFIX")
     return {k: v for k, v in os.environ.items()
-            if k in keep or k.startswith(("PYTHON", "LC_"))}
+            if (k in keep or k.startswith(("PYTHON", "LC_", "LD_", "DYLD_")))
+            and k != "PYTHONEXECUTABLE"}
 
 
 def _become_kernel(request: dict, stderr_fd: int | None) -> None:
@@ -313,8 +560,11 @@ def _become_kernel(request: dict, stderr_fd: int | None) -> None:
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
-        extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-        sys.path[:0] = [p for p in extra if p not in sys.path]
+        import time
+        time.tzset()  # TZ, as a process reads it when it starts
+        if not sys.flags.ignore_environment:  # -E, -I: Python ignores PYTHONPATH
+            extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            sys.path[:0] = [p for p in extra if p not in sys.path]
         import random
         random.seed()  # not the template's state
         from ipykernel import kernelapp

@@ -28,7 +28,7 @@ class KernelRequest:
     env: dict = field(default_factory=dict, repr=False, hash=False)  # on top of nborch's own
     withheld: frozenset = frozenset()  # names of nborch's environment the kernel must not get
 
-    def same_as(self, other: "KernelRequest") -> bool:
+    def same_as(self, other: KernelRequest) -> bool:
         return ((self.name, self.cwd, self.env, self.withheld)
                 == (other.name, other.cwd, other.env, other.withheld))
 
@@ -95,9 +95,9 @@ class Kernel:
     """A kernel process and its connected client. ``start`` and ``shutdown`` must run in
     the owning thread; ``kill`` may be called from any thread."""
 
-    def __init__(self, request: KernelRequest, template=None):
+    def __init__(self, request: KernelRequest, forker=None):
         self.request = request
-        self.template = template  # a forkserver.KernelTemplate to fork the kernel from
+        self.forker = forker  # a forkserver.KernelForker to fork the kernel with, if it can
         self.km = None
         self.kc = None
         self.pid: int | None = None
@@ -107,7 +107,9 @@ class Kernel:
         self._stderr_sink = None
         self._stderr_early: list[str] = []
 
-    def start(self, timeout: float = STARTUP_TIMEOUT) -> None:
+    def start(self, timeout: float = STARTUP_TIMEOUT, meanwhile=None) -> None:
+        """Start the kernel and wait until it answers; ``meanwhile()`` is called while the
+        kernel process starts up (to import what the attempt will need, say)."""
         from jupyter_client.manager import AsyncKernelManager
         from jupyter_core.utils import run_sync
 
@@ -115,11 +117,12 @@ class Kernel:
         # (papermill#511), and nothing listening on the network.
         km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
                                 ip=_ipc_prefix())
-        if self.template is not None:
+        if self.forker is not None:
             import uuid
+
             from .forkserver import provisioner_for
             km.kernel_id = str(uuid.uuid4())
-            km.provisioner = provisioner_for(km, self.template)
+            km.provisioner = provisioner_for(km, self.forker)
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter
         env = task_environment(self.request.env, self.request.withheld)
         run_sync(km.start_kernel)(cwd=self.request.cwd, env=env,
@@ -135,6 +138,8 @@ class Kernel:
         kc = km.client()
         kc.start_channels()
         try:
+            if meanwhile is not None:
+                meanwhile()
             run_sync(_await_ready)(km, kc, timeout)
         except Exception:
             kc.stop_channels()

@@ -20,7 +20,10 @@ ENGINE_NAME = "nborch"
 # then papermill fails the cell with a CellTimeoutError, however much output is still
 # coming: a cell that printed a lot, on a busy machine, failed although nothing hung.
 IOPUB_TIMEOUT = 60
-log = logging.getLogger("nborch")
+# nbclient's own messages: its warnings and errors (its INFO says "Executing notebook with
+# kernel" for every attempt, which `nborch run -v` need not repeat)
+log = logging.getLogger("nborch.nbclient")
+log.setLevel(logging.WARNING)
 
 
 class NborchClient(PapermillNotebookClient):
@@ -33,7 +36,8 @@ class NborchClient(PapermillNotebookClient):
         super().__init__(nb_man, **kw)
         self.attempt = attempt
         self.kc = kc
-        self._code_cells = sum(1 for c in nb_man.nb.cells if c.cell_type == "code" and c.source.strip())
+        self._code_cells = sum(1 for c in nb_man.nb.cells
+                               if c.cell_type == "code" and c.source.strip())
         self._done = 0
         self.on_cell_execute = self._cell_execute
         self.on_cell_executed = self._cell_executed

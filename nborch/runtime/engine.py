@@ -14,8 +14,9 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..core import private
 from ..core.clock import format_duration, utcnow
@@ -42,7 +43,7 @@ HEARTBEAT_SECONDS = 5.0
 class RunHandle:
     """A run in progress. ``wait()`` returns the finished Run; ``cancel()`` stops it."""
 
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: Engine):
         self._engine = engine
         self.run: Run = engine.run
         self.run_id = engine.run.run_id
@@ -249,6 +250,8 @@ class Engine:
             elif len(self._running) < self.max_parallel:
                 self._warming.discard(name)
                 self._launch(name)
+            elif not self.incremental:
+                break  # no free slot; with --incremental each is first checked once
         self._prewarm()
         return skipped
 

@@ -9,20 +9,34 @@ import signal
 import sys
 from contextlib import nullcontext
 
-from ..core.version import __version__
 from ..core.errors import NborchError, SpecError
 from ..core.states import RUN_STATES, State
-from .cli_common import (EXIT_CANCELLED, EXIT_FAILED, EXIT_INVALID, EXIT_OK, Stopped, open_store,
-                         printable, resolve_run_id, rich_console, serve_metrics, with_metrics)
+from ..core.version import __version__
+from .cli_common import (
+    EXIT_CANCELLED,
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    Stopped,
+    open_store,
+    printable,
+    resolve_run_id,
+    rich_console,
+    serve_metrics,
+    with_metrics,
+)
 
 RUNS_LIMIT = 50  # runs `nborch runs` lists unless told
 
 
 def cmd_run(args) -> int:
+    from . import quickstart
+    quickstart.start(args.executor)  # the kernel template first: it imports while this does
     from ..runtime.api import start_run
     from ..spec.loader import load
     from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
+    quickstart.loaded(pipeline)
     return _follow(args, lambda listeners: start_run(
         pipeline, params=parse_params(args.param), max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, logical_date=args.logical_date, home=args.home,
@@ -33,6 +47,8 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    from .quickstart import defer_rfc3987_syntax
+    defer_rfc3987_syntax()
     from ..runtime.api import resume_run
     run_id = resolve_run_id(open_store(args, readonly=True), args.run_id)
     return _follow(args, lambda listeners: resume_run(
@@ -47,6 +63,8 @@ def _follow(args, start, started_what: str) -> int:
     from .console import LiveProgress, PlainProgress, print_run
     out = sys.stderr if args.json else sys.stdout
     live = out.isatty() and not args.json
+    if args.verbose:
+        _log_to_stderr()
 
     def announce(event) -> None:  # first, before any task's progress line
         if isinstance(event, RunStarted):
@@ -82,10 +100,27 @@ def _follow(args, start, started_what: str) -> int:
     return {State.SUCCESS: EXIT_OK, State.CANCELLED: EXIT_CANCELLED}.get(run.status, EXIT_FAILED)
 
 
+def _log_to_stderr() -> None:
+    """``-v``: nborch's INFO messages (how kernels start, ...) on stderr, as it is when
+    they come (the live view shows what is printed there above itself)."""
+    import logging
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(self.format(record), file=sys.stderr, flush=True)
+
+    handler = ToStderr()
+    handler.setFormatter(logging.Formatter("nborch: %(message)s"))
+    logger = logging.getLogger("nborch")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+
 def cmd_validate(args) -> int:
     from ..spec.loader import load
-    from ..spec.yamltext import parse_params
     from ..spec.validate import prepare
+    from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     prepared = prepare(pipeline, parse_params(args.param))
     grids = len(pipeline.grids)
@@ -173,7 +208,8 @@ def _group(rows: list[dict]) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for row in rows:
         out.setdefault(row["task"], []).append(
-            {k: row[k] for k in ("attempt", "status", "started_at", "ended_at", "output_path", "error")})
+            {k: row[k] for k in ("attempt", "status", "started_at", "ended_at", "output_path",
+                                 "error")})
     return out
 
 
@@ -240,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="where tasks run: local (default), dask (a local Dask cluster), or "
                             "dask://HOST:PORT (an existing Dask scheduler)")
         p.add_argument("--json", action="store_true", help="print the finished run as JSON")
+        p.add_argument("-v", "--verbose", action="store_true",
+                       help="say more on stderr: whether each kernel is forked, and why not")
         with_metrics(p)
 
     p = sub.add_parser("run", help="run a pipeline")
@@ -276,8 +314,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="draw a pipeline's graph")
     p.add_argument("pipeline")
-    p.add_argument("-o", "--output", default="dag.svg", help="output file: .svg, .png, .pdf, .dot")
-    p.add_argument("--run", default=None, metavar="RUN_ID", help="colour the nodes by this run's states")
+    p.add_argument("-o", "--output", default="dag.svg",
+                   help="output file: .svg, .png, .pdf, .dot")
+    p.add_argument("--run", default=None, metavar="RUN_ID",
+                   help="colour the nodes by this run's states")
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("runs", help="list recorded runs, newest first")

@@ -3,6 +3,7 @@ Ploomber, measured in the same process run. Not part of the test suite.
 
     .venv/bin/python tests/benchmarks/bench.py [--reps 3] [--only chain10,fan16]
                                                [--ploomber VENV] [--out results.md]
+                                               [--skip "papermill CLI,dask"]
 
 Each measurement runs in a fresh subprocess (systems.py); repetitions are interleaved
 across systems so that a busy moment of the machine does not favour one of them. Ploomber
@@ -31,10 +32,14 @@ PM_SEQ, PM_THREADS, PM_CLI = ("papermill API, sequential", "papermill API, threa
                               "papermill CLI, per notebook")
 PL_SERIAL, PL_PARALLEL = "ploomber build (serial)", "ploomber build (parallel)"
 NOT_FORKED = "nborch, kernels not forked"
+COMMAND, INSTALLED = "nborch run", "nborch run, ipykernel install"  # the command, imports included
+COMMANDS = (COMMAND, INSTALLED, PM_CLI, PL_SERIAL, PL_PARALLEL)  # timed as whole processes
 PLAN = {  # scenario -> systems measured (nborch first)
-    "chain10": ["nborch", "nborch (CLI)", NOT_FORKED, PM_SEQ, PM_CLI, PL_SERIAL, PL_PARALLEL],
-    "fan16": ["nborch", NOT_FORKED, "nborch (dask executor)", PM_SEQ, PM_THREADS, PL_PARALLEL],
-    "dag50": ["nborch", NOT_FORKED, PM_SEQ, PM_THREADS, PL_SERIAL, PL_PARALLEL],
+    "chain10": ["nborch", INSTALLED, COMMAND, NOT_FORKED, PM_SEQ, PM_CLI, PL_SERIAL, PL_PARALLEL],
+    "fan16": ["nborch", INSTALLED, COMMAND, NOT_FORKED, "nborch (dask executor)", PM_SEQ,
+              PM_THREADS, PL_PARALLEL],
+    "dag50": ["nborch", INSTALLED, COMMAND, NOT_FORKED, PM_SEQ, PM_THREADS, PL_SERIAL,
+              PL_PARALLEL],
     "imports": ["nborch", PM_SEQ, PM_CLI],
     # papermill's API saves after every cell by default: over 15 min here, so the baseline
     # is papermill saving once at the end
@@ -80,9 +85,9 @@ def forked_kernel_cpu(samples: int = 5) -> float:
     import psutil
     from jupyter_core.utils import run_sync
 
-    from nborch.execution.forkserver import KernelTemplate
+    from nborch.execution.forkserver import KernelForker
     from nborch.execution.kernels import Kernel, KernelRequest
-    template = KernelTemplate()
+    template = KernelForker()
     costs = []
     try:
         for _ in range(samples):
@@ -101,9 +106,9 @@ def forked_kernel_cpu(samples: int = 5) -> float:
 
 def big_dag(root: Path, reps: int) -> list[str]:
     from nborch import Pipeline
-    from nborch.ui import graph
     from nborch.core.planner import Planner
     from nborch.spec.validate import prepare
+    from nborch.ui import graph
     scenario = scenarios.wide(root, 500, "big500")
     rows = []
     for label, step in (("validate (load, notebooks, parameters, graph)", "validate"),
@@ -124,7 +129,7 @@ def big_dag(root: Path, reps: int) -> list[str]:
                 planner = Planner({n: p.task for n, p in prepared.tasks.items()})
                 planner.advance(0.0)
                 planner.queued()
-                planner.soon_ready()
+                list(planner.soon_ready())
             else:
                 graph.render_svg(prepared.edges)
             times.append(time.perf_counter() - start)
@@ -142,16 +147,40 @@ def table(scenario: scenarios.Scenario, results: dict[str, list[dict]]) -> list[
         median = statistics.median(walls)
         ratio = "—" if system == "nborch" else f"{ours / median:.2f}"
         cpu = f"{statistics.median(r['cpu'] for r in runs):.2f} s" \
-            if "CLI" not in system and "ploomber" not in system else "—"
+            if system not in COMMANDS else "—"
         rss = f"{max(r['maxrss_mb'] for r in runs):.0f} MB" \
-            if "CLI" not in system and "ploomber" not in system else "—"
+            if system not in COMMANDS else "—"
         lines.append(f"| {system} | {median:.2f} s | {min(walls):.2f}–{max(walls):.2f} s | "
                      f"{ratio} | {cpu} | {rss} |")
     overhead = (ours - scenario.ideal) / scenario.critical_path
+    cpu = statistics.median(r["cpu"] for r in results["nborch"]) / len(scenario.edges)
     lines += ["", f"nborch per-task overhead on the critical path ((wall − ideal) / "
               f"{scenario.critical_path} tasks): **{overhead * 1000:.0f} ms**; orchestrator CPU "
-              f"per task: {statistics.median(r['cpu'] for r in results['nborch']) / len(scenario.edges) * 1000:.0f} ms.", ""]
-    return lines
+              f"per task: {cpu * 1000:.0f} ms.", ""]
+    return lines + command_lines(scenario, results)
+
+
+def command_lines(scenario: scenarios.Scenario, results: dict[str, list[dict]]) -> list[str]:
+    """The ``nborch run`` command against the papermill baseline of the targets, and where
+    its time goes before the first task (medians, seconds from the command's launch)."""
+    baseline = PM_SEQ if scenario.name == "chain10" else PM_THREADS
+    lines = []
+    for system in (INSTALLED, COMMAND):
+        runs = results.get(system)
+        if not runs:
+            continue
+        wall = statistics.median(r["wall"] for r in runs)
+        ratio = ""
+        if results.get(baseline):
+            ratio = f"{wall / statistics.median(r['wall'] for r in results[baseline]):.2f} × " \
+                    f"{baseline}; "
+        phases = ", ".join(
+            f"{label} {statistics.median(r[key] for r in runs):.2f} s" for label, key in (
+                ("run recorded as started", "run_started"),
+                ("first task started", "first_started"), ("first task ended", "first_ended")))
+        kernels = runs[0]["kernels"][0].removeprefix("nborch: ") if runs[0]["kernels"] else "?"
+        lines.append(f"- `{system}` (--max-parallel 4): {wall:.2f} s, {ratio}{phases}; {kernels}")
+    return lines + ([""] if lines else [])
 
 
 def main() -> int:
@@ -161,12 +190,15 @@ def main() -> int:
     parser.add_argument("--ploomber", default=os.environ.get("NBORCH_BENCH_PLOOMBER"),
                         metavar="VENV", help="a virtualenv with ploomber installed")
     parser.add_argument("--out", default=None, help="also write the markdown here")
+    parser.add_argument("--skip", default="", metavar="SYSTEM,...",
+                        help="leave out the systems whose names contain one of these")
     args = parser.parse_args()
     wanted = args.only.split(",")
     if args.ploomber:
         os.environ["NBORCH_BENCH_PLOOMBER"] = args.ploomber
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-             f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}; medians of {args.reps}.", ""]
+             f"{platform.python_version()}; {time.strftime('%Y-%m-%d')}; medians of "
+             f"{args.reps}.", ""]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         floor_cpu = kernel_start_cpu()
@@ -179,7 +211,9 @@ def main() -> int:
             if name not in wanted:
                 continue
             scenario = build(name, root)
-            systems = [s for s in PLAN[name] if "ploomber" not in s or args.ploomber]
+            skip = [word for word in args.skip.split(",") if word]
+            systems = [s for s in PLAN[name] if ("ploomber" not in s or args.ploomber)
+                       and (s == "nborch" or not any(word in s for word in skip))]
             results: dict[str, list[dict]] = {s: [] for s in systems}
             failed: dict[str, int] = dict.fromkeys(systems, 0)
             for rep in range(args.reps):

@@ -21,7 +21,8 @@ import os
 import queue
 import threading
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ...core import events
 from ...core.clock import utcnow
@@ -49,7 +50,7 @@ class DaskExecutor(Executor):
     name = "dask"
 
     @classmethod
-    def from_target(cls, target: str) -> "DaskExecutor":
+    def from_target(cls, target: str) -> DaskExecutor:
         return cls(target)
 
     def __init__(self, target: Any = "dask"):
@@ -71,6 +72,7 @@ class DaskExecutor(Executor):
             except (OSError, TimeoutError) as exc:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
             self._owns_client = True
+        self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
@@ -78,7 +80,7 @@ class DaskExecutor(Executor):
         self.client.subscribe_topic(self._topic, self._events.put)
 
     def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
-               done: Callable[[AttemptResult], None]) -> "DaskAttempt":
+               done: Callable[[AttemptResult], None]) -> DaskAttempt:
         key = f"nborch-{job.run_id}-{job.task}-{job.attempt}-{uuid.uuid4().hex[:6]}"
         if self.client.status != "running":  # the scheduler is gone: start nothing new
             done(AttemptResult(State.FAILED, utcnow(), utcnow(), None, {}, self._lost()))
@@ -87,6 +89,9 @@ class DaskExecutor(Executor):
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
+        if request is not None and not self._told:
+            self._told = True
+            log.info("kernels: started the usual way on the Dask workers, not forked")
         future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
                                     pure=False, resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
@@ -186,8 +191,8 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     for a command task, the command)."""
     import distributed
 
-    from ..runners import make_runner
     from ..kernels import Kernel
+    from ..runners import make_runner
 
     worker = distributed.get_worker()
 
@@ -204,7 +209,8 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     except Exception as exc:
         kernel.shutdown()
         return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
-            "KernelStartError", f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
+            "KernelStartError",
+            f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
     runner = make_runner(job, kernel, emit)
     finished = threading.Event()
     cancel = distributed.Event(key, client=distributed.get_client())

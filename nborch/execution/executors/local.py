@@ -12,15 +12,15 @@ import os
 import queue
 import threading
 import traceback
-from typing import Callable
+from collections.abc import Callable
 
 from ...core.clock import utcnow
 from ...core.errors import error_dict
 from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
+from ..kernels import Kernel, KernelRequest
 from ..runners import make_runner
 from .base import Executor
-from ..kernels import Kernel, KernelRequest
 
 log = logging.getLogger("nborch")
 
@@ -31,11 +31,11 @@ class _Slot:
     A command task's slot (``request`` None) has no kernel."""
 
     def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None],
-                 template=None):
+                 forker=None):
         self.key = key
         self.request = request
         self.ready = threading.Event()
-        self.kernel = Kernel(request, template) if request is not None else None
+        self.kernel = Kernel(request, forker) if request is not None else None
         self.runner = None
         self.claimed = False  # given its job (or discarded)
         self._jobs: queue.Queue = queue.Queue()
@@ -64,7 +64,7 @@ class _Slot:
     def _main(self) -> None:
         if self.kernel is not None:
             try:
-                self.kernel.start()
+                self.kernel.start(meanwhile=_import_runner)
             except Exception as exc:
                 self._start_error = exc
         self.ready.set()
@@ -103,6 +103,12 @@ class _Slot:
         done(result)
 
 
+def _import_runner() -> None:
+    """Import papermill and the attempt's engine (a third of a second, once per process)
+    while the first kernel starts, not after it."""
+    from .. import papermill_engine  # noqa: F401
+
+
 class LocalExecutor(Executor):
     name = "local"
     prewarms = True
@@ -111,10 +117,13 @@ class LocalExecutor(Executor):
         self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
         self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
+        self._not_forked = "turned off"  # why kernels are not forked, when they are not
         if fork_kernels is None:
             fork_kernels = os.environ.get("NBORCH_FORK_KERNELS", "1") != "0"
+            self._not_forked = "turned off by NBORCH_FORK_KERNELS=0"
         self._fork_kernels = fork_kernels
-        self._template = None  # started with the first kernel (see forkserver.py)
+        self._forker = None  # kernel templates, made with the first kernel (see forkserver.py)
+        self._kernel_names: set[str] = set()
 
     @property
     def forks_kernels(self) -> bool:
@@ -123,10 +132,17 @@ class LocalExecutor(Executor):
 
     def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
         """A slot for ``key`` (call with the lock held)."""
-        if request is not None and self._fork_kernels and self._template is None:
-            from ..forkserver import KernelTemplate
-            self._template = KernelTemplate()
-        return _Slot(key, request, self._ready, self._template)
+        if request is not None and request.name not in self._kernel_names:
+            self._kernel_names.add(request.name)
+            if not self._fork_kernels:
+                log.info("kernels %r: started the usual way, not forked: forking %s",
+                         request.name, self._not_forked)
+            else:
+                if self._forker is None:
+                    from ..forkserver import KernelForker, take_early
+                    self._forker = take_early() or KernelForker()
+                self._forker.prepare_kernel(request.name)  # its template starts now
+        return _Slot(key, request, self._ready, self._forker)
 
     def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
                done: Callable[[AttemptResult], None]) -> _Slot:
@@ -191,6 +207,6 @@ class LocalExecutor(Executor):
                 slot.discard()
         for slot in slots + finishing:
             slot.thread.join(timeout)
-        if self._template is not None:
-            self._template.close()
-            self._template = None
+        if self._forker is not None:
+            self._forker.close()
+            self._forker = None
