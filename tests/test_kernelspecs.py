@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO, kernel_templates, nborch, write_notebook, write_pipeline
 
 from nborch import Pipeline
-from nborch.execution.forkserver import fork_plan, same_python, split_kernel_command
+from nborch.execution.forkplan import fork_plan, same_python, split_kernel_command
 
 PY = sys.executable
 IN_VENV = sys.prefix != sys.base_prefix
