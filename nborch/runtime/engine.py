@@ -214,7 +214,8 @@ class Engine:
             wake = self.planner.next_wakeup()
             wait = HEARTBEAT_SECONDS if wake is None else \
                 max(0.0, min(wake - now, HEARTBEAT_SECONDS))
-            if deadline is not None:
+            timing = deadline is not None and not (self._cancel_requested or self._timed_out)
+            if timing:
                 wait = max(0.0, min(wait, deadline - now))
             try:
                 kind, name, result = self._inbox.get(timeout=wait)
@@ -227,8 +228,7 @@ class Engine:
                     self._cannot_record(exc)
                 self._check_cancel_request()
                 last_beat = time.monotonic()
-            if deadline is not None and not self._cancel_requested and \
-                    time.monotonic() >= deadline:
+            if timing and time.monotonic() >= deadline:
                 self._time_out()
             if kind == "done":
                 self._finish(name, result)
