@@ -103,7 +103,7 @@ def hostile_run(pipeline: str, run_id: str, texts: list[str]) -> Run:
     start, end = "2026-01-01T00:00:00+00:00", "2026-01-01T00:00:09+00:00"
     tasks = [
         TaskRun(f"{t[0]}-ok", status="success", attempts=1, started_at=start, ended_at=end,
-                output_path=f"/work/{t[1]}/{t[2]}.ipynb", values={t[3]: t[4], "v": [t[5]]}),
+                output_path=f"/srv/project/{t[1]}/{t[2]}.ipynb", values={t[3]: t[4], "v": [t[5]]}),
         TaskRun(f"{t[1]}-run", status="running", attempts=2, started_at=start,
                 progress={"cell": 2, "cells": 5, "line": t[6]}),
         TaskRun(f"{t[2]}-bad", status="failed", attempts=1, started_at=start, ended_at=end,
@@ -129,7 +129,7 @@ def test_no_user_text_becomes_markup_in_any_fragment(pipeline, run_id, texts):
         return  # two tasks of the same name: not a run
     grids = groups(run)
     fragments = {
-        "snapshot": htmlview.snapshot(run, None, base=Path("/work")),
+        "snapshot": htmlview.snapshot(run, None, base=Path("/srv/project")),
         "widget table": htmlview.task_table(run, expand_grids=False),
         "header": htmlview.header(run),
         "summary": htmlview.summary_line(htmlview.summary_text(run) + texts[0]),

@@ -21,7 +21,7 @@ def grid_run(n: int) -> Run:
     """An upstream task, a grid of ``n`` instances in mixed states, and a task after it."""
     start, end = "2026-01-01T00:00:05+00:00", "2026-01-01T00:00:35+00:00"
     tasks = {"extract": TaskRun("extract", status="success", attempts=1, started_at=start,
-                                ended_at=end, output_path="/work/out/extract.ipynb",
+                                ended_at=end, output_path="/srv/project/out/extract.ipynb",
                                 values={"rows": 1200})}
     for i in range(n):
         state = STATES[i % len(STATES)]
@@ -30,7 +30,7 @@ def grid_run(n: int) -> Run:
         if state != "pending":
             t.started_at = start
         if state in ("success", "failed"):
-            t.ended_at, t.output_path = end, f"/work/out/region-{i}.ipynb"
+            t.ended_at, t.output_path = end, f"/srv/project/out/region-{i}.ipynb"
         if state == "success":
             t.values = {"total": i * 3.5, "label": f"region {i}"}
         if state == "running":
