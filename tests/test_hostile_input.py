@@ -23,7 +23,7 @@ from jinja2.sandbox import SecurityError
 
 from nborch import Pipeline
 from nborch.core.errors import SpecError
-from nborch.core.model import check_task_name, is_parameter_name
+from nborch.core.task import check_task_name, is_parameter_name
 from nborch.spec.loader import from_mapping, load
 from nborch.spec.templating import render, template_error
 from nborch.spec.yamltext import parse_params, parse_scalar, parse_yaml_text
@@ -150,7 +150,7 @@ def test_escape_sequences_are_shown_not_sent(text, escape):
 @quick
 @given(text=st.one_of(hostile_text, st.sampled_from(
     ["[bold]x", "[link=https://example.com]click[/link]", "[/]", "x\\", "\\[b]", "[red]a[/red]",
-     ":smile:", "[@click=app.quit]q[/]"])))
+     ":smile:", "[@click=app.quit]q[/]", "\\[", "a\\\\[ b"])))
 def test_markup_in_user_text_is_shown_as_written(text):
     from rich.text import Text
     shown = Text.from_markup(f"[bold]{markup(text)}[/] and [dim]{markup(text, False)}[/]",
@@ -311,9 +311,9 @@ def test_ploomber_params_names_are_identifiers_or_refused(ploomber_project, name
     else:
         assert ok
         task = pipeline.tasks[next(iter(pipeline.tasks))]
-        if task.ploomber.source is not None:  # the generated notebook of a function task
+        if task.product_convention.source is not None:  # the generated notebook of a function task
             import ast
-            for cell in task.ploomber.source["cells"]:
+            for cell in task.product_convention.source["cells"]:
                 ast.parse(cell["source"])
 
 

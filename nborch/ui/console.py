@@ -32,6 +32,7 @@ from ..core.states import (
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _CONTROLS_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_MARKUP = re.compile(r"(\\*)(\[(?:[a-z#/@][^[]*?\])?|\Z)")  # rich's tags, a bracket, the end
 
 
 def printable(text: object, multiline: bool = True) -> str:
@@ -44,9 +45,15 @@ def printable(text: object, multiline: bool = True) -> str:
 
 def markup(text: object, multiline: bool = True) -> str:
     """``printable`` text for a rich markup string: ``[bold]`` or ``[link=...]`` in it is
-    shown, not applied."""
-    from rich.markup import escape
-    return escape(printable(text, multiline))
+    shown, not applied, and every backslash stays. (``rich.markup.escape`` leaves a bracket
+    that opens no tag alone, yet rich reads backslash-bracket as a bracket: ``\\[`` lost its
+    backslash.)"""
+    def escaped(match: re.Match) -> str:
+        slashes, rest = match.groups()
+        if rest == "[":  # opens no tag: rich reads backslash-bracket as a bracket
+            return slashes + "\\["
+        return slashes * 2 + ("\\" + rest if rest else "")  # a tag, or the end: a tag follows
+    return _MARKUP.sub(escaped, printable(text, multiline))
 
 
 def styled(state: str) -> str:
