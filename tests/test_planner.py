@@ -7,9 +7,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nborch.core.model import Task
 from nborch.core.planner import Planner
 from nborch.core.states import FINAL, State
+from nborch.core.task import Task
 
 _OK = ("success", "skipped")
 _BAD = ("failed", "upstream_failed")

@@ -11,8 +11,8 @@ from conftest import write_notebook
 
 from nborch import Pipeline
 from nborch.core.errors import SpecError, ValidationError
-from nborch.core.model import Task
 from nborch.core.planner import Planner
+from nborch.core.task import Task
 from nborch.spec.loader import from_mapping, load, load_yaml
 from nborch.spec.yamltext import parse_scalar, parse_yaml_text
 

@@ -13,8 +13,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from .dag import downstream_map, path_lengths
-from .model import Task
 from .states import FAILURES, FINAL, SUCCESSFUL, WAITING, State
+from .task import Task
 
 
 @dataclass(frozen=True)

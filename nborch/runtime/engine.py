@@ -29,7 +29,6 @@ from ..execution import outputs
 from ..execution.attempt import AttemptJob, AttemptResult
 from ..execution.executors import Executor
 from ..execution.kernels import KernelRequest
-from ..spec.ploomber import injected_upstream, ploomber_job
 from ..spec.validate import PreparedRun, stable_hash
 from ..store.store import Store
 from . import lineage
@@ -388,9 +387,9 @@ class Engine:
 
     def _job(self, name: str, attempt: int) -> AttemptJob:
         p = self.prepared.tasks[name]
-        ploomber = p.task.ploomber
-        if ploomber is not None:  # Ploomber's shape: each upstream task's product
-            upstream = injected_upstream(p.task, lambda up: self.prepared.tasks[up].product)
+        convention = p.task.product_convention
+        if convention is not None:  # each upstream task's product
+            upstream = convention.upstream_products(lambda up: self.prepared.tasks[up].product)
         else:
             upstream = {up: {"notebook": self.run.tasks[up].output_path,
                              "values": self.run.tasks[up].values,
@@ -401,7 +400,7 @@ class Engine:
             env["NBORCH_UPSTREAM"] = json.dumps(upstream)
         elif p.inject_upstream:
             parameters["upstream"] = upstream
-        if ploomber is not None and "product" in parameters:  # last, as Ploomber injects it
+        if convention is not None and "product" in parameters:  # injected last
             parameters["product"] = parameters.pop("product")
         return AttemptJob(
             run_id=self.run.run_id, task=name, attempt=attempt,
@@ -411,7 +410,7 @@ class Engine:
             env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
             timeout=p.task.timeout, secret_values=self.prepared.secret_values,
             resources=p.task.resources, command=p.command, products=p.products,
-            **(ploomber_job(ploomber, p.products) if ploomber is not None else {}))
+            **(convention.job_options(p.products) if convention is not None else {}))
 
 
 def _task_record(p) -> dict:

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import SpecError
-from ..core.model import TASK_DEFAULTS, Pipeline, check_task_name, has_nul, normalize_options
+from ..core.model import Pipeline
+from ..core.task import TASK_DEFAULTS, check_task_name, has_nul, normalize_options
 from .yamltext import key_line, parse_yaml_text, unknown_keys
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",

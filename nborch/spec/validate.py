@@ -15,8 +15,9 @@ from pathlib import Path
 from ..core.dag import find_cycle
 from ..core.errors import SpecError, ValidationError
 from ..core.hooks import missing_settings
-from ..core.model import Pipeline, Task, has_nul
+from ..core.model import Pipeline
 from ..core.secrecy import MIN_SECRET_LENGTH, own_credentials, search_path, too_short
+from ..core.task import Task, has_nul
 from .notebooks import NotebookInfo, inspect_node, inspect_notebook, type_mismatch, type_name
 from .templating import render, template_error
 
@@ -105,7 +106,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     # project's tasks have theirs already, wildcards expanded).
     for name, info in infos.items():
         declared = info.declared_upstream
-        if declared and pipeline.tasks[name].ploomber is None:
+        if declared and pipeline.tasks[name].product_convention is None:
             pipeline.add_upstream(name, declared)
     problems += graph_problems(pipeline)
 
@@ -155,9 +156,9 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if product is not None and "product" in values:
             problems.append(f"{label(task)}: 'product' is injected from the task's declared "
                             "product; do not also give it as a parameter")
-        if task.ploomber is not None:
-            from .ploomber import parameter_problems as ploomber_problems
-            problems += ploomber_problems(label(task), task, info, values)
+        convention = task.product_convention
+        if convention is not None:
+            problems += convention_parameter_problems(label(task), task, info, values)
         else:
             problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
@@ -165,10 +166,10 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
             problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
                             f"{', '.join(sorted(installed_kernels()))}); "
                             "set 'kernel:' or install it")
-        if product is not None and ("product" in info.parameters or task.ploomber is not None):
+        if product is not None and ("product" in info.parameters or convention is not None):
             values["product"] = product  # a notebook that declares `product` gets it
-        # Ploomber leaves `upstream = None` alone in a task without upstream tasks.
-        inject = bool(task.upstream) or ("upstream" in info.parameters and task.ploomber is None)
+        # A product convention leaves `upstream = None` alone without upstream tasks.
+        inject = bool(task.upstream) or ("upstream" in info.parameters and convention is None)
         prepared[name] = PreparedTask(task, values, kernel, inject, secrets, info.source_hash,
                                       product=product)
     problems += _shared_products(prepared)
@@ -178,10 +179,11 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
 
 
 def _inspect(task: Task) -> NotebookInfo:
-    """A task's notebook, or the notebook generated for a Ploomber function task."""
-    if task.ploomber is not None and task.ploomber.source is not None:
+    """A task's notebook, or the notebook generated for it (a Ploomber function task's)."""
+    convention = task.product_convention
+    if convention is not None and convention.source is not None:
         import nbformat
-        return inspect_node(nbformat.from_dict(task.ploomber.source), task.notebook)
+        return inspect_node(nbformat.from_dict(convention.source), task.notebook)
     return inspect_notebook(task.notebook)
 
 
@@ -299,6 +301,29 @@ def parameter_problems(who: str, task: Task, info: NotebookInfo, values: dict) -
             problems.append(
                 f"{who}: parameter {key!r} of {nb} is {type_name(param.default)} "
                 f"(default {param.default_source}) but gets {type_name(value)} {value!r}")
+    return problems
+
+
+def convention_parameter_problems(who: str, task: Task, info: NotebookInfo,
+                                  values: dict) -> list[str]:
+    """A task with a product convention gets parameters its notebook does not declare
+    injected anyway (as Ploomber does), unless its parameters are strict: then they, and
+    declared ones nobody passes, are errors."""
+    nb = task.notebook
+    if values and not info.has_parameters_cell:
+        return [f"{who}: parameters given but {nb} has no cell tagged 'parameters' "
+                "(tag the cell that holds the defaults)"]
+    problems = [f"{who}: 'upstream' is injected and cannot be a parameter"
+                for key in values if key == "upstream"]
+    if not task.product_convention.strict_parameters or not info.parameters:
+        return problems
+    injected = ("upstream", "product")
+    unexpected = [k for k in values if k not in info.parameters and k not in injected]
+    missing = [k for k in info.parameters if k not in values and k not in injected]
+    problems += [f"{who}: parameter {k!r} is not declared in the parameters cell of {nb} "
+                 "(its parameters are checked strictly)" for k in unexpected]
+    problems += [f"{who}: parameter {k!r} of {nb} is not given in 'params' "
+                 "(its parameters are checked strictly)" for k in missing]
     return problems
 
 

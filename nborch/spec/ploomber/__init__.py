@@ -1,11 +1,11 @@
 """Ploomber projects: a Ploomber ``pipeline.yaml`` (and its env file) read into a Pipeline.
 
 Ploomber's repository was archived in 2025; its projects run here unchanged (SPEC 1.6). This
-package only translates: each task becomes an nborch notebook task that carries a
-``PloomberTask``, and the few places that behave differently for such a task read it:
-``validate.prepare`` (relaxed parameter checks, ``product`` always injected), the engine
-(``upstream`` in Ploomber's shape) and the attempt (the executed notebook also written to the
-``nb`` product, exported by nbconvert when it is not ``.ipynb``).
+package only translates: each task becomes an ordinary notebook task with a
+``core.task.ProductConvention`` (products for ``upstream``, ``product`` always injected,
+lenient or strict parameters, the executed notebook also written to the ``nb`` product and
+exported by nbconvert when it is not ``.ipynb``); nothing outside this package knows
+Ploomber.
 
 Ploomber's rules followed here, checked against Ploomber 0.23.3 (docs/ploomber.md lists every
 key of its spec and what nborch does with it):
@@ -21,20 +21,12 @@ key of its spec and what nborch does with it):
 
 Modules: ``keys`` (the spec's keys: read, ignored, refused), ``env`` (placeholders and the env
 file), ``grid`` (grids and ``[[placeholders]]``), ``functions`` (function tasks, hooks,
-computed values), ``reader`` (the spec into a Pipeline), ``conventions`` (what a translated
-task carries, for the engine and the checks).
+computed values), ``reader`` (the spec into a Pipeline), ``conventions`` (what a task
+carries while it is read, and the generic convention it becomes).
 """
 
-from .conventions import (
-                          PloomberTask,
-                          injected_upstream,
-                          looks_like_ploomber,
-                          parameter_problems,
-                          ploomber_job,
-)
-from .functions import PloomberHook
+from .conventions import looks_like_ploomber
 
-# ``reader.load`` (the spec into a Pipeline) is imported from ``reader`` itself: it builds a
-# ``core.model.Pipeline``, and what the engine and the checks import from here must not.
-__all__ = ["PloomberHook", "PloomberTask", "injected_upstream", "looks_like_ploomber",
-           "parameter_problems", "ploomber_job"]
+# ``reader.load`` (the spec into a Pipeline) is imported from ``reader`` itself, only when a
+# Ploomber spec is met.
+__all__ = ["looks_like_ploomber"]

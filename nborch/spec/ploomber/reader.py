@@ -12,11 +12,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from ...core.errors import SpecError
-from ...core.model import (
+from ...core.model import GridInstances, Pipeline
+from ...core.task import (
     MAX_GRID,
     TASK_DEFAULTS,
-    GridInstances,
-    Pipeline,
     Task,
     check_task_name,
     has_nul,
@@ -26,7 +25,7 @@ from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
 from ..yamltext import parse_yaml_text
 from . import env, functions, grid, sources
-from .conventions import PloomberTask
+from .conventions import PloomberTask, convention
 from .keys import (
     FILE_SUFFIXES,
     META_KEYS,
@@ -358,10 +357,8 @@ class _Reader:
                 continue
             for name in draft.names:
                 task = pipeline.tasks[name]
-                task_info = info
-                if info.function is not None:
-                    task_info = replace(info, source=self._function_notebook(draft, task))
-                pipeline.tasks[name] = replace(task, ploomber=task_info,
+                source = None if info.function is None else self._function_notebook(draft, task)
+                pipeline.tasks[name] = replace(task, product_convention=convention(info, source),
                                                hooks=self._task_hooks(draft, task))
 
     def _task_hooks(self, draft: _Draft, task: Task) -> dict:

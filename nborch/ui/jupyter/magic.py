@@ -19,8 +19,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from ...core.errors import NborchError, SpecError
-from ...core.model import NAME_RE, Pipeline
+from ...core.model import Pipeline
 from ...core.states import State
+from ...core.task import NAME_RE
 
 DEFAULT_OUT = "_nborch_run"
 HANDLE_NAME = "_nborch_handle"
