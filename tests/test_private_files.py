@@ -134,7 +134,7 @@ def test_the_kernel_template_serves_its_own_user_only(workdir: Path):
         pytest.skip("needs root, to connect as another user")
     import psutil
 
-    from nborch.execution.forkserver import KernelTemplate
+    from nborch.execution.forking import KernelTemplate
     template = KernelTemplate()
     try:
         assert template._ready.wait(60) and not template._failed, template._failed

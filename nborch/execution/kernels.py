@@ -97,7 +97,7 @@ class Kernel:
 
     def __init__(self, request: KernelRequest, forker=None):
         self.request = request
-        self.forker = forker  # a forkserver.KernelForker to fork the kernel with, if it can
+        self.forker = forker  # a forking.KernelForker to fork the kernel with, if it can
         self.km = None
         self.kc = None
         self.pid: int | None = None
@@ -120,7 +120,7 @@ class Kernel:
         if self.forker is not None:
             import uuid
 
-            from .forkserver import provisioner_for
+            from .forking import provisioner_for
             km.kernel_id = str(uuid.uuid4())
             km.provisioner = provisioner_for(km, self.forker)
         extra = ["--IPKernelApp.log_level=ERROR"] if km.ipykernel else []  # no start-up chatter

@@ -26,7 +26,7 @@ def start(executor: str | None) -> None:
     global _forking
     defer_rfc3987_syntax()
     if executor in (None, "local") and os.environ.get("NBORCH_FORK_KERNELS", "1") != "0":
-        from ..execution.forkserver import start_early
+        from ..execution.forking import start_early
         start_early(["python3"])
         _forking = True
 
@@ -38,13 +38,13 @@ def loaded(pipeline) -> None:
     ``start`` started when no task has a kernel."""
     if not _forking:
         return
-    from ..execution import forkserver
+    from ..execution import forking
     names = {task.kernel or "python3" for task in pipeline.tasks.values()
              if task.command is None}
     if not names:
-        forkserver.stop_early()
+        forking.stop_early()
     elif names != {"python3"}:
-        forkserver.start_early(sorted(names))
+        forking.start_early(sorted(names))
 
 
 def defer_rfc3987_syntax() -> None:

@@ -85,7 +85,7 @@ def forked_kernel_cpu(samples: int = 5) -> float:
     import psutil
     from jupyter_core.utils import run_sync
 
-    from nborch.execution.forkserver import KernelForker
+    from nborch.execution.forking import KernelForker
     from nborch.execution.kernels import Kernel, KernelRequest
     template = KernelForker()
     costs = []

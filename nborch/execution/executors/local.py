@@ -139,7 +139,7 @@ class LocalExecutor(Executor):
                          request.name, self._not_forked)
             else:
                 if self._forker is None:
-                    from ..forkserver import KernelForker, take_early
+                    from ..forking import KernelForker, take_early
                     self._forker = take_early() or KernelForker()
                 self._forker.prepare_kernel(request.name)  # its template starts now
         return _Slot(key, request, self._ready, self._forker)
