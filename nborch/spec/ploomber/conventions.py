@@ -1,10 +1,11 @@
-"""What a task read from a Ploomber project carries while it is read (``PloomberTask``), and
-the generic ``ProductConvention`` it becomes: the engine, the checks and the attempt read
-that, and know nothing of Ploomber."""
+"""What a task read from a Ploomber project carries while it is read (``Draft``,
+``PloomberTask``), and the generic ``ProductConvention`` it becomes: the engine, the checks
+and the attempt read that, and know nothing of Ploomber."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ...core.task import ProductConvention
@@ -20,6 +21,27 @@ class PloomberTask:
     export_options: dict = field(default_factory=dict)  # nbconvert_export_kwargs
     exporter: str | None = None    # nbconvert_exporter_name
     function: str | None = None    # dotted path of a function task
+
+
+@dataclass
+class Draft:
+    """A task read from the spec, before its upstream names are known."""
+    name: str                      # a grid's: the name shown for the whole grid
+    notebook: Path
+    where: str
+    params: dict
+    product: Any
+    upstream_keys: list
+    options: dict
+    ploomber: PloomberTask
+    hooks: dict
+    name_template: str = ""        # a grid's `name:` (NAME + index, or [[placeholders]])
+    instances: list | None = None  # [(name, params, product)] of a grid
+    func: Any = None  # a function task's functions.Function
+
+    @property
+    def names(self) -> list[str]:
+        return [i[0] for i in self.instances] if self.instances is not None else [self.name]
 
 
 def looks_like_ploomber(data: Any) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -25,7 +25,7 @@ from ..notebooks import inspect_node, read_notebook
 from ..templating import render, template_error
 from ..yamltext import parse_yaml_text
 from . import env, functions, grid, sources
-from .conventions import PloomberTask, convention
+from .conventions import Draft, PloomberTask, convention
 from .keys import (
     FILE_SUFFIXES,
     META_KEYS,
@@ -48,27 +48,6 @@ _EVENTS = (("on_render", "on_render"), ("on_finish", "on_success"),
 def load(data: Any, source: Path, *, allow_large_grid: bool = False) -> Pipeline:
     """A Pipeline from a parsed Ploomber spec; raises SpecError listing every problem."""
     return _Reader(source, allow_large_grid).read(data)
-
-
-@dataclass
-class _Draft:
-    """A task read from the spec, before its upstream names are known."""
-    name: str                      # a grid's: the name shown for the whole grid
-    notebook: Path
-    where: str
-    params: dict
-    product: Any
-    upstream_keys: list
-    options: dict
-    ploomber: PloomberTask
-    hooks: dict
-    name_template: str = ""        # a grid's `name:` (NAME + index, or [[placeholders]])
-    instances: list | None = None  # [(name, params, product)] of a grid
-    func: functions.Function | None = None
-
-    @property
-    def names(self) -> list[str]:
-        return [i[0] for i in self.instances] if self.instances is not None else [self.name]
 
 
 class _Reader:
@@ -177,7 +156,7 @@ class _Reader:
 
     # -- one task ------------------------------------------------------------------------
 
-    def _draft(self, item: Any, index: int) -> _Draft | None:
+    def _draft(self, item: Any, index: int) -> Draft | None:
         where = _where(item, index)
         if not isinstance(item, dict) or not isinstance(item.get("source"), str):
             self.problems.append(f"{where}: must be a mapping with 'source' (a notebook, a "
@@ -233,7 +212,7 @@ class _Reader:
             return None
         return draft
 
-    def _notebook(self, src, item, where, params, product, static, options) -> _Draft | None:
+    def _notebook(self, src, item, where, params, product, static, options) -> Draft | None:
         path = (self.root / src).resolve()
         name = item.get("name") or path.stem
         try:
@@ -254,7 +233,7 @@ class _Reader:
         info = replace(info, static_analysis=static or "regular")
         return self._make(name, path, where, params, product, keys, item, options, info)
 
-    def _function(self, src, item, where, params, product, static, options) -> _Draft | None:
+    def _function(self, src, item, where, params, product, static, options) -> Draft | None:
         found = functions.locate(src, self.root, where, self.problems)
         if found is None:
             return None
@@ -266,7 +245,7 @@ class _Reader:
             draft.func = found
         return draft
 
-    def _make(self, name, path, where, params, product, keys, item, options, info) -> _Draft | None:
+    def _make(self, name, path, where, params, product, keys, item, options, info) -> Draft | None:
         template = ""
         if item.get("grid") is not None and isinstance(name, str) and grid.has_placeholders(name):
             template, name = name, grid.group_name(name, path.stem)
@@ -283,11 +262,11 @@ class _Reader:
             product = grid.map_paths(product, lambda p: str(path.parent / p))
         options.setdefault("cwd", str(self.root))
         hooks = {event: item[key] for key, event in _EVENTS if item.get(key)}
-        return _Draft(name, path, where, dict(params), product,
+        return Draft(name, path, where, dict(params), product,
                       list(dict.fromkeys(keys + explicit)), options, info, hooks,
                       name_template=template or name)
 
-    def _grid(self, spec: Any, draft: _Draft, where: str) -> list | None:
+    def _grid(self, spec: Any, draft: Draft, where: str) -> list | None:
         """The instances: ``(name, grid values, product)`` each (see ``grid``)."""
         def computed(value):
             found, values = self._computed(value, True, f"{where}: grid")
@@ -328,7 +307,7 @@ class _Reader:
 
     # -- adding the tasks --------------------------------------------------------------
 
-    def _add(self, pipeline: Pipeline, drafts: list[_Draft]) -> None:
+    def _add(self, pipeline: Pipeline, drafts: list[Draft]) -> None:
         every = [n for d in drafts for n in d.names]
         for draft in drafts:
             upstream = {}
@@ -361,7 +340,7 @@ class _Reader:
                 pipeline.tasks[name] = replace(task, product_convention=convention(info, source),
                                                hooks=self._task_hooks(draft, task))
 
-    def _task_hooks(self, draft: _Draft, task: Task) -> dict:
+    def _task_hooks(self, draft: Draft, task: Task) -> dict:
         product = grid.map_paths(task.product, lambda p: str((self.root / p).resolve()))
         params = {**task.parameters, "product": product}
         given = {"product": product, "params": params, "client": None,
@@ -380,7 +359,7 @@ class _Reader:
                 hooks[event] = (Hook("python", hook),)
         return hooks
 
-    def _function_notebook(self, draft: _Draft, task: Task) -> dict | None:
+    def _function_notebook(self, draft: Draft, task: Task) -> dict | None:
         """The notebook a function task runs (its arguments checked against the def)."""
         upstream = task.upstream or draft.upstream_keys  # (some may be tasks not read)
         passed = ["product", *(["upstream"] if upstream else []), *task.parameters]
