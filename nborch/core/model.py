@@ -144,9 +144,9 @@ class Pipeline:
 
     def notebook(self, path: str | Path, *, name: str | None = None,
                  upstream: Iterable[Task | Grid | str] = (), parameters: dict | None = None,
-                 grid: dict | None = None, product: str | dict | None = None,
-                 on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
-                 **options: Any) -> Task | Grid:
+                 grid: dict | GridInstances | None = None,
+                 product: str | dict | None = None, on_failure: Any = None,
+                 on_success: Any = None, on_retry: Any = None, **options: Any) -> Task | Grid:
         """Add a notebook task; ``path`` is relative to the pipeline's folder (the current
         folder for a pipeline built in Python). Returns the task, usable in ``upstream``.
 
@@ -178,10 +178,12 @@ class Pipeline:
             raise SpecError(f"task {name or argv[0]!r}: a command argument cannot contain a NUL "
                             "byte", source=self._where())
         options.setdefault("cwd", self.defaults["cwd"] or self.root)
-        return self._add(Path(argv[0]).stem if name is None else name, command=argv,
+        task = self._add(Path(argv[0]).stem if name is None else name, command=argv,
                          upstream=upstream, product=product,
                          hooks={"on_failure": on_failure, "on_success": on_success,
                                 "on_retry": on_retry}, options=options)
+        assert isinstance(task, Task)  # a command has no grid
+        return task
 
     def _add(self, name: str, *, notebook: Path | None = None,
              command: tuple[str, ...] | None = None, upstream: Iterable, parameters=None,

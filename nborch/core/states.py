@@ -26,7 +26,7 @@ class State(str, Enum):
     CRASHED = "crashed"                  # a run whose orchestrating process died
 
     __str__ = str.__str__
-    __format__ = str.__format__
+    __format__ = str.__format__  # type: ignore[assignment]
     __repr__ = str.__repr__  # 'running', as before the enum, in reprs and messages
 
 

@@ -102,7 +102,10 @@ class Task:
     def workdir(self) -> Path:
         """Where the task runs: its notebook's folder (a command: the pipeline's folder, set
         as ``cwd`` when the task is made) unless ``cwd`` says otherwise."""
-        return self.cwd or self.notebook.parent
+        if self.cwd is not None:
+            return self.cwd
+        assert self.notebook is not None, "a command task is made with a cwd"
+        return self.notebook.parent
 
 
 def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:

@@ -133,18 +133,17 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                          for var in missing_settings(listed, secret_env)]
     prepared: dict[str, PreparedTask] = {}
     for name, task in pipeline.tasks.items():
-        info = infos.get(name)
-        if info is None and task.command is None:  # unreadable notebook: already reported
+        if name not in infos and task.command is None:  # unreadable notebook: already reported
             continue
         values = _render_all(task.parameters, context, f"{label(task)}: parameter", problems)
         product = _render_product(pipeline, task, {**context, "task": name, "parameters": values},
                                   problems)
         secrets = {s: secret_env[s] for s in task.secrets if s in secret_env}
         if task.command is not None:
-            argv = _render_all(dict(enumerate(task.command)),
-                               {**context, "task": name, "product": product},
-                               f"{label(task)}: command argument", problems)
-            argv = tuple(str(argv[i]) for i in sorted(argv))
+            rendered = _render_all(dict(enumerate(task.command)),
+                                   {**context, "task": name, "product": product},
+                                   f"{label(task)}: command argument", problems)
+            argv = tuple(str(rendered[i]) for i in sorted(rendered))
             problems += [f"{label(task)}: command argument {a!r} contains a NUL byte"
                          for a in argv if has_nul(a)]
             if len(argv) == len(task.command):
@@ -153,12 +152,14 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                                           stable_hash([argv, task.env]), command=argv,
                                           product=product)
             continue
+        info = infos[name]
         if product is not None and "product" in values:
             problems.append(f"{label(task)}: 'product' is injected from the task's declared "
                             "product; do not also give it as a parameter")
         convention = task.product_convention
         if convention is not None:
-            problems += convention_parameter_problems(label(task), task, info, values)
+            problems += convention_parameter_problems(label(task), task, info, values,
+                                                      strict=convention.strict_parameters)
         else:
             problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
@@ -180,6 +181,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
 
 def _inspect(task: Task) -> NotebookInfo:
     """A task's notebook, or the notebook generated for it (a Ploomber function task's)."""
+    assert task.notebook is not None, "a command task has no notebook to read"
     convention = task.product_convention
     if convention is not None and convention.source is not None:
         import nbformat
@@ -205,7 +207,7 @@ def _render_product(pipeline: Pipeline, task: Task, context: dict,
     if task.product is None:
         return None
     single = isinstance(task.product, str)
-    raw = {"product": task.product} if single else task.product
+    raw = {"product": task.product} if isinstance(task.product, str) else task.product
     rendered = _render_all(raw, context, f"{label(task)}: product", problems)
     paths = {}
     for key, value in rendered.items():
@@ -304,8 +306,8 @@ def parameter_problems(who: str, task: Task, info: NotebookInfo, values: dict) -
     return problems
 
 
-def convention_parameter_problems(who: str, task: Task, info: NotebookInfo,
-                                  values: dict) -> list[str]:
+def convention_parameter_problems(who: str, task: Task, info: NotebookInfo, values: dict,
+                                  *, strict: bool) -> list[str]:
     """A task with a product convention gets parameters its notebook does not declare
     injected anyway (as Ploomber does), unless its parameters are strict: then they, and
     declared ones nobody passes, are errors."""
@@ -315,7 +317,7 @@ def convention_parameter_problems(who: str, task: Task, info: NotebookInfo,
                 "(tag the cell that holds the defaults)"]
     problems = [f"{who}: 'upstream' is injected and cannot be a parameter"
                 for key in values if key == "upstream"]
-    if not task.product_convention.strict_parameters or not info.parameters:
+    if not strict or not info.parameters:
         return problems
     injected = ("upstream", "product")
     unexpected = [k for k in values if k not in info.parameters and k not in injected]

@@ -30,7 +30,7 @@ COMPUTE_TIMEOUT = 300  # seconds for every computed value of a pipeline together
 class Function:
     """A top-level ``def`` found in a module's source (read, not imported)."""
     path: Path
-    node: ast.FunctionDef
+    node: ast.FunctionDef | ast.AsyncFunctionDef
     digest: str  # sha256 of the function's own source (decorators included)
 
 
@@ -78,7 +78,7 @@ def check_imports(code: str, where: str, path: str, problems: list[str]) -> None
                         "install ploomber)")
 
 
-def signature(func: ast.FunctionDef) -> tuple[list[str], list[str], bool]:
+def signature(func: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[list[str], list[str], bool]:
     """A def's argument names, those without a default, and whether it takes ``**kwargs``."""
     args = func.args
     positional = [a.arg for a in args.posonlyargs + args.args]
@@ -87,7 +87,7 @@ def signature(func: ast.FunctionDef) -> tuple[list[str], list[str], bool]:
     return positional + [a.arg for a in args.kwonlyargs], required, args.kwarg is not None
 
 
-def subscripts(func: ast.FunctionDef, name: str) -> list[str]:
+def subscripts(func: ast.FunctionDef | ast.AsyncFunctionDef, name: str) -> list[str]:
     """The keys of ``name["KEY"]`` in a function's body: Ploomber's upstream declaration."""
     keys = [node.slice.value for node in ast.walk(func)
             if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)

@@ -58,7 +58,7 @@ TASK_CLASSES = {"notebook": ("NotebookRunner", "ScriptRunner"), "function": ("Py
 
 def unknown_keys(mapping: Any, allowed: tuple, where: str) -> list[str]:
     """A problem for each key of ``mapping`` nborch refuses or does not know."""
-    problems = []
+    problems: list[str] = []
     if not isinstance(mapping, dict):
         return problems
     for key in mapping:

@@ -4,6 +4,7 @@ file is reported at once (each task is checked as far as it can be, whatever the
 from __future__ import annotations
 
 import fnmatch
+import functools
 import math
 import re
 from dataclasses import replace
@@ -287,8 +288,8 @@ class _Reader:
             values = {**combination, **draft.params}
             try:
                 name = grid.instance_name(draft.name_template, i, values)
-                product = grid.map_paths(draft.product,
-                                     lambda p, i=i, v=values: grid.instance_path(p, i, v))
+                product = grid.map_paths(draft.product, functools.partial(
+                    grid.instance_path, index=i, values=values))
             except Exception as exc:  # jinja2 errors of every kind
                 self.problems.append(f"{where}: {template_error(exc)} in its name or "
                                      "product ([[placeholders]])")
@@ -365,8 +366,10 @@ class _Reader:
         passed = ["product", *(["upstream"] if upstream else []), *task.parameters]
         problems = functions.call_problems(draft.func.node, passed, draft.where)
         self.problems += problems
+        function = draft.ploomber.function
+        assert function is not None, "only a function task has a generated notebook"
         return None if problems else functions.function_notebook(
-            draft.ploomber.function, draft.func, self.root, passed)
+            function, draft.func, self.root, passed)
 
 
 # -- helpers --------------------------------------------------------------------------------
