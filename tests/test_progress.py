@@ -10,9 +10,11 @@ import time
 from pathlib import Path
 
 from conftest import nborch, run_json, write_notebook, write_pipeline
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nborch.core.events import Throttle
-from nborch.ui.logs import collapse_carriage_returns
+from nborch.ui.logs import collapse_carriage_returns, shown
 
 
 def start_run(path: Path, cwd: Path) -> tuple[subprocess.Popen, str]:
@@ -66,6 +68,30 @@ def test_carriage_return_progress_bars_stay_one_line(workdir: Path):
 def test_collapse_carriage_returns():
     assert collapse_carriage_returns("a\r b\r c\nnext\r\nend") == " c\nnext\nend"
     assert collapse_carriage_returns("tail\r") == "tail\r"  # nothing after it yet
+
+
+@given(text=st.text(), colours=st.booleans())
+def test_a_log_reaches_the_terminal_as_text(text, colours):
+    out = shown(text, colours)
+    escapes = out.replace("\x1b[", "").count("\x1b") if colours else out.count("\x1b")
+    assert escapes == 0  # on a terminal only colour sequences remain
+    assert not any(c in out for c in "\x07\x9b\x9d\r\x00")
+    if colours:
+        import re
+        assert all(re.fullmatch(r"\x1b\[[0-9;]*m", m) for m in re.findall(r"\x1b\[[^a-z]*.?", out))
+
+
+def test_logs_show_escape_sequences_a_task_printed_as_text(workdir: Path):
+    """A task that prints a window title, an OSC 52 clipboard write and colours: `nborch
+    logs` (stdout not a terminal here) prints them as text and drops the colours."""
+    script = ("printf 'title\\033]0;pwned\\007 clip\\033]52;c;ZXZpbA==\\007 "
+              "\\033[31mred\\033[0m end\\n'")
+    path = write_pipeline(workdir, {"name": "esc", "tasks": {"say": {"command": ["sh", "-c",
+                                                                                 script]}}})
+    run = run_json(nborch("run", str(path), "--json", cwd=workdir, check=True))
+    log = nborch("logs", run["run_id"], "say", cwd=workdir, check=True).stdout
+    assert "\x1b" not in log and "\x07" not in log
+    assert "title\\x1b]0;pwned\\x07 clip\\x1b]52;c;ZXZpbA==\\x07 red end" in log
 
 
 def test_show_json_reports_the_running_cell(workdir: Path):

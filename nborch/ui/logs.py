@@ -1,4 +1,9 @@
-"""Reading a task's log: all of it, or followed while the task runs (``logs --follow``)."""
+"""Reading a task's log: all of it, or followed while the task runs (``logs --follow``).
+
+A log holds whatever the task printed, so it is shown as text, never as commands to the
+terminal: colours (SGR sequences) are kept on a terminal and dropped elsewhere, and every
+other escape sequence or control character (a window title, OSC 52's clipboard, cursor
+moves) is shown as ``\x1b`` and the like, as ``nborch show`` shows task names."""
 
 from __future__ import annotations
 
@@ -8,9 +13,18 @@ from typing import IO
 
 from ..core.states import FINAL
 from ..store.store import Store
+from .console import printable
 
 POLL_SECONDS = 0.2
 _CR_LINE = re.compile(r"[^\n]*\r(?=[^\n])")
+_SGR = re.compile(r"(\x1b\[[0-9;]*m)")  # colours and text styles, nothing else
+
+
+def shown(text: str, colours: bool) -> str:
+    """``text`` of a log as it may reach a terminal (see the module's docstring)."""
+    parts = _SGR.split(text.rstrip("\r"))  # odd items are the SGR sequences
+    return "".join(part if i % 2 else printable(part)
+                   for i, part in enumerate(parts) if colours or not i % 2)
 
 
 def collapse_carriage_returns(text: str) -> str:
@@ -24,7 +38,7 @@ def print_log(store: Store, run_id: str, task: str, out: IO[str]) -> bool:
     if not path.exists():
         return False
     with open(path, encoding="utf-8", errors="replace", newline="") as fh:  # keep the \r
-        out.write(collapse_carriage_returns(fh.read()))
+        out.write(shown(collapse_carriage_returns(fh.read()), out.isatty()))
     return True
 
 
@@ -49,16 +63,16 @@ def follow_log(store: Store, run_id: str, task: str, out: IO[str]) -> None:
                 head, sep, pending = (pending + chunk).rpartition("\n")
                 if sep:
                     out.write(("\r\x1b[K" if partial_shown else "")
-                              + collapse_carriage_returns(head + "\n"))
+                              + shown(collapse_carriage_returns(head + "\n"), on_terminal))
                     partial_shown = False
                 if on_terminal and pending:
-                    out.write("\r\x1b[K" + pending.rsplit("\r", 1)[-1])
+                    out.write("\r\x1b[K" + shown(pending.rsplit("\r", 1)[-1], True))
                     partial_shown = True
                 out.flush()
         if ended:
             if pending:
                 out.write(("\r\x1b[K" if partial_shown else "")
-                          + collapse_carriage_returns(pending) + "\n")
+                          + shown(collapse_carriage_returns(pending), on_terminal) + "\n")
             out.flush()
             return
         time.sleep(POLL_SECONDS)
