@@ -139,3 +139,24 @@ def test_the_live_run_and_the_store_read_back_the_same(events):
     finally:
         store.close()
         shutil.rmtree(home, ignore_errors=True)
+
+
+@given(changes=st.lists(st.tuples(st.integers(0, 29), st.sampled_from(sorted(TASK_STATES))),
+                        max_size=200))
+def test_the_plain_progress_counts_a_grid_as_the_summary_of_its_states(changes):
+    """The terminal's line view keeps each grid's counts up to date (no pass over the
+    instances per event); its lines say what `summary` says of the instances' states."""
+    import io
+
+    from nborch.ui.console import PlainProgress
+    names = [f"g-{i}" for i in range(30)]
+    progress = PlainProgress(io.StringIO(), every=0.0)
+    progress(RunStarted("r", "p", "t", "t", {}, {n: {"grid": "g"} for n in names}, None, 1, "h"))
+    states = dict.fromkeys(names, State.PENDING)
+    for index, state in changes:
+        states[names[index]] = state
+        progress(TaskStateChanged("r", names[index], state, 1, "t"))
+    lines = [ln.split(" ", 1)[1] for ln in progress.stream.getvalue().splitlines()
+             if ln.split(" ", 1)[1].startswith("g: ")]
+    if lines:
+        assert lines[-1] == f"g: {summary(states.values())}"

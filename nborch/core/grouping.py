@@ -6,7 +6,8 @@ name (``by_region  37/100 done, 2 failed``) so a 500-instance grid stays readabl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 
 from .states import ACTIVE, SUCCESSFUL, State
 
@@ -43,9 +44,14 @@ def done_count(states: Iterable[str]) -> int:
 
 def summary(states: Iterable[str]) -> str:
     """``37/100 done, 2 failed, 61 pending``: done is success or skipped."""
-    states = list(states)
-    counts = {s: states.count(s) for s in dict.fromkeys(states)}
-    text = f"{done_count(states)}/{len(states)} done"
+    return counted_summary(Counter(states))
+
+
+def counted_summary(counts: Mapping[str, int]) -> str:
+    """``summary`` of a grid whose instances are counted by state (a view that keeps the
+    counts up to date pays nothing per instance)."""
+    done = sum(n for s, n in counts.items() if s in SUCCESSFUL)
+    text = f"{done}/{sum(counts.values())} done"
     if counts.get(State.SKIPPED):
         text += f" ({counts[State.SKIPPED]} skipped)"
     return ", ".join([text] + [f"{counts[s]} {s}" for s in _OTHERS if counts.get(s)])

@@ -12,12 +12,13 @@ import re
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import IO
 
 from ..core.clock import format_duration
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
-from ..core.grouping import grid_state, groups, summary
+from ..core.grouping import counted_summary, grid_state, groups, summary
 from ..core.run import Run, _seconds_between
 from ..core.states import (
     ACTIVE,
@@ -71,7 +72,8 @@ class PlainProgress:
         self.stream = stream or sys.stdout
         self.every = every
         self._grid_of: dict[str, str] = {}             # instance -> grid
-        self._states: dict[str, dict[str, str]] = {}   # grid -> {instance: state}
+        self._states: dict[str, str] = {}              # instance -> state
+        self._counts: dict[str, Counter] = {}          # grid -> {state: instances in it}
         self._said: dict[str, tuple[float, str]] = {}  # grid -> (when, summary) last written
 
     def __call__(self, event) -> None:
@@ -89,20 +91,21 @@ class PlainProgress:
             if task.get("grid"):
                 self._grid_of[name] = task["grid"]
                 kept = event.resumes and name not in event.rerun  # kept by a resume: done
-                self._states.setdefault(task["grid"], {})[name] = (State.SUCCESS if kept
-                                                                   else State.PENDING)
+                self._states[name] = State.SUCCESS if kept else State.PENDING
+                self._counts.setdefault(task["grid"], Counter())[self._states[name]] += 1
 
     def _grid_changed(self, event: TaskStateChanged) -> None:
-        grid = self._grid_of[event.task]
-        states = self._states[grid]
-        states[event.task] = event.state
+        grid, counts = self._grid_of[event.task], self._counts[self._grid_of[event.task]]
+        counts[self._states[event.task]] -= 1
+        counts[event.state] += 1
+        self._states[event.task] = event.state
         if event.state in LAST_ATTEMPT_FAILED:
             self._write(_task_line(event))
         last = self._said.get(grid)
         if last is None and event.state in UNSTARTED:
             return
-        text, now = summary(states.values()), time.monotonic()
-        ended = all(s in FINAL for s in states.values())
+        text, now = counted_summary(counts), time.monotonic()
+        ended = sum(n for s, n in counts.items() if s in FINAL) == counts.total()
         if last is None or (text != last[1] and (ended or now - last[0] >= self.every)):
             self._said[grid] = (now, text)
             self._write(f"{grid}: {text}")
