@@ -5,10 +5,12 @@ What is measured is what the run costs nborch's process per task: the engine and
 the events, the store, the Run, the listeners. Not part of the test suite.
 
     .venv/bin/python tests/benchmarks/engine_cost.py [--sizes 10,1000,10000] [--progress]
-                                                     [--kernels]
+                                                     [--kernels] [--views]
 
 Each size runs in a fresh process (``--one N``). ``--progress`` adds the listener that
-``nborch run`` prints progress lines with when its output is not a terminal. ``--kernels``
+``nborch run`` prints progress lines with when its output is not a terminal. ``--views`` also
+times the views a user opens on the finished run, as commands (``nborch show``, ``show
+--json``, ``runs``; wall seconds, a process each, imports included). ``--kernels``
 runs the notebooks for real (the local executor, forked kernels, ``--max-parallel 4``):
 then the orchestrator's CPU also holds what papermill and nbclient do for each attempt in
 its threads.
@@ -27,42 +29,24 @@ import time
 from pathlib import Path
 
 
-class InstantExecutor:
-    """Ends each attempt with success the moment it is submitted."""
+def instant_executor():
+    """An executor that ends each attempt with success the moment it is submitted."""
+    from nborch.core.clock import utcnow
+    from nborch.execution.attempt import AttemptResult
+    from nborch.execution.executors import Executor
 
-    name = "instant"
-    forks_kernels = True
+    class Instant(Executor):
+        name = "instant"
 
-    def __init__(self):
-        self.on_kernel_ready = lambda: None
+        def submit(self, job, request, emit, done):
+            now = utcnow()
+            done(AttemptResult("success", now, now, None, {}))
+            return self
 
-    def submit(self, job, request, emit, done):
-        from nborch.core.clock import utcnow
-        from nborch.execution.attempt import AttemptResult
-        now = utcnow()
-        done(AttemptResult("success", now, now, None, {}))
-        return self
+        def cancel(self) -> None:
+            pass
 
-    def cancel(self) -> None:
-        pass
-
-    def prewarm(self, task, attempt, request) -> None:
-        pass
-
-    def warm(self) -> set:
-        return set()
-
-    def starting(self) -> tuple[int, int]:
-        return 0, 0
-
-    def discard(self, task) -> None:
-        pass
-
-    def release(self, task, attempt) -> None:
-        pass
-
-    def shutdown(self) -> None:
-        pass
+    return Instant()
 
 
 def write_pipeline(root: Path, n: int) -> Path:
@@ -84,27 +68,42 @@ def write_pipeline(root: Path, n: int) -> Path:
     return path
 
 
-def one(n: int, progress: bool, kernels: bool = False) -> dict:
-    from nborch.spec.loader import load
+def views(home: Path, run_id: str) -> dict:
+    """Wall seconds of each view command on the run, and the bytes it printed."""
+    out = {}
+    env = {**os.environ, "NBORCH_HOME": str(home)}
+    for label, args in (("show", ["show", run_id]), ("show --json", ["show", run_id, "--json"]),
+                        ("runs", ["runs"])):
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "nborch", *args], env=env,
+                              capture_output=True, check=True)
+        out[label] = (time.perf_counter() - start, len(done.stdout))
+    return out
+
+
+def one(n: int, progress: bool, kernels: bool = False, timed_views: bool = False) -> dict:
+    from nborch.runtime.api import Pipeline
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        pipeline = load(str(write_pipeline(root, n)), allow_large_grid=True)
+        pipeline = Pipeline.load(str(write_pipeline(root, n)), allow_large_grid=True)
         listeners = []
         if progress:
             from nborch.ui.console import PlainProgress
             listeners.append(PlainProgress(open(os.devnull, "w")))
         cpu0 = time.process_time()
         handle = pipeline.start(max_parallel=4, home=str(root / ".nborch"),
-                                executor=None if kernels else InstantExecutor(),
+                                executor=None if kernels else instant_executor(),
                                 listeners=listeners)
         cpu1, wall1 = time.process_time(), time.perf_counter()
         run = handle.wait()
         cpu2, wall2 = time.process_time(), time.perf_counter()
         assert run.status == "success", run.status
+        seen = views(root / ".nborch", run.run_id) if timed_views else {}
     tasks = n + 2
     return {"tasks": tasks, "check_cpu": cpu1 - cpu0,
             "cpu_per_task_ms": (cpu2 - cpu1) / tasks * 1000, "wall": wall2 - wall1,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "views": seen}
 
 
 def main() -> int:
@@ -112,22 +111,26 @@ def main() -> int:
     parser.add_argument("--sizes", default="10,1000,10000")
     parser.add_argument("--progress", action="store_true")
     parser.add_argument("--kernels", action="store_true")
+    parser.add_argument("--views", action="store_true")
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(one(args.one, args.progress, args.kernels)))
+        print(json.dumps(one(args.one, args.progress, args.kernels, args.views)))
         return 0
     print("| grid instances | tasks | checking (CPU) | run: orchestrator CPU per task | run wall | "
           "peak RSS |\n|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
         out = subprocess.run([sys.executable, __file__, "--one", str(n)]
                              + (["--progress"] if args.progress else [])
-                             + (["--kernels"] if args.kernels else []),
+                             + (["--kernels"] if args.kernels else [])
+                             + (["--views"] if args.views else []),
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.splitlines()[-1])
         print(f"| {n:,} | {r['tasks']:,} | {r['check_cpu']:.2f} s | "
               f"{r['cpu_per_task_ms']:.2f} ms | {r['wall']:.1f} s | {r['peak_rss_mb']:.0f} MB |",
               flush=True)
+        for label, (seconds, size) in r["views"].items():
+            print(f"|   `nborch {label}` | | | {seconds:.2f} s | {size:,} bytes | |", flush=True)
     return 0
 
 
