@@ -59,7 +59,7 @@ class Task:
     secrets: tuple[str, ...] = ()
     resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
     grid: str | None = None  # the grid this task is an instance of
-    hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
+    hooks: dict = field(default_factory=dict)  # core.hooks.TASK_EVENTS -> (Hook, ...)
     command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
     product: str | dict | None = None  # declared output(s): a path template or name -> template
     ploomber: Any = None  # a ploomber.PloomberTask: this task keeps Ploomber's conventions
@@ -263,7 +263,7 @@ class Pipeline:
                  schedule: dict | None = None, source: str | Path | None = None,
                  root: str | Path | None = None, allow_large_grid: bool = False,
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
-                 run_timeout: Any = None, **defaults: Any):
+                 on_sla_miss: Any = None, run_timeout: Any = None, **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, "
                             "'_', '.' and '-'", source=str(source) if source else None)
@@ -285,7 +285,7 @@ class Pipeline:
         self.allow_large_grid = allow_large_grid
         self.run_timeout = read_run_timeout(run_timeout, self._where())
         self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
-                                 "on_retry": on_retry}, "pipeline")
+                                 "on_retry": on_retry, "on_sla_miss": on_sla_miss}, "pipeline")
         self.tasks: dict[str, Task] = {}
         self.grids: dict[str, tuple[str, ...]] = {}  # grid name -> its instances' names
 
