@@ -32,11 +32,12 @@ def judge(store, schedule: Schedule, now: datetime,
     if not schedule.sla or not schedule.cron:
         return []
     horizon = now - timedelta(seconds=schedule.sla)  # slots up to here are past their deadline
-    if schedule.paused:  # no runs were wanted: its slots are not late, now or after a resume
-        store.update_schedule(schedule.pipeline, sla_checked=horizon.isoformat())
-        return []
     start = datetime.fromisoformat(schedule.sla_checked or schedule.created_at
                                    or horizon.isoformat())
+    if schedule.paused:  # no runs were wanted: its slots are not late, now or after a resume
+        if next(schedule.slots(start, horizon), None) is not None:
+            store.update_schedule(schedule.pipeline, sla_checked=horizon.isoformat())
+        return []
     alerted, judged = [], None
     for n, slot in enumerate(schedule.slots(start, horizon)):
         if n == SLOTS_PER_TICK:
