@@ -4,6 +4,7 @@ scheduler process, a real store, a real HTTP server receiving the hooks)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -143,3 +144,20 @@ def test_bad_slas_are_exit_2_and_record_nothing(workdir: Path):
     proc = nborch("schedule", "add", "pipeline.yaml", "--cron", "0 6 * * *", cwd=workdir)
     assert proc.returncode == 2 and "did you mean 'on_sla_miss'?" in proc.stderr, proc.stderr
     assert Store(workdir / ".nborch").schedule_records() == []
+
+
+def test_a_command_hook_hears_of_a_slot_with_no_run(tmp_path: Path):
+    from nborch.core.hooks import Hook
+    from nborch.runtime.hooks import email_text, send, sla_payload
+    data = sla_payload("daily", "2026-01-01T06:00:00+01:00", 3600.0,
+                       "2026-01-01T07:00:00+01:00", None)
+    out = tmp_path / "env.json"
+    dump = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+    send(Hook("command", [sys.executable, "-c", dump, str(out)]), data, {})
+    env = json.loads(out.read_text())
+    assert (env["NBORCH_HOOK"], env["NBORCH_PIPELINE"], env["NBORCH_LOGICAL_DATE"],
+            env["NBORCH_RUN_ID"], env["NBORCH_STATUS"], env["NBORCH_REASON"]) == (
+        "on_sla_miss", "daily", "2026-01-01T06:00:00+01:00", "", "", "sla_miss")
+    assert json.loads(env["NBORCH_PAYLOAD"])["deadline"] == "2026-01-01T07:00:00+01:00"
+    assert "had not succeeded by 2026-01-01T07:00:00+01:00" in email_text(data)
+    assert "it has no run" in email_text(data)
