@@ -54,16 +54,14 @@ def holder(home: Path) -> dict | None:
     without taking the lock: on this host, from whether the recorded process still lives."""
     try:
         with open(home / LOCK_NAME, encoding="utf-8") as handle:
-            info = _parse(handle.read())
-            if info is None:
-                return None
-            if info.get("host") != HOST:  # another host sharing the folder: ask the lock
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-                    return None
-                except BlockingIOError:
-                    return info
+            text = handle.read()
+            info = _parse(text)
+            # Another host sharing the folder, or an older nborch's scheduler: ask the lock.
+            if info is None and text.strip() or info is not None and info.get("host") != HOST:
+                return (info or {"pid": None}) if _held(handle) else None
     except FileNotFoundError:
+        return None
+    if info is None:
         return None
     started = process_started(info["pid"])
     alive = started is not None and (info.get("pid_started") is None
@@ -71,7 +69,17 @@ def holder(home: Path) -> dict | None:
     return info if alive else None
 
 
+def _held(handle: IO) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
+        return False
+    except BlockingIOError:
+        return True
+
+
 def describe(info: dict) -> str:
+    if info.get("pid") is None:
+        return "another process"
     return f"pid {info['pid']} on {info.get('host', '?')}, since {info.get('since', '?')}"
 
 
