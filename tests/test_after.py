@@ -114,3 +114,22 @@ def test_cycles_and_unknown_upstreams_are_refused(workdir: Path):
     refused = nborch("scheduler", cwd=workdir)
     assert refused.returncode == 2 and "in a cycle: loop after loop" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_successes_count_from_the_schedule_start_in_any_time_zone(workdir: Path):
+    """On a real store: ``--start`` given with an offset is compared as a moment."""
+    import os
+    import socket
+
+    from nborch.core.events import RunEnded, RunStarted
+    store = Store(workdir / ".nborch")
+    for run_id, ended in (("before", "2026-01-01T00:00:00.000+00:00"),
+                          ("after", "2026-01-01T00:30:00.000+00:00")):
+        store.record([RunStarted(run_id, "ingest", ended, "2026-01-01T00:00:00+00:00", {}, {},
+                                 None, os.getpid(), socket.gethostname()),
+                      RunEnded(run_id, "success", ended)])
+    since = "2026-01-01T01:15:00+01:00"  # 00:15 UTC
+    assert [r["run_id"] for r in store.untriggered_successes("report", ("ingest",), since)] \
+        == ["after"]
+    assert store.claim_trigger("report", "after") and not store.claim_trigger("report", "after")
+    assert store.untriggered_successes("report", ("ingest",), since) == []

@@ -4,6 +4,7 @@ it found missed (and alerted), and the upstream successes it started runs after.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 from ..core.clock import utcnow
 from .database import Database
@@ -48,6 +49,9 @@ class TriggerRecords(Database):
         UTC) and started no run of ``pipeline`` yet, oldest first."""
         if not self.exists or not upstream:
             return []
+        # Compared as text with ended_at, which is always UTC to the millisecond.
+        since = datetime.fromisoformat(since).astimezone(timezone.utc).isoformat(
+            timespec="milliseconds") if since else ""
         marks = ", ".join("?" * len(upstream))
         return [dict(r) for r in self._read(
             "SELECT run_id, pipeline, logical_date, ended_at FROM runs r WHERE status ="
