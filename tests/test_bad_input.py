@@ -277,6 +277,41 @@ def case_bad_cron_words(root):
     return Case(_write(root, spec), [PIPELINE, "cron", "every morning"])
 
 
+def case_schedule_cron_and_after(root):
+    _notebooks(root)
+    spec = _spec()
+    spec["schedule"] = {"cron": "0 6 * * *", "after": ["ingest"]}
+    return Case(_write(root, spec), [PIPELINE, "'cron' or 'after', not both"])
+
+
+def case_schedule_after_not_names(root):
+    _notebooks(root)
+    spec = _spec()
+    spec["schedule"] = {"after": [{"pipeline": "ingest"}]}
+    return Case(_write(root, spec), [PIPELINE, "'after' must be a pipeline name"])
+
+
+def case_bad_sla(root):
+    _notebooks(root)
+    spec = _spec()
+    spec["schedule"] = {"cron": "0 6 * * *", "sla": "an hour"}
+    return Case(_write(root, spec), [PIPELINE, "sla", "duration", "an hour"])
+
+
+def case_sla_miss_hook_under_a_task(root):
+    _notebooks(root)
+    return Case(_write(root, _spec(b={"notebook": "nb/b.ipynb",
+                                      "on_sla_miss": [{"command": ["true"]}]})),
+                [PIPELINE, "'b'", "'on_sla_miss'", "pipeline's top level"])
+
+
+def case_unknown_key_sla_miss_hook(root):
+    _notebooks(root)
+    spec = _spec()
+    spec["on_sla_mis"] = [{"command": ["true"]}]
+    return Case(_write(root, spec), [PIPELINE, "'on_sla_mis'", "did you mean 'on_sla_miss'"])
+
+
 def case_bad_duration_timeout(root):
     _notebooks(root)
     return Case(_write(root, _spec(b={"notebook": "nb/b.ipynb", "timeout": "10x"})),

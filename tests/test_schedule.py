@@ -195,6 +195,37 @@ def test_sigterm_cancels_what_outlives_the_grace_period(workdir: Path):
         ("cancelled", "success", "cancelled")
 
 
+def test_scheduler_status_with_and_without_a_scheduler(workdir: Path):
+    path = small_pipeline(workdir, schedule={"cron": "0 6 * * *", "timezone": "Europe/Berlin",
+                                             "sla": "1h"})
+    nborch("schedule", "add", str(path), cwd=workdir, check=True)
+    [listed] = json.loads(nborch("schedule", "list", "--json", cwd=workdir, check=True).stdout)
+    idle = run_json(nborch("scheduler", "status", "--json", cwd=workdir, check=True))
+    assert idle["scheduler"] == {"running": False, "pid": None, "host": None, "since": None}
+    [row] = idle["schedules"]
+    assert (row["pipeline"], row["next_slot"], row["sla"]) == ("nightly", listed["next_run"],
+                                                                3600.0)
+    text = nborch("scheduler", "status", cwd=workdir, check=True).stdout
+    assert "scheduler: not running" in text and f"next slot {listed['next_run']}" in text
+    proc = start_scheduler(workdir)
+    try:
+        wait_for_line(proc, "scheduler active")
+        held = run_json(nborch("scheduler", "status", "--json", cwd=workdir, check=True))
+        assert held["scheduler"]["running"] and held["scheduler"]["pid"] == proc.pid
+        since = datetime.fromisoformat(held["scheduler"]["since"])
+        assert since <= datetime.now(timezone.utc)
+        assert held["schedules"] == idle["schedules"]
+        text = nborch("scheduler", "status", cwd=workdir, check=True).stdout
+        assert f"scheduler: running (pid {proc.pid} on " in text
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    after = run_json(nborch("scheduler", "status", "--json", cwd=workdir, check=True))
+    assert after["scheduler"]["running"] is False
+
+
 # -- backfill -----------------------------------------------------------------------------------
 
 def test_backfill_runs_each_slot_oldest_first_and_skips_successes(workdir: Path):

@@ -1,5 +1,6 @@
 """Hooks as declared: who to tell (a webhook, a command, an email, a Python callable) when a
-run or a task fails, succeeds or retries, read and checked from YAML or the Python API.
+run or a task fails, succeeds or retries, or a scheduled slot misses its SLA, read and
+checked from YAML or the Python API.
 Delivering them is ``runtime.hooks``.
 """
 
@@ -13,7 +14,9 @@ from .clock import parse_duration
 from .errors import SpecError
 from .secrecy import too_short
 
-EVENTS = ("on_failure", "on_success", "on_retry")
+TASK_EVENTS = ("on_failure", "on_success", "on_retry")
+# A pipeline's hooks: a task's, and ``on_sla_miss`` (about a scheduled slot, not a task).
+EVENTS = (*TASK_EVENTS, "on_sla_miss")
 KINDS = ("webhook", "command", "email")
 OPTIONS = {"webhook": ("headers", "secret_headers", "timeout", "retries"),
            "command": ("timeout",), "email": ("subject",)}

@@ -114,7 +114,7 @@ class Pipeline:
                  schedule: dict | None = None, source: str | Path | None = None,
                  root: str | Path | None = None, allow_large_grid: bool = False,
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
-                 run_timeout: Any = None, **defaults: Any):
+                 on_sla_miss: Any = None, run_timeout: Any = None, **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, "
                             "'_', '.' and '-'", source=str(source) if source else None)
@@ -136,7 +136,7 @@ class Pipeline:
         self.allow_large_grid = allow_large_grid
         self.run_timeout = read_run_timeout(run_timeout, self._where())
         self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
-                                 "on_retry": on_retry}, "pipeline")
+                                 "on_retry": on_retry, "on_sla_miss": on_sla_miss}, "pipeline")
         self.tasks: dict[str, Task] = {}
         self.grids: dict[str, tuple[str, ...]] = {}  # grid name -> its instances' names
 

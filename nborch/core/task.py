@@ -86,7 +86,7 @@ class Task:
     secrets: tuple[str, ...] = ()
     resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
     grid: str | None = None  # the grid this task is an instance of
-    hooks: dict = field(default_factory=dict)  # on_failure|on_success|on_retry -> (Hook, ...)
+    hooks: dict = field(default_factory=dict)  # core.hooks.TASK_EVENTS -> (Hook, ...)
     command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
     product: str | dict | None = None  # declared output(s): a path template or name -> template
     product_convention: ProductConvention | None = None  # set by an import format only

@@ -1,5 +1,5 @@
-"""Hooks: tell someone when a run or a task fails, succeeds or retries (declared and
-checked in ``core.hooks``; delivered here).
+"""Hooks: tell someone when a run or a task fails, succeeds or retries, or a scheduled slot
+misses its SLA (declared and checked in ``core.hooks``; delivered here).
 
 Kinds (a small registry, like papermill's engines): ``webhook`` (POST of a JSON payload),
 ``command`` (an argv list, no shell, details in environment variables), ``email`` (SMTP
@@ -89,7 +89,8 @@ def _email(hook: Hook, payload: dict, env: Mapping[str, str]) -> None:
     message["To"] = ", ".join(hook.target)
     message["Subject"] = hook.options.get("subject") or (
         f"[nborch] {payload['pipeline']}" + (f".{payload['task']}" if payload["task"] else "")
-        + f": {payload['status']}")
+        + (f": SLA missed for {payload['logical_date']}" if payload["hook"] == "on_sla_miss"
+           else f": {payload['status']}"))
     message.set_content(email_text(payload))
     port = int(env.get("NBORCH_SMTP_PORT", "25"))
     timeout = hook.options.get("timeout", DEFAULT_TIMEOUT)
@@ -115,14 +116,20 @@ def hook_environment(payload: dict) -> dict[str, str]:
     """What a command hook gets in its environment."""
     return {
         "NBORCH_HOOK": payload["hook"], "NBORCH_PIPELINE": payload["pipeline"],
-        "NBORCH_RUN_ID": payload["run_id"], "NBORCH_LOGICAL_DATE": payload["logical_date"] or "",
-        "NBORCH_STATUS": payload["status"], "NBORCH_TASK": payload["task"] or "",
+        "NBORCH_RUN_ID": payload["run_id"] or "",  # an SLA miss may have no run
+        "NBORCH_LOGICAL_DATE": payload["logical_date"] or "",
+        "NBORCH_STATUS": payload["status"] or "", "NBORCH_TASK": payload["task"] or "",
         "NBORCH_FAILED_TASKS": ",".join(t["task"] for t in payload["failed_tasks"]),
         "NBORCH_REASON": payload.get("reason") or "",
         "NBORCH_PAYLOAD": json.dumps(payload)}
 
 
 def email_text(payload: dict) -> str:
+    if payload["hook"] == "on_sla_miss":
+        run = (f"its run {payload['run_id']} is {payload['status']}" if payload["run_id"]
+               else "it has no run")
+        return (f"pipeline {payload['pipeline']}: the slot {payload['logical_date']} had not "
+                f"succeeded by {payload['deadline']} (sla {payload['sla']:g}s); {run}\n")
     what = f"task {payload['task']} of " if payload["task"] else ""
     lines = [f"{what}pipeline {payload['pipeline']}: {payload['status']}",
              f"run {payload['run_id']}, logical date {payload['logical_date']}", ""]
@@ -161,6 +168,38 @@ def payload(run, hook_event: str, change: TaskStateChanged | None = None,
             "started_at": run.started_at, "ended_at": run.ended_at,
             "failed_tasks": failed,
             "output_paths": {name: path for name, path in paths.items() if path}}
+
+
+def sla_payload(pipeline: str, slot: str, sla: float, deadline: str,
+                run: dict | None) -> dict:
+    """What ``on_sla_miss`` hooks receive: the slot (as ``logical_date``) that had not
+    succeeded by its deadline, and the slot's newest run if it has one (``run``: its
+    ``run_id``, ``status``, ``started_at``, ``ended_at``). Keys as in ``payload``."""
+    run = run or {}
+    return {"hook": "on_sla_miss", "pipeline": pipeline, "run_id": run.get("run_id"),
+            "logical_date": slot, "status": run.get("status"), "task": None,
+            "reason": "sla_miss", "error": None, "started_at": run.get("started_at"),
+            "ended_at": run.get("ended_at"), "failed_tasks": [], "output_paths": {},
+            "sla": sla, "deadline": deadline}
+
+
+def deliver(hook: Hook, data: dict, env: Mapping[str, str], masker: Masker, log_path: Path,
+            about: str) -> None:
+    """Send one alert; a failure is written to ``log_path`` (masked) and logged, never
+    raised. ``about`` names what it was for in nborch's log (``run ID``...)."""
+    try:
+        send(hook, data, env)
+        write_log(log_path, f"{data['hook']} {hook.describe()}: sent")
+    except Exception as exc:  # masked before it is shortened
+        why = masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
+        write_log(log_path, f"{data['hook']} {hook.describe()}: FAILED: {why}")
+        log.warning("nborch: hook %s of %s failed: %s", hook.describe(), about, why)
+
+
+def write_log(log_path: Path, line: str) -> None:
+    private.makedirs(log_path.parent)
+    with open(log_path, "a", encoding="utf-8", opener=private.opener) as out:
+        out.write(f"{utcnow()} {line}\n")
 
 
 # -- the listener ---------------------------------------------------------------------------
@@ -218,16 +257,7 @@ class HookRunner:
         self._sending.append(self._pool.submit(self._deliver, hook, data))
 
     def _deliver(self, hook: Hook, data: dict) -> None:
-        try:
-            send(hook, data, self.env)
-            self._log(f"{data['hook']} {hook.describe()}: sent")
-        except Exception as exc:  # masked before it is shortened
-            why = self.masker.text(f"{type(exc).__name__}: {exc}")[:MESSAGE_LIMIT]
-            self._log(f"{data['hook']} {hook.describe()}: FAILED: {why}")
-            log.warning("nborch: hook %s of run %s failed: %s", hook.describe(),
-                        self.run.run_id, why)
+        deliver(hook, data, self.env, self.masker, self.log_path, f"run {self.run.run_id}")
 
     def _log(self, line: str) -> None:
-        private.makedirs(self.log_path.parent)
-        with open(self.log_path, "a", encoding="utf-8", opener=private.opener) as out:
-            out.write(f"{utcnow()} {line}\n")
+        write_log(self.log_path, line)

@@ -10,7 +10,6 @@ store, ``nborch runs`` and the Jupyter views see them as they go.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -20,15 +19,14 @@ from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
 
-from ..core.errors import NborchError, SchedulerBusy, SpecError, StoreUnusable
+from ..core.errors import NborchError, SpecError, StoreUnusable
 from ..core.events import RunEnded
-from ..core.private import makedirs, opener
 from ..core.states import State
 from ..store.store import Store
+from . import after, lock, sla
 from .schedules import Schedule, from_pipeline, registered
 
 log = logging.getLogger("nborch")
-LOCK_NAME = "scheduler.lock"
 POLL_SECONDS = 5.0      # schedule changes apply within this; due slots start on time anyway
 GRACE_SECONDS = 300.0   # on SIGTERM, how long running runs may go on before they are cancelled
 
@@ -55,29 +53,7 @@ class Scheduler:
 
     def acquire(self, wait: bool = False) -> None:
         """Become the store's one active scheduler, or raise ``SchedulerBusy``."""
-        makedirs(self.store.home)
-        handle = open(self.store.home / LOCK_NAME, "a+", opener=opener)
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    handle.close()
-                    raise SchedulerBusy(
-                        f"another scheduler is already active for the store {self.store.home} "
-                        f"({holder}); only one may run per store (use --wait to take over when "
-                        "it stops)") from None
-                if self._stop.wait(1.0):
-                    handle.close()
-                    return
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-        handle.flush()
-        self._lock_file = handle
+        self._lock_file = lock.acquire(self.store.home, wait, self._stop)
 
     def stop(self) -> None:
         """Stop starting runs (a signal handler may call this)."""
@@ -87,6 +63,7 @@ class Scheduler:
     def serve(self, wait_for_lock: bool = False) -> None:
         """Start due runs until ``stop()``; then let running runs finish within the grace
         period and cancel the rest."""
+        self.check()
         self.acquire(wait_for_lock)
         if self._lock_file is None:
             return
@@ -101,6 +78,16 @@ class Scheduler:
             self._lock_file.close()
             self._lock_file = None
 
+    def check(self) -> None:
+        """Refuse schedules that run after one another in a cycle (``SpecError``); warn of
+        those after a pipeline the store does not know (yet)."""
+        schedules = registered(self.store)
+        after.check_cycles(schedules)
+        known = self.store.known_pipelines()
+        for schedule in schedules:
+            for warning in after.unknown_upstreams(schedule, known):
+                self.say(f"warning: {warning}")
+
     # -- one tick ---------------------------------------------------------------------
 
     def tick(self, now: datetime) -> list[str]:
@@ -110,6 +97,9 @@ class Scheduler:
         self._report_crashes(schedules)
         for schedule in schedules:
             if schedule.paused:
+                continue
+            if schedule.after:
+                started += self._start_after(schedule)
                 continue
             due = schedule.due(now)
             if not due:
@@ -124,14 +114,41 @@ class Scheduler:
                 if run_id:
                     started.append(run_id)
                     active += 1
+        for schedule in schedules:  # after starting: a slot's alert names the run just started
+            sla.judge(self.store, schedule, now, self._sla_missed)
         return started
 
-    def _start(self, schedule: Schedule, slot: datetime) -> str | None:
+    def _start_after(self, schedule: Schedule) -> list[str]:
+        """Start a run for each success of an upstream pipeline not reacted to yet, as
+        ``max_active_runs`` allows (the others wait for a run to end)."""
+        started = []
+        active = self.store.running_count(schedule.pipeline)
+        for upstream in self.store.untriggered_successes(schedule.pipeline, schedule.after,
+                                                         schedule.created_at or ""):
+            if active >= schedule.max_active_runs:
+                break
+            if not self.store.claim_trigger(schedule.pipeline, upstream["run_id"]):
+                continue  # another scheduler of this store reacted (it took over from us)
+            self.say(f"{schedule.pipeline}: {upstream['pipeline']} run {upstream['run_id']} "
+                     "succeeded")
+            run_id = self._start(schedule, datetime.fromisoformat(upstream["logical_date"]),
+                                 after_run=upstream["run_id"])
+            if run_id:
+                self.store.trigger_started(schedule.pipeline, upstream["run_id"], run_id)
+                started.append(run_id)
+                active += 1
+        return started
+
+    def _start(self, schedule: Schedule, slot: datetime,
+               after_run: str | None = None) -> str | None:
+        """Start a run of ``schedule`` for ``slot`` (its logical date); ``after_run``: the
+        upstream run whose success it follows, for an ``after`` schedule."""
         from ..runtime.api import start_run
         from ..runtime.failures import record_not_started
         from ..spec.loader import load
         try:
             pipeline = self.loaded[schedule.pipeline] = load(schedule.source)
+            # The one start of scheduled runs: on a cron slot, or after_run's success.
             handle = start_run(pipeline, params={}, logical_date=slot, home=self.store.home,
                                listeners=[self._ended, *self.listeners])
         except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
@@ -153,28 +170,46 @@ class Scheduler:
             self.say(f"run {event.run_id} ended: {event.status}")
             self._wake.set()
 
+    def _sla_missed(self, miss: sla.SlaMiss) -> None:
+        from ..runtime.failures import report_sla_miss
+        run = miss.run
+        state = f"its run {run['run_id']} is {run['status']}" if run else "it has no run"
+        self.say(f"{miss.pipeline}: slot {miss.slot.isoformat()} missed its SLA (not "
+                 f"succeeded by {miss.deadline.isoformat()}; {state})")
+        self._alerting(report_sla_miss(self.store, miss.pipeline, miss.slot.isoformat(),
+                                       miss.sla, miss.deadline.isoformat(), run,
+                                       self._pipeline(miss.pipeline)))
+
+    def _pipeline(self, name: str):
+        """The pipeline of the schedule ``name`` as it loads now, else as last loaded (its
+        hooks fire even when the file has been broken since)."""
+        from ..spec.loader import load
+        by_name = {s.pipeline: s for s in registered(self.store)}
+        try:
+            self.loaded[name] = load(by_name[name].source)
+        except (NborchError, KeyError):
+            pass
+        return self.loaded.get(name)
+
     def _report_crashes(self, schedules: list[Schedule]) -> None:
         """Record the runs whose process died, and fire ``on_failure`` (reason ``crashed``)
         for those of scheduled pipelines since they were scheduled, whoever recorded them."""
         from ..runtime.failures import report_crash
-        from ..spec.loader import load
         self.store.mark_crashed()
-        by_name = {s.pipeline: s for s in schedules}
         for run_id in self.store.unreported_crashes(
                 {s.pipeline: s.created_at for s in schedules if s.created_at}):
             run = self.store.get_run(run_id)
             self.say(f"{run.pipeline}: run {run_id} crashed (its process died)")
-            try:
-                pipeline = self.loaded[run.pipeline] = load(by_name[run.pipeline].source)
-            except NborchError:
-                pipeline = self.loaded.get(run.pipeline)
-            self._alerting(report_crash(self.store, run_id, pipeline))
+            self._alerting(report_crash(self.store, run_id, self._pipeline(run.pipeline)))
 
     def _alerting(self, thread: threading.Thread) -> None:
         self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
 
     def _sleep_time(self, now: datetime) -> float:
-        upcoming = [s.next_slot(now) for s in registered(self.store) if not s.paused]
+        """Until the next slot or SLA deadline, at most ``poll`` (``after`` schedules see
+        upstream successes within it)."""
+        upcoming = [moment for s in registered(self.store) if not s.paused
+                    for moment in (s.next_slot(now), sla.next_deadline(s, now)) if moment]
         until = min(((slot - now).total_seconds() for slot in upcoming), default=self.poll)
         return max(0.05, min(self.poll, until))
 
@@ -223,6 +258,10 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     store = Store(home)
     saved = {s.pipeline: s for s in registered(store)}
     schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
+    if not schedule.cron:
+        raise SpecError(f"{pipeline.name} runs after {', '.join(schedule.after)}: it has no "
+                        "slots to backfill (backfill those pipelines, or give it a cron "
+                        "schedule)")
     zone = schedule.zone
     first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
     last = datetime.combine(end, dtime.max, zone)

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import SpecError
+from ..core.hooks import EVENTS, TASK_EVENTS
 from ..core.model import Pipeline
 from ..core.task import TASK_DEFAULTS, check_task_name, has_nul, normalize_options
+from .schedule_block import check_schedule
 from .yamltext import key_line, parse_yaml_text, unknown_keys
 
-PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets",
-                 "on_failure", "on_success", "on_retry", "run_timeout")
+PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets", *EVENTS,
+                 "run_timeout")
 TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid", "resources",
-             "on_failure", "on_success", "on_retry", *TASK_DEFAULTS)
-SCHEDULE_KEYS = ("cron", "timezone", "catchup", "max_active_runs")
-HOOK_KEYS = ("on_failure", "on_success", "on_retry")
+             *TASK_EVENTS, *TASK_DEFAULTS)
 
 
 def load(path: str | Path, *, allow_large_grid: bool = False) -> Pipeline:
@@ -119,7 +119,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
     problems += unknown_keys(defaults, tuple(TASK_DEFAULTS), "defaults")
     schedule = data.get("schedule")
     if schedule is not None:
-        problems += _check_schedule(schedule, data)
+        problems += check_schedule(schedule, f"schedule{key_line(data, 'schedule')}")
     secrets = data.get("secrets") or []
     if not isinstance(secrets, list) or not all(isinstance(s, str) for s in secrets):
         problems.append(f"pipeline: 'secrets'{key_line(data, 'secrets')} must be a list of "
@@ -138,7 +138,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
                             secrets=secrets, schedule=schedule, source=source,
                             allow_large_grid=allow_large_grid, run_timeout=data.get("run_timeout"),
-                            **{k: data.get(k) for k in HOOK_KEYS}, **options)
+                            **{k: data.get(k) for k in EVENTS}, **options)
     except SpecError as exc:
         problems += exc.problems
         pipeline = Pipeline("pipeline", parameters=parameters, secrets=secrets, source=source,
@@ -152,7 +152,11 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         if not isinstance(spec, dict):
             problems.append(f"{here}: must be a mapping with at least 'notebook'")
             continue
-        task_problems = unknown_keys(spec, TASK_KEYS, here)
+        task_problems = unknown_keys(spec, (*TASK_KEYS, "on_sla_miss"), here)
+        if "on_sla_miss" in spec:
+            task_problems.append(f"{here}: 'on_sla_miss'{key_line(spec, 'on_sla_miss')} is a "
+                                 "pipeline's hook (a scheduled slot misses its SLA, not a "
+                                 "task): declare it at the pipeline's top level")
         has_nb, has_cmd = "notebook" in spec, "command" in spec
         if has_nb == has_cmd:
             task_problems.append(f"{here}: give exactly one of 'notebook' and 'command'"
@@ -179,7 +183,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
             continue
         options = {k: v for k, v in spec.items() if k in TASK_DEFAULTS}
         common = {"name": task_name, "upstream": upstream, "product": spec.get("product"),
-                  **{k: spec.get(k) for k in HOOK_KEYS}, **options}
+                  **{k: spec.get(k) for k in TASK_EVENTS}, **options}
         try:
             if has_cmd:
                 pipeline.command(spec["command"], **common)
@@ -192,30 +196,6 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
     if problems:
         raise SpecError(problems, source=where)
     return pipeline
-
-
-def _check_schedule(schedule: Any, data: dict) -> list[str]:
-    where = f"schedule{key_line(data, 'schedule')}"
-    if not isinstance(schedule, dict):
-        return [f"{where}: must be a mapping with 'cron'"]
-    problems = unknown_keys(schedule, SCHEDULE_KEYS, where)
-    cron = schedule.get("cron")
-    if not isinstance(cron, str):
-        problems.append(f"{where}: 'cron' must be a cron expression such as \"0 6 * * *\"")
-    else:
-        from croniter import croniter
-        if not croniter.is_valid(cron):
-            problems.append(f"{where}: bad cron expression {cron!r} (five fields: minute hour "
-                            "day-of-month month day-of-week)")
-    tz = schedule.get("timezone")
-    if tz is not None:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-        try:
-            ZoneInfo(str(tz))
-        except (ZoneInfoNotFoundError, ValueError):
-            problems.append(f"{where}: unknown timezone {tz!r} "
-                            "(use an IANA name like Europe/Berlin)")
-    return problems
 
 
 ARROW_SUFFIXES = (".ipynb", ".py")

@@ -56,6 +56,20 @@ MIGRATIONS: list[list[str]] = [
     [  # 6: nborch cancel, from any process: when it was asked for
         "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
     ],
+    [  # 7: schedules run after other pipelines, or have an SLA; what the scheduler did once
+        # a JSON list of pipeline names; cron is '' for such a schedule
+        "ALTER TABLE schedules ADD COLUMN after_pipelines TEXT",
+        "ALTER TABLE schedules ADD COLUMN sla REAL",
+        # the newest slot whose SLA was judged (later ones still may be missed)
+        "ALTER TABLE schedules ADD COLUMN sla_checked TEXT",
+        """CREATE TABLE sla_misses (
+            pipeline TEXT NOT NULL, slot TEXT NOT NULL, run_id TEXT, status TEXT,
+            fired_at TEXT NOT NULL, PRIMARY KEY (pipeline, slot))""",
+        # each successful upstream run starts one run of each pipeline scheduled after it
+        """CREATE TABLE after_triggers (
+            pipeline TEXT NOT NULL, upstream_run_id TEXT NOT NULL, run_id TEXT,
+            at TEXT NOT NULL, PRIMARY KEY (pipeline, upstream_run_id))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

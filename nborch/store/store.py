@@ -24,9 +24,10 @@ from ..core.states import SUCCESSFUL, State
 from .crashes import HOST, crash_events, is_dead, last_beat, process_started, stop_orphan_kernel
 from .database import Database
 from .rows import dumps, fold_into_row, loads, task_run, update_task
+from .triggers import TriggerRecords, after_column
 
 
-class Store(Database):
+class Store(TriggerRecords, Database):
     """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``).
     ``readonly``: for commands that only read (``runs``, ``show``, the dashboard): never
     writes, never waits for a writer, and works on a read-only copy of the home or a full
@@ -302,24 +303,34 @@ class Store(Database):
     def save_schedule(self, schedule) -> None:
         """Add or replace the schedule of ``schedule.pipeline``."""
         d = schedule.to_dict()
+        d["cron"], d["after_pipelines"] = d["cron"] or "", after_column(d["after"])
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO schedules (pipeline, source, cron, timezone, catchup,"
-                " max_active_runs, paused, last_slot, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                " max_active_runs, paused, last_slot, created_at, after_pipelines, sla,"
+                " sla_checked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
-                                     "max_active_runs", "paused", "last_slot", "created_at")))
+                                     "max_active_runs", "paused", "last_slot", "created_at",
+                                     "after_pipelines", "sla", "sla_checked")))
 
     def schedule_records(self) -> list[dict]:
         """The schedules' rows, by pipeline (``scheduling.schedules.registered`` reads them
         as ``Schedule`` objects)."""
         if not self.exists:
             return []
-        return [{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])}
-                for r in self._read("SELECT * FROM schedules ORDER BY pipeline")]
+        records = []
+        for r in self._read("SELECT * FROM schedules ORDER BY pipeline"):
+            record = {**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"]),
+                      "cron": r["cron"] or None,
+                      "after": tuple(json.loads(r["after_pipelines"] or "[]"))}
+            del record["after_pipelines"]
+            records.append(record)
+        return records
 
     def update_schedule(self, pipeline: str, **fields: Any) -> bool:
-        """Change ``paused`` or ``last_slot`` of a schedule; False when there is none."""
-        assert set(fields) <= {"paused", "last_slot"}, fields
+        """Change ``paused``, ``last_slot`` or ``sla_checked`` of a schedule; False when there
+        is none."""
+        assert set(fields) <= {"paused", "last_slot", "sla_checked"}, fields
         sets = ", ".join(f"{k} = ?" for k in fields)
         with self._write() as conn:
             return conn.execute(f"UPDATE schedules SET {sets} WHERE pipeline = ?",

@@ -10,7 +10,8 @@ from datetime import date, datetime, timezone
 
 from ..core.errors import NborchError, SpecError
 from ..core.states import State
-from ..scheduling.schedules import from_pipeline, registered
+from ..scheduling.after import check_new
+from ..scheduling.schedules import Schedule, from_pipeline, registered
 from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
 
 
@@ -45,25 +46,36 @@ def cmd_schedule_add(args) -> int:
     pipeline = load(args.pipeline)
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
-                             max_active_runs=args.max_active_runs, start=_start(args.start))
+                             max_active_runs=args.max_active_runs, start=_start(args.start),
+                             after=args.after, sla=args.sla)
     store = open_store(args)
-    old = next((s for s in registered(store) if s.pipeline == schedule.pipeline), None)
+    others = registered(store)
+    check_new(schedule, others, store.known_pipelines())
+    old = next((s for s in others if s.pipeline == schedule.pipeline), None)
     if old is not None and args.start is None:  # an update: it goes on where it was
         schedule = replace(schedule, last_slot=old.last_slot, created_at=old.created_at,
-                           paused=old.paused)
+                           paused=old.paused, sla_checked=old.sla_checked)
     store.save_schedule(schedule)
-    now = datetime.now(timezone.utc)
     kept = "" if old is None or args.start else " (its progress kept; --start to reset it)"
     print(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}{kept}: "
-          f"{schedule.cron} ({schedule.timezone}), next run "
-          f"{schedule.next_slot(now).isoformat()}; `nborch scheduler` starts its runs")
+          f"{_when(schedule)}; `nborch scheduler` starts its runs")
     return EXIT_OK
+
+
+def _when(schedule: Schedule) -> str:
+    """When a schedule's runs start, in words."""
+    sla = f", sla {schedule.sla:g}s" if schedule.sla else ""
+    if schedule.after:
+        return f"after each success of {', '.join(schedule.after)}{sla}"
+    return (f"{schedule.cron} ({schedule.timezone}), next run "
+            f"{schedule.next_slot(datetime.now(timezone.utc)).isoformat()}{sla}")
 
 
 def cmd_schedule_list(args) -> int:
     now = datetime.now(timezone.utc)
     rows = [{"pipeline": s.pipeline, "cron": s.cron, "timezone": s.timezone,
-             "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
+             "paused": s.paused, "next_run": None if s.paused or not s.cron
+             else s.next_slot(now).isoformat(), "after": list(s.after), "sla": s.sla,
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
              "last_slot": s.last_slot, "source": s.source}
             for s in registered(open_store(args, readonly=True))]
@@ -74,8 +86,10 @@ def cmd_schedule_list(args) -> int:
     else:
         width = max(len(r["pipeline"]) for r in rows)
         for r in rows:
-            state = "paused" if r["paused"] else f"next {r['next_run']}"
-            print(f"{r['pipeline']:<{width}}  {r['cron']:<15} {r['timezone']:<16} {state}")
+            state = "paused" if r["paused"] else (
+                f"next {r['next_run']}" if r["cron"] else "after a success")
+            when = r["cron"] or f"after {', '.join(r['after'])}"
+            print(f"{r['pipeline']:<{width}}  {when:<15} {r['timezone']:<16} {state}")
     return EXIT_OK
 
 
@@ -95,13 +109,31 @@ def cmd_schedule_remove(args) -> int:
     return EXIT_OK
 
 
+def _stamped(text: str) -> str:
+    """A line of the scheduler's output: its local time (ISO 8601, with the offset) first,
+    as a journal read days later needs; its text names pipelines and quotes their errors."""
+    return f"{datetime.now().astimezone().isoformat(timespec='seconds')} {printable(text)}"
+
+
+def _log_stamped() -> None:
+    """nborch's warnings (a hook that failed...) on stderr, stamped like the other lines."""
+    import logging
+    import sys
+
+    class Stamped(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            print(_stamped(self.format(record)), file=sys.stderr, flush=True)
+
+    logging.getLogger("nborch").addHandler(Stamped(logging.WARNING))
+
+
 def cmd_scheduler(args) -> int:
     from ..scheduling.scheduler import Scheduler
-    def say(text: str) -> None:  # its lines name pipelines and quote their errors
-        from datetime import datetime
-        print(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {printable(text)}",
-              flush=True)
 
+    def say(text: str) -> None:
+        print(_stamped(text), flush=True)
+
+    _log_stamped()
     grace = _duration(args.grace, "--grace")  # a bad --grace is reported before the port is taken
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
@@ -110,6 +142,16 @@ def cmd_scheduler(args) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
             signal.signal(signum, lambda *_: scheduler.stop())
         scheduler.serve(wait_for_lock=args.wait)
+    return EXIT_OK
+
+
+def cmd_scheduler_status(args) -> int:
+    from ..scheduling.status import lines, status
+    report = status(open_store(args, readonly=True), datetime.now(timezone.utc))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(printable(line) for line in lines(report)))
     return EXIT_OK
 
 
@@ -137,6 +179,12 @@ def add_parsers(sub) -> None:
                    help="runs of this pipeline at once, at most (default 1)")
     a.add_argument("--start", default=None, metavar="DATE",
                    help="slots from this date or time on are due (default: now)")
+    a.add_argument("--after", action="append", default=None, metavar="PIPELINE",
+                   help="run after each successful run of PIPELINE instead of on cron "
+                        "(repeatable; default: the file's schedule: after)")
+    a.add_argument("--sla", default=None, metavar="DURATION",
+                   help="fire on_sla_miss when a slot has not succeeded this long after it, "
+                        "e.g. 1h (default: the file's schedule: sla)")
     a.set_defaults(func=cmd_schedule_add)
     a = actions.add_parser("list", help="schedules with their next run time")
     a.add_argument("--json", action="store_true")
@@ -157,6 +205,11 @@ def add_parsers(sub) -> None:
                    help="if another scheduler is active, wait and take over when it stops")
     with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
+    actions = p.add_subparsers(dest="scheduler_action", metavar="ACTION")
+    a = actions.add_parser("status", help="whether a scheduler holds this store, its pid, "
+                                          "since when, and what each schedule waits for")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=cmd_scheduler_status)
 
     p = sub.add_parser("backfill", help="run every slot of a pipeline's schedule in a date range")
     p.add_argument("pipeline", help="pipeline YAML file, or a folder of notebooks")
