@@ -7,6 +7,7 @@ runs, or raises one ValidationError listing every problem. Nothing here writes a
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
@@ -89,7 +90,10 @@ def merge_params(pipeline: Pipeline, overrides: dict) -> dict:
 
 
 def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = "validate",
-            logical_date: datetime | None = None) -> PreparedRun:
+            logical_date: datetime | None = None,
+            pools: Collection[str] | None = None) -> PreparedRun:
+    """Check everything a run needs; ``pools``, the pools set in the run store, when the
+    caller read them (the spec layer does not read the store)."""
     params = merge_params(pipeline, overrides or {})
     logical_date = logical_date or datetime.now(timezone.utc)
     problems: list[str] = []
@@ -108,6 +112,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if declared and pipeline.tasks[name].ploomber is None:
             pipeline.add_upstream(name, declared)
     problems += graph_problems(pipeline)
+    if pools is not None:
+        problems += _pool_problems(pipeline, pools)
 
     context = template_context(run_id, logical_date, params)
     secret_env = _secret_source(pipeline)
@@ -175,6 +181,13 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
     return PreparedRun(pipeline, run_id, logical_date, params, prepared, secret_env)
+
+
+def _pool_problems(pipeline: Pipeline, pools: Collection[str]) -> list[str]:
+    known = f"(pools: {', '.join(sorted(pools))})" if pools else "(none is set)"
+    return [f"{label(t)}: pool {t.pool!r} is not set in the run store {known}; create it with "
+            f"`nborch pool set {t.pool} --slots N`"
+            for t in pipeline.tasks.values() if t.pool is not None and t.pool not in pools]
 
 
 def _inspect(task: Task) -> NotebookInfo:
