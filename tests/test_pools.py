@@ -172,11 +172,12 @@ def test_a_dead_runs_slot_counts_as_free_before_anyone_writes(workdir):
 
 def test_an_unknown_pool_is_a_validation_error_and_nothing_runs(workdir):
     nborch("pool", "set", "other", "--slots", "1", cwd=workdir, check=True)
-    pipeline = _pipeline(workdir, "lost", {"x": None}, pool="warehouse")
+    pipeline = _pipeline(workdir, "lost", {"x": None, "y": None}, pool="warehouse")
     for command in ("validate", "run"):
         proc = nborch(command, pipeline, cwd=workdir, env=_env())
         assert proc.returncode == 2, proc.stderr
-        assert "pool 'warehouse' is not set in the run store (pools: other)" in proc.stderr
+        assert "pool 'warehouse' (of task 'x', task 'y') is not set in the run store " \
+            "(pools: other)" in proc.stderr
         assert "nborch pool set warehouse --slots N" in proc.stderr
         assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
     assert not (workdir / "log").exists()
@@ -258,3 +259,22 @@ def test_a_pool_option_is_a_name_or_a_spec_error(tmp_path_factory, name):
         assert "pool name" in str(exc) and name is not None
     else:
         assert task.pool == name
+
+
+def test_the_python_api_checks_pools_against_its_store_and_records_them(tmp_path):
+    from nborch import Pipeline, Store
+    from nborch.core.errors import ValidationError
+    home = tmp_path / "home"
+    pipeline = Pipeline("api", root=tmp_path, pool="wh")  # a default of every task
+    pipeline.command([sys.executable, "-c", "pass"], name="t")
+    with pytest.raises(ValidationError, match=r"pool 'wh' \(of task 't'\) is not set"):
+        pipeline.validate(home=home)
+    with pytest.raises(ValidationError, match="nborch pool set wh --slots N"):
+        pipeline.run(home=home)
+    assert Store(home).list_runs() == []  # nothing was recorded
+    Store(home).set_pool("wh", 1)
+    pipeline.validate(home=home)
+    run = pipeline.run(home=home)
+    assert run.ok and run.tasks["t"].pool == "wh"
+    assert Store(home, readonly=True).get_run(run.run_id).tasks["t"].pool == "wh"
+    assert Store(home, readonly=True).pools()[0]["running"] == []

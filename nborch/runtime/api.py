@@ -22,7 +22,7 @@ from ..core.states import SUCCESSFUL, State
 from ..execution import outputs
 from ..execution.executors import get_executor
 from ..spec import loader
-from ..spec.validate import prepare, validate
+from ..spec.validate import prepare
 from ..store import store as stores
 from .engine import Engine, RunHandle
 
@@ -61,9 +61,10 @@ class Pipeline(model.Pipeline):
         public.__dict__.update(vars(pipeline))
         return public
 
-    def validate(self, params: dict | None = None) -> None:
-        """Raise ``ValidationError`` listing every problem; run nothing."""
-        validate(self, params or {})
+    def validate(self, params: dict | None = None, *, home: str | Path | None = None) -> None:
+        """Raise ``ValidationError`` listing every problem; run nothing. Pools are checked
+        against the store in ``home`` (default ``$NBORCH_HOME``)."""
+        prepare(self, params or {}, pools=Store(home, readonly=True).known_pools(self))
 
     def run(self, **options: Any) -> Run:
         """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.

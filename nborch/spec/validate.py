@@ -184,10 +184,14 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
 
 
 def _pool_problems(pipeline: Pipeline, pools: Collection[str]) -> list[str]:
-    known = f"(pools: {', '.join(sorted(pools))})" if pools else "(none is set)"
-    return [f"{label(t)}: pool {t.pool!r} is not set in the run store {known}; create it with "
-            f"`nborch pool set {t.pool} --slots N`"
-            for t in pipeline.tasks.values() if t.pool is not None and t.pool not in pools]
+    """One problem per pool the store does not have, naming the tasks that use it."""
+    users: dict[str, dict[str, None]] = {}
+    for t in pipeline.tasks.values():
+        if t.pool is not None and t.pool not in pools:
+            users.setdefault(t.pool, {})[label(t)] = None
+    known = f"pools: {', '.join(sorted(pools))}" if pools else "it has none"
+    return [f"pool {pool!r} (of {', '.join(tasks)}) is not set in the run store ({known}); "
+            f"create it with `nborch pool set {pool} --slots N`" for pool, tasks in users.items()]
 
 
 def _inspect(task: Task) -> NotebookInfo:
@@ -261,10 +265,6 @@ def stable_hash(value) -> str:
     import hashlib
     import json
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:
-    return prepare(pipeline, overrides)
 
 
 def label(task: Task) -> str:
@@ -345,4 +345,4 @@ def _where(pipeline: Pipeline) -> str | None:
     return str(pipeline.source) if pipeline.source else None
 
 
-__all__ = ["PreparedRun", "PreparedTask", "prepare", "validate", "SpecError"]
+__all__ = ["PreparedRun", "PreparedTask", "prepare", "SpecError"]
