@@ -170,6 +170,23 @@ def test_a_dead_runs_slot_counts_as_free_before_anyone_writes(workdir):
     assert _pools(workdir)["wh"]["used"] == 0  # `pool list` reads: it tells dead runs too
 
 
+def test_a_run_waiting_for_a_slot_can_be_cancelled_and_takes_none(workdir):
+    nborch("pool", "set", "wh", "--slots", "1", cwd=workdir, check=True)
+    holder = _start(workdir, _pipeline(workdir, "holder", {"h": "go"}))
+    _wait("task h started", lambda: "start h" in _log(workdir), [holder])
+    waiting = _start(workdir, _pipeline(workdir, "waiting", {"w": None}))
+    run_id = _wait("the waiting run recorded", lambda: _run_of(workdir, "waiting"), [waiting])
+    _wait("task w queued", lambda: _show(workdir, run_id)["tasks"]["w"]["status"] == "queued",
+          [holder, waiting])
+    nborch("cancel", run_id, cwd=workdir, env=_env(), check=True)
+    assert waiting.wait(timeout=60) == 130
+    assert _show(workdir, run_id)["tasks"]["w"]["status"] == "cancelled"
+    assert [p["running"][0]["task"] for p in _pools(workdir).values()] == ["h"]
+    (workdir / "go").touch()
+    assert holder.wait(timeout=120) == 0
+    assert _log(workdir) == ["start h", "end h"]
+
+
 def test_an_unknown_pool_is_a_validation_error_and_nothing_runs(workdir):
     nborch("pool", "set", "other", "--slots", "1", cwd=workdir, check=True)
     pipeline = _pipeline(workdir, "lost", {"x": None, "y": None}, pool="warehouse")
