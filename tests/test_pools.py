@@ -295,3 +295,20 @@ def test_the_python_api_checks_pools_against_its_store_and_records_them(tmp_path
     assert run.ok and run.tasks["t"].pool == "wh"
     assert Store(home, readonly=True).get_run(run.run_id).tasks["t"].pool == "wh"
     assert Store(home, readonly=True).pools()[0]["running"] == []
+
+
+def test_views_say_which_pool_a_queued_task_waits_for():
+    from rich.console import Console
+
+    from nborch.core.pools import waiting_reason
+    from nborch.core.run import Run, TaskRun
+    from nborch.ui import htmlview
+    from nborch.ui.console import print_run
+    waiting = TaskRun("load", status="queued", reason=waiting_reason("wh"), pool="wh")
+    run = Run("r1", "p", "running", tasks={"load": waiting, "free": TaskRun("free")})
+    out = io.StringIO()
+    print_run(run, Console(file=out, width=200))
+    assert "load: waiting for a slot in pool 'wh'" in out.getvalue()
+    assert "waiting for a slot in pool &#39;wh&#39;</td>" in str(htmlview.task_row(waiting, None))
+    assert run.to_dict()["tasks"]["load"]["pool"] == "wh"
+    assert "pool" not in run.to_dict()["tasks"]["free"]

@@ -7,7 +7,7 @@ import json
 
 from ..core.errors import NborchError, SpecError
 from ..core.pools import pool_name_problem, slots_problem
-from .cli_common import EXIT_OK, open_store, printable
+from .cli_common import EXIT_OK, open_store
 
 
 def _checked_name(name: str) -> str:
@@ -56,9 +56,9 @@ def cmd_pool_remove(args) -> int:
         raise SpecError(f"no pool {name!r} in the run store {store.path} (pools: {known})")
     users = store.pool_users(name)
     if users:
-        raise NborchError(printable(
+        raise NborchError(
             f"pool {name!r} is in use: run(s) {', '.join(users)} have tasks in it that have not "
-            "ended; remove it once they end, or cancel them first (`nborch cancel RUN_ID`)"))
+            "ended; remove it once they end, or cancel them first (`nborch cancel RUN_ID`)")
     store.remove_pool(name)
     print(f"removed pool {name}")
     return EXIT_OK
