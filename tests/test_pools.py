@@ -187,6 +187,26 @@ def test_a_run_waiting_for_a_slot_can_be_cancelled_and_takes_none(workdir):
     assert _log(workdir) == ["start h", "end h"]
 
 
+def test_a_resume_checks_its_pools_again_and_takes_a_slot(workdir):
+    nborch("pool", "set", "wh", "--slots", "1", cwd=workdir, check=True)
+    fix = workdir / "fixed"
+    write_pipeline(workdir, {"name": "flaky", "tasks": {"t": {"pool": "wh", "command": [
+        sys.executable, "-c", f"import os, sys; sys.exit(not os.path.exists({str(fix)!r}))"]}}},
+        "flaky.yaml")
+    assert nborch("run", "flaky.yaml", cwd=workdir, env=_env()).returncode == 1
+    run_id = _run_of(workdir, "flaky")
+    nborch("pool", "remove", "wh", cwd=workdir, check=True)  # its run ended: not in use
+    proc = nborch("resume", run_id, cwd=workdir, env=_env())
+    assert proc.returncode == 2 and "pool 'wh' (of task 't') is not set" in proc.stderr
+    nborch("pool", "set", "wh", "--slots", "1", cwd=workdir, check=True)
+    fix.touch()
+    proc = nborch("resume", run_id, cwd=workdir, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    task = _show(workdir, run_id)["tasks"]["t"]
+    assert (task["status"], task["attempts"], task["pool"]) == ("success", 2, "wh")
+    assert _pools(workdir)["wh"]["used"] == 0
+
+
 def test_an_unknown_pool_is_a_validation_error_and_nothing_runs(workdir):
     nborch("pool", "set", "other", "--slots", "1", cwd=workdir, check=True)
     pipeline = _pipeline(workdir, "lost", {"x": None, "y": None}, pool="warehouse")
