@@ -55,10 +55,27 @@ def _pipeline(folder: Path, name: str, tasks: dict[str, str | None], pool: str =
     return f"{name}.yaml"
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_left_behind():
+    """A test that fails while a run waits for a gate leaves no process running."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+
+
 def _start(folder: Path, pipeline: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "nborch", "run", pipeline, "--json"],
+    """``nborch run PIPELINE`` in a process group of its own (its commands in it too)."""
+    proc = subprocess.Popen([sys.executable, "-m", "nborch", "run", pipeline, "--json"],
                             cwd=folder, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _STARTED.append(proc)
+    return proc
 
 
 def _log(folder: Path) -> list[str]:
@@ -141,22 +158,28 @@ def test_a_pool_of_two_runs_two_at_once_and_a_slot_goes_back_on_each_end(workdir
     assert len(log) == 10 and _most_at_once(log) <= 2, log
 
 
-def test_a_killed_runs_slot_is_freed_for_a_run_waiting_for_it(workdir):
-    nborch("pool", "set", "wh", "--slots", "1", cwd=workdir, check=True)
-    doomed = _start(workdir, _pipeline(workdir, "doomed", {"hold": "never"}))
-    _wait("task hold started", lambda: "start hold" in _log(workdir), [doomed])
-    waiting = _start(workdir, _pipeline(workdir, "waiting", {"after": None}))
-    run_id = _wait("the waiting run recorded", lambda: _run_of(workdir, "waiting"), [waiting])
-    _wait("task after queued", lambda: _show(workdir, run_id)["tasks"]["after"]["status"]
-          == "queued", [doomed, waiting])
-    assert (_pools(workdir)["wh"]["used"], _pools(workdir)["wh"]["queued"]) == (1, 1)
+def _one_holds_one_waits(folder: Path, gate: str):
+    """A run whose task ``hold`` holds the one slot of pool wh until ``gate`` exists, and a
+    second whose task ``after`` is queued for it: (the first, the second, its run id)."""
+    nborch("pool", "set", "wh", "--slots", "1", cwd=folder, check=True)
+    holder = _start(folder, _pipeline(folder, "holder", {"hold": gate}))
+    _wait("task hold started", lambda: "start hold" in _log(folder), [holder])
+    waiting = _start(folder, _pipeline(folder, "waiting", {"after": None}))
+    run_id = _wait("the waiting run recorded", lambda: _run_of(folder, "waiting"), [waiting])
+    _wait("task after queued", lambda: _show(folder, run_id)["tasks"]["after"]["status"]
+          == "queued", [holder, waiting])
+    return holder, waiting, run_id
 
+
+def test_a_killed_runs_slot_is_freed_for_a_run_waiting_for_it(workdir):
+    doomed, waiting, _ = _one_holds_one_waits(workdir, "never")
+    assert (_pools(workdir)["wh"]["used"], _pools(workdir)["wh"]["queued"]) == (1, 1)
     os.killpg(doomed.pid, signal.SIGKILL)  # the run's process and its command: no goodbye
     doomed.communicate(timeout=60)
     out, err = waiting.communicate(timeout=120)  # its engine frees the dead run's slot
     assert waiting.returncode == 0, err
     assert _log(workdir) == ["start hold", "start after", "end after"]
-    assert _show(workdir, _run_of(workdir, "doomed"))["status"] == "crashed"
+    assert _show(workdir, _run_of(workdir, "holder"))["status"] == "crashed"
     assert _pools(workdir)["wh"]["used"] == 0
 
 
@@ -171,20 +194,14 @@ def test_a_dead_runs_slot_counts_as_free_before_anyone_writes(workdir):
 
 
 def test_a_run_waiting_for_a_slot_can_be_cancelled_and_takes_none(workdir):
-    nborch("pool", "set", "wh", "--slots", "1", cwd=workdir, check=True)
-    holder = _start(workdir, _pipeline(workdir, "holder", {"h": "go"}))
-    _wait("task h started", lambda: "start h" in _log(workdir), [holder])
-    waiting = _start(workdir, _pipeline(workdir, "waiting", {"w": None}))
-    run_id = _wait("the waiting run recorded", lambda: _run_of(workdir, "waiting"), [waiting])
-    _wait("task w queued", lambda: _show(workdir, run_id)["tasks"]["w"]["status"] == "queued",
-          [holder, waiting])
+    holder, waiting, run_id = _one_holds_one_waits(workdir, "go")
     nborch("cancel", run_id, cwd=workdir, env=_env(), check=True)
     assert waiting.wait(timeout=60) == 130
-    assert _show(workdir, run_id)["tasks"]["w"]["status"] == "cancelled"
-    assert [p["running"][0]["task"] for p in _pools(workdir).values()] == ["h"]
+    assert _show(workdir, run_id)["tasks"]["after"]["status"] == "cancelled"
+    assert [p["running"][0]["task"] for p in _pools(workdir).values()] == ["hold"]
     (workdir / "go").touch()
     assert holder.wait(timeout=120) == 0
-    assert _log(workdir) == ["start h", "end h"]
+    assert _log(workdir) == ["start hold", "end hold"]
 
 
 def test_a_resume_checks_its_pools_again_and_takes_a_slot(workdir):
