@@ -41,6 +41,7 @@ class TaskRun:
     grid: str | None = None  # the grid this task is an instance of
     command: list | None = None  # a command task's argv
     products: dict = field(default_factory=dict)  # declared products: name -> path
+    pool: str | None = None  # the pool whose slot it runs in
 
     @property
     def duration(self) -> float | None:
@@ -58,6 +59,8 @@ class TaskRun:
             data["command"] = self.command
         if self.products:
             data["products"] = self.products
+        if self.pool:
+            data["pool"] = self.pool
         if self.status == State.RUNNING and self.progress:
             data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
                                 "line": self.progress.get("line", "")}
@@ -126,7 +129,7 @@ class Run:
     def from_start(cls, event: RunStarted) -> Run:
         tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"),
                                grid=t.get("grid"), command=t.get("command"),
-                               products=t.get("products") or {})
+                               products=t.get("products") or {}, pool=t.get("pool"))
                  for name, t in event.tasks.items()}
         return cls(event.run_id, event.pipeline, State.RUNNING, event.started_at, None,
                    event.logical_date, event.params, event.source, tasks)
@@ -173,7 +176,8 @@ def fold_resume(started: RunStarted, name: str) -> dict[str, Any]:
     values stay until it records new ones)."""
     record = started.tasks[name]
     changes: dict[str, Any] = {"grid": record.get("grid"), "command": record.get("command"),
-                               "products": record.get("products") or {}}
+                               "products": record.get("products") or {},
+                               "pool": record.get("pool")}
     if name in started.rerun:
         changes.update(status=State.PENDING, started_at=None, ended_at=None, error=None,
                        reason=None, progress=None, fingerprint=None, result_of=None)

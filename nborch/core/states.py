@@ -52,6 +52,9 @@ WAITING = frozenset({State.PENDING, State.QUEUED, State.RETRYING})
 ACTIVE = (State.RUNNING, State.RETRYING, State.QUEUED)
 # Ended without running: the task's reason says why (``cancelled``: or why it was stopped).
 NOT_RUN = frozenset({State.UPSTREAM_FAILED, State.CANCELLED, State.SKIPPED})
+# Views show the reason of a task in one of these: why it did not run, or which pool it
+# waits for (queued).
+REASON_SHOWN = NOT_RUN | {State.QUEUED}
 # Its last attempt failed: views show that attempt's error.
 LAST_ATTEMPT_FAILED = frozenset({State.FAILED, State.RETRYING})
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .clock import parse_duration
+from .pools import pool_name_problem
 
 NAME_RE = re.compile(r"[A-Za-z0-9_.-]+")  # use fullmatch: "$" would let "a\n" through
 TRIGGERS = ("all_success", "all_done", "one_failed")
@@ -33,6 +34,7 @@ TASK_DEFAULTS: dict[str, Any] = {
     "env": {},
     "secrets": (),
     "resources": {},
+    "pool": None,
 }
 DURATION_OPTIONS = ("retry_delay", "max_retry_delay", "timeout")
 MAX_GRID = 10_000  # instances of one grid, unless allow_large_grid
@@ -85,6 +87,7 @@ class Task:
     env: dict = field(default_factory=dict)
     secrets: tuple[str, ...] = ()
     resources: dict = field(default_factory=dict)  # Dask worker resources, e.g. {"GPU": 1}
+    pool: str | None = None  # at most the pool's slots of its tasks run at once, store-wide
     grid: str | None = None  # the grid this task is an instance of
     hooks: dict = field(default_factory=dict)  # core.hooks.TASK_EVENTS -> (Hook, ...)
     command: tuple[str, ...] | None = None  # argv templates of a command task (no shell)
@@ -145,6 +148,8 @@ def normalize_options(options: dict, where: str) -> tuple[dict, list[str]]:
                     raise ValueError("resources must map resource names to positive numbers, "
                                      f"such as {{GPU: 1}}, not {value!r}")
                 value = dict(value)
+            elif key == "pool" and value is not None and (problem := pool_name_problem(value)):
+                raise ValueError(problem)
             elif key == "kernel" and value is not None and not isinstance(value, str):
                 raise ValueError(f"kernel must be a kernel name, not {value!r}")
             elif key == "cwd" and value is not None:

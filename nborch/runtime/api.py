@@ -22,7 +22,7 @@ from ..core.states import SUCCESSFUL, State
 from ..execution import outputs
 from ..execution.executors import get_executor
 from ..spec import loader
-from ..spec.validate import prepare, validate
+from ..spec.validate import prepare
 from ..store import store as stores
 from .engine import Engine, RunHandle
 
@@ -61,9 +61,10 @@ class Pipeline(model.Pipeline):
         public.__dict__.update(vars(pipeline))
         return public
 
-    def validate(self, params: dict | None = None) -> None:
-        """Raise ``ValidationError`` listing every problem; run nothing."""
-        validate(self, params or {})
+    def validate(self, params: dict | None = None, *, home: str | Path | None = None) -> None:
+        """Raise ``ValidationError`` listing every problem; run nothing. Pools are checked
+        against the store in ``home`` (default ``$NBORCH_HOME``)."""
+        prepare(self, params or {}, pools=Store(home, readonly=True).known_pools(self))
 
     def run(self, **options: Any) -> Run:
         """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
@@ -123,9 +124,10 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
     _check_options(max_parallel, pipeline, force)
     if output_dir is not None:
         outputs.check(str(output_dir))
-    prepared = prepare(pipeline, params, run_id=new_run_id(),
-                       logical_date=parse_logical_date(logical_date))
     store = Store(home)
+    prepared = prepare(pipeline, params, run_id=new_run_id(),
+                       logical_date=parse_logical_date(logical_date),
+                       pools=store.known_pools(pipeline))
     store.check_writable()  # before any kernel starts: nothing runs unrecorded
     store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
     engine = Engine(prepared, store, get_executor(executor),
@@ -168,7 +170,8 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                           "(use --from TASK to run a task again)")
     prepared = prepare(pipeline, {k: v for k, v in previous.params.items()
                                   if k in pipeline.parameters},
-                       run_id=run_id, logical_date=parse_logical_date(previous.logical_date))
+                       run_id=run_id, logical_date=parse_logical_date(previous.logical_date),
+                       pools=store.known_pools(pipeline))
     engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
                     fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir,
                     run_timeout=pipeline.run_timeout)

@@ -33,6 +33,7 @@ from ..spec.validate import PreparedRun, stable_hash
 from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
+from .pooling import PoolSlots
 from .recording import Recorder, store_wait
 
 log = logging.getLogger("nborch")
@@ -103,6 +104,7 @@ class Engine:
         self._cancel_requested = False
         self._stale: set[str] = set()  # tasks found not up to date (incremental)
         self._warming: set[str] = set()  # tasks whose kernel was started ahead of need
+        self._pools = PoolSlots(store, prepared.run_id)
         executor.on_kernel_ready = lambda: self._inbox.put(("kernel_ready", None, None))
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
@@ -193,6 +195,7 @@ class Engine:
         finally:
             self.bus.emit(RunEnded(self.run.run_id, status, utcnow(), error=self.run.error))
             self.executor.shutdown()
+            self._pools.release_all()
             self.bus.flush()  # every listener (hooks: their alerts are out) has seen the end
             self.recorder.finish(self.store_wait)
             if (unrecorded := self.recorder.unrecorded()) is not None:  # the Run says so too
@@ -201,6 +204,8 @@ class Engine:
             self.finished.set()
 
     def _loop(self) -> str:
+        if any(p.task.pool for p in self.prepared.tasks.values()):
+            self.store.release_slots(self.run.run_id)  # a resume's crashed attempts held some
         last_beat = time.monotonic()
         deadline = last_beat + self.run_timeout if self.run_timeout else None
         while True:
@@ -210,7 +215,9 @@ class Engine:
                 continue  # tasks were skipped as up to date: their downstream may be ready
             if self.planner.done and not self._running:
                 break
-            wake = self.planner.next_wakeup()
+            wake = min((t for t in (self.planner.next_wakeup(),
+                                    self._pools.next_poll(self.planner.state)) if t is not None),
+                       default=None)
             wait = HEARTBEAT_SECONDS if wake is None else \
                 max(0.0, min(wake - now, HEARTBEAT_SECONDS))
             timing = deadline is not None and not (self._cancel_requested or self._timed_out)
@@ -247,12 +254,25 @@ class Engine:
             if self._up_to_date(name):
                 skipped = True
             elif len(self._running) < self.max_parallel:
-                self._warming.discard(name)
-                self._launch(name)
+                if self._slot_for(name):
+                    self._warming.discard(name)
+                    self._launch(name)
             elif not self.incremental:
                 break  # no free slot; with --incremental each is first checked once
         self._prewarm()
         return skipped
+
+    def _slot_for(self, name: str) -> bool:
+        """Whether ``name`` may start as far as its pool goes (a slot taken for it); if
+        not, the first time, it says which pool it waits for (still ``queued``)."""
+        pool = self.prepared.tasks[name].task.pool
+        if pool is None or self._pools.take(pool, name):
+            return True
+        reason = self._pools.reason(name)
+        if self.run.tasks[name].reason != reason:
+            self.bus.emit(TaskStateChanged(self.run.run_id, name, State.QUEUED,
+                                           self.planner.attempt[name], utcnow(), reason=reason))
+        return False
 
     def _apply(self, moves: list[Transition], **details: Any) -> None:
         for move in moves:
@@ -328,7 +348,8 @@ class Engine:
         for name in self.planner.soon_ready():
             if budget <= 0:
                 break
-            if name in warm or name in self._running or self.prepared.tasks[name].command:
+            if name in warm or name in self._running or name in self._pools.waiting \
+                    or self.prepared.tasks[name].command:
                 continue
             attempt = self.planner.attempt[name] + 1
             self.executor.prewarm(name, attempt, self._kernel_request(name, attempt))
@@ -337,6 +358,7 @@ class Engine:
 
     def _finish(self, name: str, result: AttemptResult) -> None:
         self._running.pop(name, None)
+        self._pools.release(name)
         self.executor.release(name, self.planner.attempt[name])
         if result.status == State.CANCELLED or (self._cancel_requested
                                                 and result.status != State.SUCCESS):
@@ -419,6 +441,8 @@ def _task_record(p) -> dict:
               "notebook": str(p.task.notebook) if p.task.notebook else None}
     if p.command is not None:
         record["command"] = list(p.command)
+    if p.task.pool is not None:
+        record["pool"] = p.task.pool
     return record
 
 

@@ -7,6 +7,7 @@ runs, or raises one ValidationError listing every problem. Nothing here writes a
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property, lru_cache
@@ -90,7 +91,10 @@ def merge_params(pipeline: Pipeline, overrides: dict) -> dict:
 
 
 def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = "validate",
-            logical_date: datetime | None = None) -> PreparedRun:
+            logical_date: datetime | None = None,
+            pools: Collection[str] | None = None) -> PreparedRun:
+    """Check everything a run needs; ``pools``, the pools set in the run store, when the
+    caller read them (the spec layer does not read the store)."""
     params = merge_params(pipeline, overrides or {})
     logical_date = logical_date or datetime.now(timezone.utc)
     problems: list[str] = []
@@ -109,6 +113,8 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         if declared and pipeline.tasks[name].product_convention is None:
             pipeline.add_upstream(name, declared)
     problems += graph_problems(pipeline)
+    if pools is not None:
+        problems += _pool_problems(pipeline, pools)
 
     context = template_context(run_id, logical_date, params)
     secret_env = _secret_source(pipeline)
@@ -177,6 +183,17 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
     if problems:
         raise ValidationError(list(dict.fromkeys(problems)), source=_where(pipeline))
     return PreparedRun(pipeline, run_id, logical_date, params, prepared, secret_env)
+
+
+def _pool_problems(pipeline: Pipeline, pools: Collection[str]) -> list[str]:
+    """One problem per pool the store does not have, naming the tasks that use it."""
+    users: dict[str, dict[str, None]] = {}
+    for t in pipeline.tasks.values():
+        if t.pool is not None and t.pool not in pools:
+            users.setdefault(t.pool, {})[label(t)] = None
+    known = f"pools: {', '.join(sorted(pools))}" if pools else "it has none"
+    return [f"pool {pool!r} (of {', '.join(tasks)}) is not set in the run store ({known}); "
+            f"create it with `nborch pool set {pool} --slots N`" for pool, tasks in users.items()]
 
 
 def _inspect(task: Task) -> NotebookInfo:
@@ -252,10 +269,6 @@ def stable_hash(value) -> str:
     import hashlib
     import json
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def validate(pipeline: Pipeline, overrides: dict | None = None) -> PreparedRun:
-    return prepare(pipeline, overrides)
 
 
 def label(task: Task) -> str:
@@ -359,4 +372,4 @@ def _where(pipeline: Pipeline) -> str | None:
     return str(pipeline.source) if pipeline.source else None
 
 
-__all__ = ["PreparedRun", "PreparedTask", "prepare", "validate", "SpecError"]
+__all__ = ["PreparedRun", "PreparedTask", "prepare", "SpecError"]

@@ -33,7 +33,8 @@ def task_run(row: sqlite3.Row) -> TaskRun:
         values=loads(row["vals"]) or {}, error=loads(row["error"]), reason=row["reason"],
         progress=loads(row["progress"]), upstream=tuple(loads(row["upstream"])),
         notebook=row["notebook"], fingerprint=row["fingerprint"], result_of=row["result_of"],
-        grid=row["grid"], command=loads(row["command"]), products=loads(row["products"]) or {})
+        grid=row["grid"], command=loads(row["command"]), products=loads(row["products"]) or {},
+        pool=row["pool"])
 
 
 def update_task(conn: sqlite3.Connection, run_id: str, task: str, changes: dict) -> None:

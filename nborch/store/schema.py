@@ -70,6 +70,16 @@ MIGRATIONS: list[list[str]] = [
             pipeline TEXT NOT NULL, upstream_run_id TEXT NOT NULL, run_id TEXT,
             at TEXT NOT NULL, PRIMARY KEY (pipeline, upstream_run_id))""",
     ],
+    [  # 8: pools, and the slots that running tasks of any run hold in them
+        """CREATE TABLE pools (
+            name TEXT PRIMARY KEY, slots INTEGER NOT NULL, created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL)""",
+        """CREATE TABLE pool_slots (
+            pool TEXT NOT NULL, run_id TEXT NOT NULL, task TEXT NOT NULL,
+            acquired_at TEXT NOT NULL, PRIMARY KEY (run_id, task))""",
+        "CREATE INDEX pool_slots_by_pool ON pool_slots (pool)",
+        "ALTER TABLE task_runs ADD COLUMN pool TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

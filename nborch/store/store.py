@@ -22,12 +22,12 @@ from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, 
 from ..core.run import Run, fold_resume
 from ..core.states import SUCCESSFUL, State
 from .crashes import HOST, crash_events, is_dead, last_beat, process_started, stop_orphan_kernel
-from .database import Database
+from .pools import PoolRecords
 from .rows import dumps, fold_into_row, loads, task_run, update_task
 from .triggers import TriggerRecords, after_column
 
 
-class Store(TriggerRecords, Database):
+class Store(TriggerRecords, PoolRecords):
     """The SQLite record of runs in ``home`` (``$NBORCH_HOME``, default ``./.nborch``).
     ``readonly``: for commands that only read (``runs``, ``show``, the dashboard): never
     writes, never waits for a writer, and works on a read-only copy of the home or a full
@@ -84,9 +84,10 @@ class Store(TriggerRecords, Database):
                  time.time(), e.output_dir))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
-                " products, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " products, pool, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"),
-                  dumps(t.get("command")), dumps(t.get("products") or None), State.PENDING)
+                  dumps(t.get("command")), dumps(t.get("products") or None), t.get("pool"),
+                  State.PENDING)
                  for i, (name, t) in enumerate(e.tasks.items())])
 
     def task_changed(self, e: TaskStateChanged) -> None:
@@ -160,6 +161,7 @@ class Store(TriggerRecords, Database):
                 for event in crash_events(run, row):
                     self(event)
                 conn.execute("UPDATE runs SET crash_reported = 0 WHERE run_id = ?", (run.run_id,))
+                conn.execute("DELETE FROM pool_slots WHERE run_id = ?", (run.run_id,))
             crashed.append(row["run_id"])
             if row["host"] == HOST:
                 for attempt in self._read("SELECT kernel_pid FROM attempts WHERE run_id = ? AND"

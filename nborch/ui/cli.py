@@ -122,7 +122,8 @@ def cmd_validate(args) -> int:
     from ..spec.validate import prepare
     from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
-    prepared = prepare(pipeline, parse_params(args.param))
+    pools = open_store(args, readonly=True).known_pools(pipeline)
+    prepared = prepare(pipeline, parse_params(args.param), pools=pools)
     grids = len(pipeline.grids)
     grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
     print(printable(f"{args.pipeline}: pipeline {pipeline.name!r} is valid "
@@ -356,9 +357,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", help="read as JSON (42, true, [1, 2], {\"a\": 1}), else as text")
     p.set_defaults(func=cmd_publish)
 
-    from . import operate_cli, schedule_cli
+    from . import operate_cli, pool_cli, schedule_cli
     schedule_cli.add_parsers(sub)
     operate_cli.add_parsers(sub)
+    pool_cli.add_parsers(sub)
     return parser
 
 

@@ -24,7 +24,7 @@ from ..core.states import (
     ACTIVE,
     FINAL,
     LAST_ATTEMPT_FAILED,
-    NOT_RUN,
+    REASON_SHOWN,
     UNSTARTED,
     State,
     terminal_style,
@@ -81,7 +81,8 @@ class PlainProgress:
             self._follow_grids(event)
         elif isinstance(event, TaskStateChanged) and event.task in self._grid_of:
             self._grid_changed(event)
-        elif isinstance(event, TaskStateChanged) and event.state not in UNSTARTED:
+        elif isinstance(event, TaskStateChanged) and (event.state not in UNSTARTED
+                                                      or event.reason):
             self._write(_task_line(event))
         elif isinstance(event, RunEnded):
             self._write(f"run {event.run_id}: {event.status}")
@@ -185,6 +186,8 @@ class LiveProgress:
                 extra = ""
                 if t.progress:
                     extra = f"cell {t.progress['cell']}/{t.progress['cells']} {t.progress['line']}"
+                elif t.status in REASON_SHOWN and t.reason:
+                    extra = t.reason
                 grid.add_row(Text.assemble((f"  {t.status:<9} ", terminal_style(t.status)),
                                            (printable(t.name, False), "bold"),
                                            (printable(f"  {extra}"[:100], False), "dim")))
@@ -292,7 +295,7 @@ def print_run(run: Run, console) -> None:
     _more(console, run, grids, lambda t: bool(t.error), "errors")
     reasons: dict[tuple[str, str], int] = {}  # a grid's instances share their reasons
     for t in run.tasks.values():
-        if not t.error and t.reason and t.status in NOT_RUN:
+        if not t.error and t.reason and t.status in REASON_SHOWN:
             key = (grid_of.get(t.name, t.name), t.reason)
             reasons[key] = reasons.get(key, 0) + 1
     for (name, reason), count in reasons.items():

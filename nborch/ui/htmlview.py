@@ -28,7 +28,7 @@ from ..core.clock import format_duration
 from ..core.grouping import grid_state, groups
 from ..core.grouping import summary as grid_summary
 from ..core.run import Run, _seconds_between
-from ..core.states import FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, TASK_STATES, State, fill
+from ..core.states import FINAL, LAST_ATTEMPT_FAILED, REASON_SHOWN, TASK_STATES, State, fill
 
 # layout, run_edges, states_of and status_lines are re-exported for the views.
 from .rungraph import SvgGraph, layout, run_edges, states_of, status_lines  # noqa: F401
@@ -186,7 +186,7 @@ class GridRow:
 
 def task_data(t, base: Path | None) -> TaskRow:
     progress = progress_text(t)
-    if not progress and t.reason and t.status in NOT_RUN:
+    if not progress and t.reason and t.status in REASON_SHOWN:
         progress = t.reason
     command = None if t.command is None else shlex.join(t.command)
     return TaskRow(t.name, state_badge(t.status), t.attempts or "",

@@ -226,8 +226,9 @@ class OrchestrateMagics(Magics):
 
     def _dry_run(self, pipeline: Pipeline, params: dict) -> None:
         from ...spec.validate import prepare
+        from ...store.store import Store
         from .. import htmlview
-        prepared = prepare(pipeline, params)
+        prepared = prepare(pipeline, params, pools=Store(readonly=True).known_pools(pipeline))
         graph = htmlview.layout(prepared.edges)
         names = ", ".join(prepared.tasks)
         text = (f"pipeline {pipeline.name!r} is valid: {len(prepared.tasks)} tasks ({names}); "
@@ -265,7 +266,8 @@ class OrchestrateMagics(Magics):
         from ...spec.validate import prepare
         from ...store.store import Store
         check_cron(cron, "--schedule: ")
-        prepare(pipeline, params)  # everything a run would check, before anything is written
+        # everything a run would check, before anything is written
+        prepare(pipeline, params, pools=Store(readonly=True).known_pools(pipeline))
         if body_kind(body, root) != "file":
             path = root / f"{pipeline.name}.pipeline.yaml"
             write_pipeline_file(path, pipeline_document(pipeline, body, root, params))
