@@ -31,11 +31,11 @@ ANCESTRY = ("import os, sys, psutil\n"
 @pytest.fixture
 def prefix(workdir: Path, monkeypatch):
     """A prefix to install kernelspecs into, found through JUPYTER_PATH."""
-    from nborch.spec.validate import installed_kernels
+    from nborch.spec.validate import kernelspec_manager
     monkeypatch.setenv("JUPYTER_PATH", str(workdir / "prefix" / "share" / "jupyter"))
-    installed_kernels.cache_clear()  # looked up once per process
+    kernelspec_manager.cache_clear()  # where kernelspecs are, read once per process
     yield workdir / "prefix"
-    installed_kernels.cache_clear()
+    kernelspec_manager.cache_clear()
 
 
 def install_kernelspec(prefix: Path, name: str, argv0: str | None = None,
@@ -229,3 +229,12 @@ def test_nborch_run_v_says_which_kernels_are_forked_and_why_not(workdir: Path, p
            f"runs {base}, not nborch's own Python" in proc.stderr
     assert is_template(json.loads((workdir / "a" / "seen.json").read_text())["parent"])
     assert not is_template(json.loads((workdir / "b" / "seen.json").read_text())["parent"])
+
+
+def test_a_kernel_installed_while_nborch_runs_is_seen_at_the_next_check(prefix: Path):
+    """A scheduler validates each slot in one long-lived process: a kernelspec installed
+    after its first check is found at the next, not refused until a restart."""
+    from nborch.spec.validate import installed_kernels
+    assert "late-kernel" not in installed_kernels()
+    install_kernelspec(prefix, "late-kernel")
+    assert "late-kernel" in installed_kernels()

@@ -342,10 +342,18 @@ def convention_parameter_problems(who: str, task: Task, info: NotebookInfo, valu
     return problems
 
 
-@lru_cache(maxsize=1)
 def installed_kernels() -> frozenset[str]:
+    """The kernels installed now: looked up at each check (a quarter of a millisecond), so a
+    scheduler that has run for weeks sees a kernel installed today."""
+    return frozenset(kernelspec_manager().find_kernel_specs())
+
+
+@lru_cache(maxsize=1)
+def kernelspec_manager():
+    """jupyter_client's, made once per process (about 0.1 s): where kernelspecs are looked
+    for (``JUPYTER_PATH`` and the like) is read then."""
     from jupyter_client.kernelspec import KernelSpecManager
-    return frozenset(KernelSpecManager().find_kernel_specs())
+    return KernelSpecManager()
 
 
 def _dotenv_path(pipeline: Pipeline) -> Path:
