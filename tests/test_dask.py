@@ -64,8 +64,9 @@ def test_diamond_runs_on_the_workers_and_values_flow(workdir: Path, local_cluste
     assert Path(run.tasks["join"].output_path) == workdir / "shared" / run.run_id / "join.ipynb"
     assert Path(run.tasks["join"].output_path).is_file()
     assert not list((workdir / ".nborch").rglob("*.ipynb"))
-    # The caller's client is left open for its owner.
+    # The caller's client is left open for its owner; the run's events are not kept.
     assert local_cluster.status == "running"
+    assert not [topic for topic in local_cluster.get_events() if topic.startswith("nborch-")]
 
 
 def test_cancel_stops_the_kernel_on_the_worker(workdir: Path, local_cluster):

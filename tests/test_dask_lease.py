@@ -103,6 +103,8 @@ def test_killing_the_orchestrator_stops_the_kernel_and_resume_runs_it_once(workd
     assert done["status"] == "success" and done["tasks"]["hang"]["values"] == {"late": 1}
     log = Store(workdir / ".nborch").log_path(run_id, "hang").read_text()
     assert log.count(": ok ---") == 1  # the resumed attempt's, not the abandoned one's
+    # The killed run's event topic went with the resumed run's: the scheduler keeps none.
+    assert not [topic for topic in cluster.client.get_events() if topic.startswith("nborch-")]
 
 
 def test_a_stopped_orchestrator_loses_its_lease(workdir: Path, cluster):

@@ -32,7 +32,7 @@ from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
-from .dask_lease import Lease
+from .dask_lease import Lease, lease_name
 from .dask_worker import STARTED, run_on_worker
 
 log = logging.getLogger("nborch")
@@ -76,7 +76,7 @@ class DaskExecutor(Executor):
             self._owns_client = True
         self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"
-        self._lease = Lease(self.client, f"{self._topic}-lease")
+        self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
@@ -138,7 +138,8 @@ class DaskExecutor(Executor):
         self._lease.end()
         try:
             self.client.unsubscribe_topic(self._topic)
-            self.client.run_on_scheduler(_topic_sweeper())
+            for topic in self.client.run_on_scheduler(_topic_sweeper()):
+                _import_distributed().Variable(lease_name(topic), client=self.client).delete()
         except Exception:  # the connection is already gone
             pass
         if self._owns_client:
@@ -192,16 +193,17 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
 
 def _topic_sweeper() -> Callable:
     """A function for the scheduler that drops the event topics of nborch runs nobody
-    follows any more: this run's, and those of orchestrators that died. Dask keeps a topic
-    (its last ``distributed.admin.low-level-log-length`` events) as long as the scheduler
-    runs. Made here so that cloudpickle sends it by value: the scheduler needs no nborch."""
-    def sweep(dask_scheduler) -> int:
+    follows any more, this run's and those of orchestrators that died, and returns their
+    names (their leases are deleted next). Dask keeps a topic (its last
+    ``distributed.admin.low-level-log-length`` events) as long as the scheduler runs. Made
+    here so that cloudpickle sends it by value: the scheduler needs no nborch."""
+    def sweep(dask_scheduler) -> list[str]:
         topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
         if not isinstance(topics, dict):  # another Dask: nothing it can safely drop
-            return 0
+            return []
         stale = [name for name, topic in topics.items()
                  if name.startswith("nborch-") and not getattr(topic, "subscribers", True)]
         for name in stale:
             del topics[name]
-        return len(stale)
+        return stale
     return sweep

@@ -18,6 +18,11 @@ RENEW_SECONDS = 2.0
 EXPIRY_SECONDS = 10.0
 
 
+def lease_name(topic: str) -> str:
+    """The lease of the run whose events go to ``topic``."""
+    return f"{topic}-lease"
+
+
 class Lease:
     """The orchestrator's side: renews the lease until ``end()`` deletes it."""
 
