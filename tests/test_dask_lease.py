@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from conftest import nborch, run_json, write_notebook, write_pipeline
 from dask_cluster import DaskProcesses
 
@@ -39,6 +40,18 @@ def hanging_pipeline(workdir: Path) -> tuple[Path, Path, Path]:
     path = write_pipeline(workdir, {"name": "hangs", "tasks": {"hang": {
         "notebook": "hang.ipynb"}}})
     return path, pid, gate
+
+
+def add_hanging_command(path: Path, workdir: Path) -> tuple[Path, Path]:
+    """The pipeline at ``path`` gets a command task that does the same: (pid file, gate)."""
+    pid, gate = workdir / "command.pid", workdir / "gate"
+    script = (f"import os, time\nopen({str(pid) + '.tmp'!r}, 'w').write(str(os.getpid()))\n"
+              f"os.replace({str(pid) + '.tmp'!r}, {str(pid)!r})\n"
+              f"while not os.path.exists({str(gate)!r}):\n    time.sleep(0.1)\nprint('through')")
+    spec = yaml.safe_load(path.read_text())
+    spec["tasks"]["wait"] = {"command": [sys.executable, "-c", script]}
+    write_pipeline(workdir, spec)
+    return pid, gate
 
 
 def start_run(path: Path, cluster: DaskProcesses, workdir: Path) -> subprocess.Popen:
@@ -71,28 +84,33 @@ def only_run(workdir: Path) -> str:
     return run["run_id"]
 
 
-def assert_abandoned_and_nothing_late(workdir: Path, run_id: str, gate: Path) -> str:
+def assert_abandoned_and_nothing_late(workdir: Path, run_id: str, gate: Path,
+                                      task: str = "hang") -> str:
     """The worker said why it stopped the attempt, and wrote no notebook, no "ok": even
     once the gate opens (a kernel still alive would now finish). Returns the log."""
-    log = Store(workdir / ".nborch").log_path(run_id, "hang")
+    log = Store(workdir / ".nborch").log_path(run_id, task)
     wait_for(lambda: "AttemptAbandoned" in log.read_text(), "the worker never gave it up", 60)
     gate.touch()
     text = log.read_text()
-    assert "ended" in text and ": ok ---" not in text
-    assert not (workdir / ".nborch" / "runs" / run_id / "hang.ipynb").exists()
+    assert "ended" in text and ": ok ---" not in text and "through" not in text
+    assert not (workdir / ".nborch" / "runs" / run_id / f"{task}.ipynb").exists()
     return text
 
 
 def test_killing_the_orchestrator_stops_the_kernel_and_resume_runs_it_once(workdir: Path,
                                                                           cluster):
+    cluster.worker()  # a thread for the notebook, one for the command
     path, pid_file, gate = hanging_pipeline(workdir)
+    command_pid, _ = add_hanging_command(path, workdir)
     orchestrator = start_run(path, cluster, workdir)
-    kernel = kernel_of(pid_file)
+    kernel, command = kernel_of(pid_file), kernel_of(command_pid)
     orchestrator.kill()  # kill -9: no cancel, no clean-up of its own
     orchestrator.wait()
-    wait_for(lambda: gone(kernel), "the kernel on the worker outlived its run", 60)
+    wait_for(lambda: gone(kernel) and gone(command), "the task outlived its run on the worker",
+             60)
     run_id = only_run(workdir)
-    assert_abandoned_and_nothing_late(workdir, run_id, gate)
+    for task in ("hang", "wait"):
+        assert_abandoned_and_nothing_late(workdir, run_id, gate, task)
     crashed = Store(workdir / ".nborch").get_run(run_id)
     assert crashed.status == "crashed" and crashed.tasks["hang"].status != "success"
     pid_file.unlink()
@@ -101,10 +119,12 @@ def test_killing_the_orchestrator_stops_the_kernel_and_resume_runs_it_once(workd
     assert resumed.returncode == 0, resumed.stderr
     done = run_json(resumed)
     assert done["status"] == "success" and done["tasks"]["hang"]["values"] == {"late": 1}
-    log = Store(workdir / ".nborch").log_path(run_id, "hang").read_text()
-    assert log.count(": ok ---") == 1  # the resumed attempt's, not the abandoned one's
+    for task in ("hang", "wait"):  # the resumed attempt's "ok", not the abandoned one's
+        assert Store(workdir / ".nborch").log_path(run_id, task).read_text().count(
+            ": ok ---") == 1
     # The killed run's event topic went with the resumed run's: the scheduler keeps none.
-    assert not [topic for topic in cluster.client.get_events() if topic.startswith("nborch-")]
+    left = [topic for topic in cluster.client.get_events() if topic.startswith("nborch-")]
+    assert not left, left
 
 
 def test_a_stopped_orchestrator_loses_its_lease(workdir: Path, cluster):

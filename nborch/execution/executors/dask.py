@@ -138,7 +138,7 @@ class DaskExecutor(Executor):
         self._lease.end()
         try:
             self.client.unsubscribe_topic(self._topic)
-            for topic in self.client.run_on_scheduler(_topic_sweeper()):
+            for topic in self.client.run_on_scheduler(_topic_sweeper(self._topic)):
                 _import_distributed().Variable(lease_name(topic), client=self.client).delete()
         except Exception:  # the connection is already gone
             pass
@@ -191,18 +191,24 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
                          error_dict(kind, str(exc) or kind))
 
 
-def _topic_sweeper() -> Callable:
+def _topic_sweeper(own: str) -> Callable:
     """A function for the scheduler that drops the event topics of nborch runs nobody
-    follows any more, this run's and those of orchestrators that died, and returns their
-    names (their leases are deleted next). Dask keeps a topic (its last
-    ``distributed.admin.low-level-log-length`` events) as long as the scheduler runs. Made
-    here so that cloudpickle sends it by value: the scheduler needs no nborch."""
+    follows any more: ``own`` (this run's; its unsubscribing may not have arrived yet), and
+    those of runs that ended or died before; it returns their names (their leases are
+    deleted next). Dask keeps a topic (its last ``distributed.admin.low-level-log-length``
+    events) as long as the scheduler runs. Made here so that cloudpickle sends it by value:
+    the scheduler needs no nborch."""
     def sweep(dask_scheduler) -> list[str]:
         topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
-        if not isinstance(topics, dict):  # another Dask: nothing it can safely drop
+        clients = getattr(dask_scheduler, "clients", None)
+        if not isinstance(topics, dict) or not isinstance(clients, dict):  # another Dask
             return []
-        stale = [name for name, topic in topics.items()
-                 if name.startswith("nborch-") and not getattr(topic, "subscribers", True)]
+
+        def followed(topic) -> bool:  # a client that went away stays a subscriber
+            return bool(set(getattr(topic, "subscribers", clients)) & set(clients))
+
+        stale = [name for name, topic in topics.items() if name == own
+                 or (name.startswith("nborch-") and not followed(topic))]
         for name in stale:
             del topics[name]
         return stale

@@ -15,7 +15,7 @@ import threading
 import time
 
 RENEW_SECONDS = 2.0
-EXPIRY_SECONDS = 10.0
+EXPIRY_SECONDS = 20.0  # ten renewals missed: a busy orchestrator is not taken for gone
 
 
 def lease_name(topic: str) -> str:
