@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+from dask_cluster import DaskProcesses
 
 from nborch import Pipeline, Store
 
@@ -64,8 +64,9 @@ def test_diamond_runs_on_the_workers_and_values_flow(workdir: Path, local_cluste
     assert Path(run.tasks["join"].output_path) == workdir / "shared" / run.run_id / "join.ipynb"
     assert Path(run.tasks["join"].output_path).is_file()
     assert not list((workdir / ".nborch").rglob("*.ipynb"))
-    # The caller's client is left open for its owner.
+    # The caller's client is left open for its owner; the run's events are not kept.
     assert local_cluster.status == "running"
+    assert not [topic for topic in local_cluster.get_events() if topic.startswith("nborch-")]
 
 
 def test_cancel_stops_the_kernel_on_the_worker(workdir: Path, local_cluster):
@@ -91,43 +92,6 @@ def test_cancel_stops_the_kernel_on_the_worker(workdir: Path, local_cluster):
 
 
 # -- a scheduler and workers started as their own processes ------------------------------------
-
-class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.procs: list[subprocess.Popen] = []
-        port = free_port()
-        self.address = f"127.0.0.1:{port}"
-        self._start("scheduler", "--host", "127.0.0.1", "--port", str(port),
-                    "--dashboard-address", ":0")
-        self.client = distributed.Client(self.address, timeout="60s")
-
-    def worker(self, *args: str) -> None:
-        before = len(self.client.scheduler_info()["workers"])
-        self._start("worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                    "--dashboard-address", ":0", *args)
-        self.client.wait_for_workers(before + 1, timeout=60)
-
-    def _start(self, *args: str) -> None:
-        self.procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-
-    def stop(self) -> None:
-        self.client.close()
-        for proc in reversed(self.procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        for proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-
 
 @pytest.fixture
 def dask_processes(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -12,10 +13,13 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from conftest import nborch, run_json, write_notebook, write_pipeline
 
 from nborch import Pipeline, Store
-from nborch.core.events import RunStarted
+from nborch.core.errors import RunMovedOn
+from nborch.core.events import RunEnded, RunStarted, TaskStateChanged
+from nborch.runtime.recording import Recorder
 
 
 def counting_notebook(path: Path, counters: Path, *extra: str, parameters: str | None = None):
@@ -340,3 +344,28 @@ def test_old_store_schema_is_migrated(workdir: Path):
     sqlite3.connect(home / "nborch.db").execute("PRAGMA user_version = 99").connection.commit()
     newer = nborch("runs", cwd=workdir)
     assert newer.returncode == 1 and "newer than this nborch understands" in newer.stderr
+
+
+def test_a_late_result_of_a_run_taken_over_is_not_recorded(workdir: Path):
+    """An orchestrator that stopped for long (the run was then resumed, or recorded crashed,
+    by another process) records nothing of it when it wakes: not its attempt's late "ok"."""
+    store = Store(workdir / ".nborch")
+    now = "2026-01-01T00:00:00+00:00"
+    ok = TaskStateChanged("r", "t", "success", 1, now, values={"late": 1},
+                          attempt_status="success")
+    for takeover in ("resumed", "recorded crashed"):
+        run_id = f"r-{takeover.split()[-1]}"
+        started = RunStarted(run_id, "p", now, now, {}, {"t": {"upstream": []}}, None,
+                             os.getpid(), "this-host")
+        stalled = Recorder(store, run_id)
+        stalled(started)
+        stalled(TaskStateChanged(run_id, "t", "running", 1, now))
+        if takeover == "resumed":
+            Recorder(store, run_id)(dataclasses.replace(started, resumes=1, rerun=("t",)))
+        else:
+            store.run_ended(RunEnded(run_id, "crashed", now))
+        with pytest.raises(RunMovedOn, match=f"was {takeover} by another nborch process"):
+            stalled(dataclasses.replace(ok, run_id=run_id))
+        task = store.get_run(run_id).tasks["t"]
+        assert task.status != "success" and task.values == {}
+        assert [a["status"] for a in store.attempts(run_id)] == ["running"]

@@ -55,6 +55,14 @@ class StoreWriteFailed(StoreError):
         self.cause, self.transient = cause, transient
 
 
+class RunMovedOn(StoreWriteFailed):
+    """Another process took the run over (recorded it crashed, or resumed it): what this
+    process would still record of it, a late result included, is discarded."""
+
+    def __init__(self, message: str):
+        super().__init__(message, "the run moved on without this process", transient=False)
+
+
 class RunNotFound(StoreError):
     exit_code = 2
 

@@ -19,13 +19,13 @@ from typing import Any
 
 import nbformat
 
-from ..core import private
 from ..core.clock import utcnow
 from ..core.errors import error_dict
-from ..core.events import AttemptOutput, AttemptProgress, KernelStarted, Throttle
-from ..core.secrecy import Masker, StreamMasker
+from ..core.events import AttemptProgress, KernelStarted, Throttle
+from ..core.secrecy import Masker
 from ..core.states import State
 from ..inside import PUBLISH_MIME, publish_preview
+from .attemptlog import LogSinks
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 log = logging.getLogger("nborch")
@@ -68,68 +68,6 @@ class AttemptResult:
     error: dict | None = None
 
 
-class LogSinks:
-    """An attempt's log file, open for the attempt: ``sinks["stdout"]`` and
-    ``sinks["stderr"]`` write masked text to it and stream it as output events."""
-
-    def __init__(self, job: AttemptJob, masker: Masker, emit: Callable[[Any], None],
-                 started: str):
-        self.job, self.emit, self.started = job, emit, started
-        self.lock = threading.Lock()
-        self.handle = None
-        self._sinks = {s: _LogSink(self, s, masker.stream()) for s in ("stdout", "stderr")}
-
-    def __enter__(self) -> LogSinks:
-        self.handle = open(self.job.log_path, "a", encoding="utf-8", opener=private.opener)
-        self.handle.write(f"--- attempt {self.job.attempt} started {self.started} ---\n")
-        self.handle.flush()
-        return self
-
-    def __getitem__(self, stream: str) -> _LogSink:
-        return self._sinks[stream]
-
-    def close(self, ended: str, error: dict | None) -> None:
-        for sink in self._sinks.values():
-            sink.drain()
-        with self.lock:
-            self.handle.write(f"--- attempt {self.job.attempt} ended {ended}: "
-                              f"{'ok' if error is None else error['type']} ---\n")
-
-    def __exit__(self, *exc_info) -> None:
-        with self.lock:
-            self.handle.close()
-
-
-class _LogSink:
-    """One stream of the log. papermill writes a notebook's stream outputs here. A secret
-    split between two writes is masked whole: the end of a write that could begin one
-    waits for the next write (or the end of the attempt)."""
-
-    def __init__(self, log: LogSinks, stream: str, masker: StreamMasker):
-        self.log, self.stream, self.masker = log, stream, masker
-
-    def write(self, text: str) -> None:
-        if text:
-            with self.log.lock:
-                self._write(self.masker.feed(text))
-
-    def drain(self) -> None:
-        with self.log.lock:
-            self._write(self.masker.flush())
-
-    def _write(self, text: str) -> None:  # with the log's lock held
-        log = self.log
-        if not text or log.handle is None or log.handle.closed:  # stderr can trail the end
-            return
-        log.handle.write(text)
-        log.handle.flush()
-        job = log.job
-        log.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
-
-    def flush(self) -> None:
-        pass
-
-
 def make_product_dirs(job: AttemptJob) -> None:
     """Create the parent folders of the task's declared products (local paths only)."""
     for path in job.products.values():
@@ -147,7 +85,8 @@ class AttemptRunner:
         self.emit = emit
         self.masker = Masker(job.secret_values)
         self.nb = None
-        self._stop_reason: str | None = None  # "cancel" | "timeout"
+        self._stop_reason: str | None = None  # "cancel" | "timeout" | "abandon"
+        self._abandoned: dict | None = None  # why the run gave the attempt up
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._running_cell: tuple[int, str] | None = None
@@ -162,6 +101,12 @@ class AttemptRunner:
 
     def cancel(self) -> None:
         self._stop("cancel", signal.SIGKILL)
+
+    def abandon(self, reason: str) -> None:
+        """The run gave this attempt up (its orchestrator or scheduler is gone): stop the
+        kernel and write nothing more than the log's end line: no notebook, no values."""
+        self._abandoned = error_dict("AttemptAbandoned", reason)
+        self._stop("abandon", signal.SIGKILL)
 
     def _on_timeout(self) -> None:
         # Interrupt first so the saved notebook shows where the cell hung, then kill.
@@ -227,8 +172,13 @@ class AttemptRunner:
                 error = _missing_products(job)
             if error is not None and self._stop_reason == "timeout":
                 error = self._timeout_error(error)
+            abandoned = self._stop_reason == "abandon"
+            if abandoned:  # its result may reach nobody: the log says why
+                error = self._abandoned
             ended = utcnow()
-            sinks.close(ended, error)
+            sinks.close(ended, error, why=error["message"] if abandoned else None)
+        if abandoned:
+            return AttemptResult(State.FAILED, started, ended, None, {}, error)
         status = State.SUCCESS if error is None else (
             State.CANCELLED if self._stop_reason == "cancel" else State.FAILED)
         # The executed notebook, secrets masked value by value (before its published values

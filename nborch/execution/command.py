@@ -22,7 +22,8 @@ from ..core.errors import error_dict
 from ..core.private import FILE_MODE
 from ..core.secrecy import Masker, search_path, task_environment
 from ..core.states import State
-from .attempt import AttemptJob, AttemptResult, LogSinks, make_product_dirs
+from .attempt import AttemptJob, AttemptResult, make_product_dirs
+from .attemptlog import LogSinks
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
@@ -39,7 +40,8 @@ class CommandRunner:
         self.emit = emit
         self.masker = Masker(job.secret_values)
         self.process: subprocess.Popen | None = None
-        self._stop_reason: str | None = None  # "cancel" | "timeout"
+        self._stop_reason: str | None = None  # "cancel" | "timeout" | "abandon"
+        self._abandoned: dict | None = None  # why the run gave the attempt up
         self._lock = threading.Lock()
         self._last_stderr = ""
 
@@ -47,6 +49,11 @@ class CommandRunner:
 
     def cancel(self) -> None:
         self._stop("cancel")
+
+    def abandon(self, reason: str) -> None:
+        """The run gave this attempt up (see ``AttemptRunner.abandon``)."""
+        self._abandoned = error_dict("AttemptAbandoned", reason)
+        self._stop("abandon")
 
     def _stop(self, reason: str) -> None:
         with self._lock:
@@ -86,7 +93,8 @@ class CommandRunner:
                 error = error_dict("CommandNotStarted", f"{job.command[0]}: {exc.strerror or exc}")
             limit.finish()
             ended = utcnow()
-            sinks.close(ended, error)
+            abandoned = self._stop_reason == "abandon"  # its result may reach nobody
+            sinks.close(ended, error, why=error["message"] if abandoned else None)
         try:
             values = self.masker.data(_read_values(values_file, max_value(job.env)))
         except ValueTooLarge as exc:  # `nborch publish` checks; this catches a bypass
@@ -99,8 +107,8 @@ class CommandRunner:
     def _execute(self, env: dict, sinks: dict) -> dict | None:
         job = self.job
         with self._lock:
-            if self._stop_reason == "cancel":
-                return error_dict("Cancelled", "the run was cancelled")
+            if self._stop_reason in ("cancel", "abandon"):
+                return self._abandoned or error_dict("Cancelled", "the run was cancelled")
             self.process = subprocess.Popen(
                 list(job.command), cwd=job.cwd, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
@@ -142,8 +150,8 @@ class CommandRunner:
         if self._stop_reason == "timeout":
             return error_dict("TimeoutError", f"{program} stopped after its timeout of "
                               f"{self.job.timeout:g}s")
-        if self._stop_reason == "cancel":
-            return error_dict("Cancelled", "the run was cancelled")
+        if self._stop_reason in ("cancel", "abandon"):
+            return self._abandoned or error_dict("Cancelled", "the run was cancelled")
         if code == 0:
             return None
         if code < 0:

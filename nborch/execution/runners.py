@@ -1,7 +1,8 @@
 """The runner of one attempt: a notebook on a started kernel, or a command (no kernel).
 
 Both take an ``AttemptJob`` and return an ``AttemptResult`` from ``run()``; ``cancel()``
-stops them from another thread.
+stops them from another thread, and ``abandon(reason)`` too when the run gave the attempt
+up (then nothing is written but the log's end line, which says why).
 """
 
 from __future__ import annotations

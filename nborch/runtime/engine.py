@@ -7,7 +7,6 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import os
 import queue
@@ -26,13 +25,13 @@ from ..core.planner import Planner, Transition
 from ..core.run import Run, fold_resume
 from ..core.states import NOT_RUN, State
 from ..execution import outputs
-from ..execution.attempt import AttemptJob, AttemptResult
+from ..execution.attempt import AttemptResult
 from ..execution.executors import Executor
-from ..execution.kernels import KernelRequest
 from ..spec.validate import PreparedRun, stable_hash
 from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
+from .jobs import Jobs, task_record
 from .pooling import PoolSlots
 from .recording import Recorder, store_wait
 
@@ -105,11 +104,14 @@ class Engine:
         self._stale: set[str] = set()  # tasks found not up to date (incremental)
         self._warming: set[str] = set()  # tasks whose kernel was started ahead of need
         self._pools = PoolSlots(store, prepared.run_id)
+        self._unstarted: set[str] = set()  # submitted, still in the executor's queue
         executor.on_kernel_ready = lambda: self._inbox.put(("kernel_ready", None, None))
+        executor.on_attempt_started = lambda task, attempt, at: self._inbox.put(
+            ("started", task, (attempt, at)))
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
-            tasks={n: _task_record(p) for n, p in prepared.tasks.items()},
+            tasks={n: task_record(p) for n, p in prepared.tasks.items()},
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
             resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())),
@@ -125,6 +127,7 @@ class Engine:
             self.planner = Planner(tasks, fail_fast, done=kept,
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
         self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
+        self.jobs = Jobs(prepared, self.run, store, self.run_dir, self.notebooks)
         # The store and the live Run must follow every event; the rest is best-effort.
         self.store_wait = store_wait()
         self.recorder = Recorder(store, prepared.run_id)
@@ -238,6 +241,8 @@ class Engine:
                 self._time_out()
             if kind == "done":
                 self._finish(name, result)
+            elif kind == "started":
+                self._started(name, *result)
             elif kind == "cancel" and not self._cancel_requested:
                 self._cancel_requested = True
                 self._apply(self.planner.cancel_pending(name))
@@ -320,10 +325,13 @@ class Engine:
 
     def _launch(self, name: str) -> None:
         move = self.planner.start(name)
-        job = self._job(name, move.attempt)
-        self._apply([move])
+        job = self.jobs.job(name, move.attempt)
+        if self.executor.queues:  # queued until it starts on a worker: `timeout:` too
+            self._unstarted.add(name)
+        else:
+            self._apply([move])
         self._running[name] = self.executor.submit(
-            job, self._kernel_request(name, move.attempt), self.bus.emit,
+            job, self.jobs.kernel_request(name, move.attempt), self.bus.emit,
             lambda result: self._inbox.put(("done", name, result)))
 
     def _prewarm(self) -> None:
@@ -352,11 +360,18 @@ class Engine:
                     or self.prepared.tasks[name].command:
                 continue
             attempt = self.planner.attempt[name] + 1
-            self.executor.prewarm(name, attempt, self._kernel_request(name, attempt))
+            self.executor.prewarm(name, attempt, self.jobs.kernel_request(name, attempt))
             self._warming.add(name)
             budget -= 1
 
+    def _started(self, name: str, attempt: int, at: str) -> None:
+        if name in self._unstarted and attempt == self.planner.attempt[name]:
+            self._unstarted.discard(name)
+            self.bus.emit(TaskStateChanged(self.run.run_id, name, State.RUNNING, attempt, at))
+
     def _finish(self, name: str, result: AttemptResult) -> None:
+        # An attempt that ended in the queue (cancelled, refused) is recorded as started then.
+        self._started(name, self.planner.attempt[name], result.started_at)
         self._running.pop(name, None)
         self._pools.release(name)
         self.executor.release(name, self.planner.attempt[name])
@@ -382,68 +397,6 @@ class Engine:
             fingerprint=self._fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
         self._apply(rest)
-
-    def _env(self, name: str, attempt: int) -> dict:
-        """What a task's kernel or command gets on top of nborch's environment (less
-        ``withheld_env``): its ``env``, run details, its own secrets."""
-        p = self.prepared.tasks[name]
-        return {
-            **p.task.env,
-            "NBORCH_RUN_ID": self.run.run_id,
-            "NBORCH_TASK": name,
-            "NBORCH_ATTEMPT": str(attempt),
-            "NBORCH_LOGICAL_DATE": self.prepared.logical_date.isoformat(),
-            "NBORCH_ARTIFACT_DIR": str(self.run_dir / "artifacts" / name),
-            "NBORCH_HOME": str(self.store.home.resolve()),
-            **p.secrets,
-        }
-
-    def _kernel_request(self, name: str, attempt: int) -> KernelRequest | None:
-        """The kernel an attempt needs (None for a command): known before its upstream
-        tasks finish."""
-        p = self.prepared.tasks[name]
-        if p.command is not None:
-            return None
-        return KernelRequest(p.kernel, str(p.task.workdir), self._env(name, attempt),
-                             self.prepared.withheld_env)
-
-    def _job(self, name: str, attempt: int) -> AttemptJob:
-        p = self.prepared.tasks[name]
-        convention = p.task.product_convention
-        if convention is not None:  # each upstream task's product
-            upstream = convention.upstream_products(lambda up: self.prepared.tasks[up].product)
-        else:
-            upstream = {up: {"notebook": self.run.tasks[up].output_path,
-                             "values": self.run.tasks[up].values,
-                             **self.prepared.tasks[up].products} for up in p.task.upstream}
-        env = self._env(name, attempt)
-        parameters = dict(p.parameters)
-        if p.command is not None:
-            env["NBORCH_UPSTREAM"] = json.dumps(upstream)
-        elif p.inject_upstream:
-            parameters["upstream"] = upstream
-        if convention is not None and "product" in parameters:  # injected last
-            parameters["product"] = parameters.pop("product")
-        return AttemptJob(
-            run_id=self.run.run_id, task=name, attempt=attempt,
-            notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
-            cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
-            log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
-            env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
-            timeout=p.task.timeout, secret_values=self.prepared.secret_values,
-            resources=p.task.resources, command=p.command, products=p.products,
-            **(convention.job_options(p.products) if convention is not None else {}))
-
-
-def _task_record(p) -> dict:
-    """A task as ``RunStarted`` announces it (and the store records it)."""
-    record = {"upstream": list(p.task.upstream), "grid": p.task.grid, "products": p.products,
-              "notebook": str(p.task.notebook) if p.task.notebook else None}
-    if p.command is not None:
-        record["command"] = list(p.command)
-    if p.task.pool is not None:
-        record["pool"] = p.task.pool
-    return record
 
 
 def _memory_to_spare(minimum: int = 1 << 30) -> bool:

@@ -16,7 +16,7 @@ import time
 
 from ..core.clock import parse_duration
 from ..core.errors import SpecError, StoreError, StoreWriteFailed
-from ..core.events import AttemptProgress, RunEnded, TaskStateChanged
+from ..core.events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
 
 log = logging.getLogger("nborch")
 STORE_WAIT_SECONDS = 300.0  # how long a run's end waits for a store that fails to write
@@ -42,10 +42,13 @@ class Recorder:
         self.failure: StoreError | None = None  # why they are not
         self.fatal = False  # the store cannot record at all: nothing more is tried
         self.late = 0  # events recorded after a failed write
+        self.resumes: int | None = None  # this engine's turn at the run (see Store.record)
 
     def __call__(self, event) -> None:
         if self.pending and isinstance(event, AttemptProgress):
             return  # a moment's progress, cleared by the task's next state anyway
+        if isinstance(event, RunStarted):
+            self.resumes = event.resumes
         self.pending.append(event)
         if not self.fatal:
             self._flush()
@@ -88,7 +91,7 @@ class Recorder:
                   "taken for crashed by the next run)")
 
     def _flush(self) -> bool:
-        if not self._try(lambda: self.store.record(self.pending)):
+        if not self._try(lambda: self.store.record(self.pending, self.resumes)):
             return False
         if self.failure is not None:
             self.late += len(self.pending)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.clock import utcnow
-from ..core.errors import RunNotFound
+from ..core.errors import RunMovedOn, RunNotFound
 from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
 from ..core.run import Run, fold_resume
 from ..core.states import SUCCESSFUL, State
@@ -58,11 +58,24 @@ class Store(TriggerRecords, PoolRecords):
         elif isinstance(event, RunEnded):
             self.run_ended(event)
 
-    def record(self, events: list) -> None:
-        """Write ``events`` in one transaction: all of them, or none."""
-        with self._write():
+    def record(self, events: list, resumes: int | None = None) -> None:
+        """Write ``events`` in one transaction: all of them, or none. ``resumes``: the
+        writer's turn at the run (its ``RunStarted``'s); once the run is recorded crashed or
+        resumed by a later turn, a writer of an earlier one records nothing (``RunMovedOn``)."""
+        with self._write() as conn:
+            if resumes is not None and events and not isinstance(events[0], RunStarted):
+                self._check_turn(conn, events[0].run_id, resumes)
             for event in events:
                 self(event)
+
+    def _check_turn(self, conn, run_id: str, resumes: int) -> None:
+        row = conn.execute("SELECT status, resumes FROM runs WHERE run_id = ?",
+                           (run_id,)).fetchone()
+        if row is not None and (row["resumes"] != resumes or row["status"] == State.CRASHED):
+            now = "resumed" if row["resumes"] != resumes else "recorded crashed"
+            raise RunMovedOn(f"run {run_id} was {now} by another nborch process while this one "
+                             "still ran it (it had stopped or lost the store for too long): this "
+                             "process stops it, and records none of its late results")
 
     def run_started(self, e: RunStarted) -> None:
         with self._write() as conn:

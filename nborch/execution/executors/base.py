@@ -26,6 +26,11 @@ class Executor(ABC):
 
     # A callable the engine sets: call it when a kernel started ahead of need is ready.
     on_kernel_ready: Callable[[], None] = staticmethod(lambda: None)
+    # True when a submitted attempt may wait in a queue (a cluster's) before it starts: the
+    # task then stays ``queued`` until the executor calls ``on_attempt_started(task=,
+    # attempt=, at=)`` (set by the engine; ``at`` an ISO time). Else it runs once submitted.
+    queues = False
+    on_attempt_started: Callable[..., None] = staticmethod(lambda **started: None)
 
     @classmethod
     def from_target(cls, target: str) -> Executor:

@@ -2,10 +2,12 @@
 
 Each attempt is one Dask task: on a worker it starts a fresh kernel and runs the notebook
 through the same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
-secrets). The orchestrating process keeps the DAG, the store and every state change; the
-worker sends progress and output back as Dask events (``Worker.log_event``, received by
-``Client.subscribe_topic``) and returns the attempt's result (published values included).
-Cancelling sets a ``distributed.Event`` that the attempt on the worker watches.
+secrets; see ``dask_worker``). The orchestrating process keeps the DAG, the store and every
+state change; the worker says when the attempt leaves Dask's queue, sends progress and
+output back as Dask events (``Worker.log_event``, received by ``Client.subscribe_topic``)
+and returns the attempt's result (published values included). Cancelling cancels the
+attempt's future; the watcher on the worker then stops its kernel, as it does when the
+run's lease (``dask_lease``) lapses or the worker loses its scheduler.
 
 Secrets travel with the attempt in memory (pickled over Dask's connection) and are never
 written on the worker. Workers write the executed notebook and the log where the store
@@ -15,7 +17,6 @@ worker sees (a shared file system).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import queue
@@ -31,10 +32,10 @@ from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
+from .dask_lease import Lease, lease_name
+from .dask_worker import STARTED, run_on_worker
 
 log = logging.getLogger("nborch")
-CANCEL_POLL = 0.5  # seconds between a worker's looks at the attempt's cancel event
-WORKER_EVENTS = (events.KernelStarted, events.AttemptProgress, events.AttemptOutput)
 
 
 def _import_distributed():
@@ -48,6 +49,7 @@ def _import_distributed():
 
 class DaskExecutor(Executor):
     name = "dask"
+    queues = True  # an attempt may wait in Dask's queue: it says when it starts on a worker
 
     @classmethod
     def from_target(cls, target: str) -> DaskExecutor:
@@ -74,6 +76,7 @@ class DaskExecutor(Executor):
             self._owns_client = True
         self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"
+        self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._events: queue.Queue = queue.Queue()
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
@@ -92,8 +95,9 @@ class DaskExecutor(Executor):
         if request is not None and not self._told:
             self._told = True
             log.info("kernels: started the usual way on the Dask workers, not forked")
-        future = self.client.submit(run_on_worker, job, request, self._topic, key, key=key,
-                                    pure=False, resources=dict(job.resources) or None)
+        future = self.client.submit(run_on_worker, job, request, self._topic, key,
+                                    self._lease.name, key=key, pure=False,
+                                    resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
         started = utcnow()
         future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
@@ -131,8 +135,11 @@ class DaskExecutor(Executor):
 
     def shutdown(self) -> None:
         self._events.put(None)
+        self._lease.end()
         try:
             self.client.unsubscribe_topic(self._topic)
+            for topic in self.client.run_on_scheduler(_topic_sweeper(self._topic)):
+                _import_distributed().Variable(lease_name(topic), client=self.client).delete()
         except Exception:  # the connection is already gone
             pass
         if self._owns_client:
@@ -144,6 +151,9 @@ class DaskExecutor(Executor):
         """Hand the workers' events to the run, in order, off Dask's event loop."""
         while (item := self._events.get()) is not None:
             _, message = item
+            if message["type"] == STARTED:
+                self.on_attempt_started(**message["fields"])
+                continue
             event = getattr(events, message["type"])(**message["fields"])
             emit = self._emitters.get((event.task, event.attempt))
             if emit is not None:
@@ -158,12 +168,10 @@ class DaskAttempt:
         self.cancelled = False
 
     def cancel(self) -> None:
-        distributed = _import_distributed()
         self.cancelled = True
         if self.future is None or self.client.status != "running":
             return
-        distributed.Event(self.key, client=self.client).set()  # stops a running attempt
-        self.future.cancel()  # drops one that has not started
+        self.future.cancel()  # the worker's watcher stops one that runs
 
 
 def _result(future, started: str, cancelled: bool) -> AttemptResult:
@@ -183,51 +191,25 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
                          error_dict(kind, str(exc) or kind))
 
 
-# -- on the worker ----------------------------------------------------------------------------
+def _topic_sweeper(own: str) -> Callable:
+    """A function for the scheduler that drops the event topics of nborch runs nobody
+    follows any more: ``own`` (this run's; its unsubscribing may not have arrived yet), and
+    those of runs that ended or died before; it returns their names (their leases are
+    deleted next). Dask keeps a topic (its last ``distributed.admin.low-level-log-length``
+    events) as long as the scheduler runs. Made here so that cloudpickle sends it by value:
+    the scheduler needs no nborch."""
+    def sweep(dask_scheduler) -> list[str]:
+        topics = getattr(getattr(dask_scheduler, "_broker", None), "_topics", None)
+        clients = getattr(dask_scheduler, "clients", None)
+        if not isinstance(topics, dict) or not isinstance(clients, dict):  # another Dask
+            return []
 
-def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, key: str
-                  ) -> AttemptResult:
-    """One attempt, on a Dask worker: a fresh kernel, the notebook, the kernel stopped (or,
-    for a command task, the command)."""
-    import distributed
+        def followed(topic) -> bool:  # a client that went away stays a subscriber
+            return bool(set(getattr(topic, "subscribers", clients)) & set(clients))
 
-    from ..kernels import Kernel
-    from ..runners import make_runner
-
-    worker = distributed.get_worker()
-
-    def emit(event) -> None:
-        if isinstance(event, WORKER_EVENTS):
-            worker.log_event(topic, {"type": type(event).__name__,
-                                     "fields": dataclasses.asdict(event)})
-
-    kernel = Kernel(request) if request is not None else None
-    started = utcnow()
-    try:
-        if kernel is not None:
-            kernel.start()
-    except Exception as exc:
-        kernel.shutdown()
-        return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
-            "KernelStartError",
-            f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
-    runner = make_runner(job, kernel, emit)
-    finished = threading.Event()
-    cancel = distributed.Event(key, client=distributed.get_client())
-    threading.Thread(target=_watch_cancel, args=(cancel, runner, finished), daemon=True).start()
-    try:
-        return runner.run()
-    finally:
-        finished.set()
-        if kernel is not None:
-            kernel.shutdown()
-
-
-def _watch_cancel(cancel, runner, finished: threading.Event) -> None:
-    while not finished.is_set():
-        try:
-            if cancel.wait(timeout=CANCEL_POLL):
-                runner.cancel()
-                return
-        except Exception:  # the worker is shutting down: nothing left to cancel
-            return
+        stale = [name for name, topic in topics.items() if name == own
+                 or (name.startswith("nborch-") and not followed(topic))]
+        for name in stale:
+            del topics[name]
+        return stale
+    return sweep
