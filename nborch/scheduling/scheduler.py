@@ -24,6 +24,7 @@ from ..core.errors import NborchError, SchedulerBusy, SpecError, StoreUnusable
 from ..core.events import RunEnded
 from ..core.private import makedirs, opener
 from ..core.states import State
+from ..core.triggers import Trigger
 from ..store.store import Store
 from .schedules import Schedule, from_pipeline, registered
 
@@ -40,9 +41,11 @@ def _now() -> datetime:
 class Scheduler:
     def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
                  grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
-                 listeners: Sequence = ()):
+                 listeners: Sequence = (), gc_older_than: float | None = None):
         self.store = Store(home)
         self.poll, self.grace, self.say = poll, grace, say
+        self.gc_older_than = gc_older_than  # seconds: once a day, delete runs that old
+        self._next_gc: datetime | None = None
         self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
         self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
         self.loaded: dict = {}  # pipeline name -> the Pipeline as last loaded (its hooks)
@@ -106,6 +109,7 @@ class Scheduler:
     def tick(self, now: datetime) -> list[str]:
         """Start the runs that are due at ``now``; their run ids."""
         started = []
+        self._collect_garbage(now)
         schedules = registered(self.store)
         self._report_crashes(schedules)
         for schedule in schedules:
@@ -132,8 +136,9 @@ class Scheduler:
         from ..spec.loader import load
         try:
             pipeline = self.loaded[schedule.pipeline] = load(schedule.source)
-            handle = start_run(pipeline, params={}, logical_date=slot, home=self.store.home,
-                               listeners=[self._ended, *self.listeners])
+            handle = start_run(pipeline, params=schedule.params, logical_date=slot,
+                               home=self.store.home, listeners=[self._ended, *self.listeners],
+                               trigger=Trigger.SCHEDULE)
         except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None
@@ -169,6 +174,19 @@ class Scheduler:
             except NborchError:
                 pipeline = self.loaded.get(run.pipeline)
             self._alerting(report_crash(self.store, run_id, pipeline))
+
+    def _collect_garbage(self, now: datetime) -> None:
+        """``--gc-older-than``: ``nborch gc`` once a day, first when the scheduler starts."""
+        if self.gc_older_than is None or (self._next_gc and now < self._next_gc):
+            return
+        from ..store.retention import collect
+        self._next_gc = now + timedelta(days=1)
+        try:
+            done = collect(self.store, now - timedelta(seconds=self.gc_older_than))
+        except (NborchError, OSError) as exc:  # tried again tomorrow; runs go on meanwhile
+            self.say(f"gc failed: {exc}")
+            return
+        self.say(f"gc: {done.summary()}")
 
     def _alerting(self, thread: threading.Thread) -> None:
         self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
@@ -209,12 +227,14 @@ class Scheduler:
 
 def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: int = 1,
              rerun: bool = False, home: str | Path | None = None,
-             say: Callable[[str], None] = print) -> list:
+             say: Callable[[str], None] = print, params: dict | None = None) -> list:
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
-    succeeded are skipped unless ``rerun``. Returns the finished Runs."""
+    succeeded are skipped unless ``rerun``. Each run gets the saved schedule's parameters
+    updated by ``params``. Returns the finished Runs."""
     from ..runtime.api import start_run
     from ..spec.loader import load
+    from ..spec.validate import merge_params
     if end < start:
         raise SpecError(f"--end {end} is before --start {start}")
     if max_parallel_runs < 1:
@@ -224,6 +244,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     saved = {s.pipeline: s for s in registered(store)}
     schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
     zone = schedule.zone
+    params = {**schedule.params, **(params or {})}
+    merge_params(pipeline, params)  # an unknown name fails before any slot starts
     first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
     last = datetime.combine(end, dtime.max, zone)
     todo = []
@@ -238,7 +260,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
         for slot in todo:
             while len(running) >= max_parallel_runs:
                 finished.append(running.pop(0).wait())
-            handle = start_run(load(source), params={}, logical_date=slot, home=store.home)
+            handle = start_run(load(source), params=params, logical_date=slot, home=store.home,
+                               trigger=Trigger.BACKFILL)
             say(f"{slot.isoformat()}: run {handle.run_id} started")
             running.append(handle)
         while running:

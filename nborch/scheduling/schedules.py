@@ -9,7 +9,7 @@ forward (at 03:30, the first wall time that exists) and once on the day they fal
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,6 +30,7 @@ class Schedule:
     paused: bool = False
     last_slot: str | None = None   # the newest slot started (ISO, in the schedule's zone)
     created_at: str | None = None  # slots before this are not due (ISO, UTC)
+    params: dict = field(default_factory=dict)  # -p of `schedule add`, given to every run
 
     @property
     def zone(self) -> ZoneInfo:
@@ -109,9 +110,9 @@ def _place(wall: datetime, zone: ZoneInfo) -> datetime:
 
 def from_pipeline(pipeline, *, cron: str | None = None, tz: str | None = None,
                   catchup: bool | None = None, max_active_runs: int | None = None,
-                  start: datetime | None = None) -> Schedule:
+                  start: datetime | None = None, params: dict | None = None) -> Schedule:
     """The schedule of a loaded pipeline: its YAML ``schedule:`` overridden by options.
-    Slots from ``start`` on (default: now) are due."""
+    Slots from ``start`` on (default: now) are due; each run gets ``params``."""
     if pipeline.source is None:
         raise SpecError("only a pipeline file or folder can be scheduled (the scheduler loads "
                         "it again for every run)")
@@ -128,6 +129,6 @@ def from_pipeline(pipeline, *, cron: str | None = None, tz: str | None = None,
         cron=check_cron(cron), timezone=check_timezone(tz or declared.get("timezone")
                                                        or DEFAULT_TIMEZONE),
         catchup=bool(declared.get("catchup", False) if catchup is None else catchup),
-        max_active_runs=runs,
+        max_active_runs=runs, params=dict(params or {}),
         created_at=(start - timedelta(microseconds=1) if start else datetime.now(timezone.utc)
                     ).isoformat())

@@ -56,6 +56,11 @@ MIGRATIONS: list[list[str]] = [
     [  # 6: nborch cancel, from any process: when it was asked for
         "ALTER TABLE runs ADD COLUMN cancel_requested TEXT",
     ],
+    [  # 8: how a run started (NULL: recorded before this), a schedule's -p parameters
+        "ALTER TABLE runs ADD COLUMN trigger TEXT",
+        "ALTER TABLE schedules ADD COLUMN params TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX runs_by_end ON runs (status, ended_at)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

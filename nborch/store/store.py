@@ -68,19 +68,19 @@ class Store(Database):
             if e.resumes:
                 conn.execute(
                     "UPDATE runs SET status = ?, ended_at = NULL, pid = ?, host = ?,"
-                    " pid_started = ?, heartbeat_at = ?, resumes = ? WHERE run_id = ?",
+                    " pid_started = ?, heartbeat_at = ?, resumes = ?, trigger = ? WHERE run_id = ?",
                     (State.RUNNING, e.pid, e.host, process_started(e.pid), time.time(), e.resumes,
-                     e.run_id))
+                     e.trigger, e.run_id))
                 for name in e.tasks:
                     update_task(conn, e.run_id, name, fold_resume(e, name))
                 return
             conn.execute(
                 "INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params,"
-                " source, pid, host, pid_started, heartbeat_at, output_dir)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, pid, host, pid_started, heartbeat_at, output_dir, trigger)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (e.run_id, e.pipeline, State.RUNNING, e.started_at, e.logical_date,
                  json.dumps(e.params), e.source, e.pid, e.host, process_started(e.pid),
-                 time.time(), e.output_dir))
+                 time.time(), e.output_dir, e.trigger))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
                 " products, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -196,13 +196,14 @@ class Store(Database):
         where, args = self._run_filter(pipeline, status, since)
         # A running run may read as crashed, so those two states are filtered after reading.
         limited = limit is not None and status not in (State.RUNNING, State.CRASHED)
-        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, pid, host,"
-                          f" pid_started, heartbeat_at FROM runs {where}"
+        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, trigger,"
+                          f" pid, host, pid_started, heartbeat_at FROM runs {where}"
                           " ORDER BY started_at DESC, run_id DESC"
                           + (" LIMIT ?" if limited else ""), (*args, limit) if limited else args)
         listed = []
         for r in rows:
-            row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
+            row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at",
+                                     "trigger")}
             if r["status"] == State.RUNNING and is_dead(r):
                 row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
             if status is None or row["status"] == status:
@@ -259,7 +260,7 @@ class Store(Database):
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
                    source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
-                   output_dir=r["output_dir"], error=loads(r["error"]))
+                   output_dir=r["output_dir"], error=loads(r["error"]), trigger=r["trigger"])
 
     def attempts(self, run_id: str, task: str | None = None) -> list[dict]:
         sql = ("SELECT run_id, task, attempt, status, started_at, ended_at, output_path, error"
@@ -285,6 +286,14 @@ class Store(Database):
                 "values": loads(row["vals"]) or {}, "fingerprint": row["fingerprint"],
                 "result_of": row["result_of"] or row["run_id"]}
 
+    def last_successes(self) -> dict[str, str]:
+        """When each pipeline's newest successful run ended: pipeline -> ISO time (UTC)."""
+        if not self.exists:
+            return {}
+        return {r["pipeline"]: r["ended"] for r in self._read(
+            "SELECT pipeline, max(ended_at) AS ended FROM runs WHERE status = ?"
+            " GROUP BY pipeline ORDER BY pipeline", (State.SUCCESS,))}
+
     def runs_of_slot(self, pipeline: str, logical_date: str) -> list[str]:
         """Statuses of the runs of ``pipeline`` for one logical date."""
         if not self.exists:
@@ -305,16 +314,19 @@ class Store(Database):
         with self._write() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO schedules (pipeline, source, cron, timezone, catchup,"
-                " max_active_runs, paused, last_slot, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
-                                     "max_active_runs", "paused", "last_slot", "created_at")))
+                " max_active_runs, paused, last_slot, created_at, params)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (*(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
+                                  "max_active_runs", "paused", "last_slot", "created_at")),
+                 json.dumps(d["params"])))
 
     def schedule_records(self) -> list[dict]:
         """The schedules' rows, by pipeline (``scheduling.schedules.registered`` reads them
         as ``Schedule`` objects)."""
         if not self.exists:
             return []
-        return [{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"])}
+        return [{**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"]),
+                 "params": json.loads(r["params"])}
                 for r in self._read("SELECT * FROM schedules ORDER BY pipeline")]
 
     def update_schedule(self, pipeline: str, **fields: Any) -> bool:

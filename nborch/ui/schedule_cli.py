@@ -11,15 +11,16 @@ from datetime import date, datetime, timezone
 from ..core.errors import NborchError, SpecError
 from ..core.states import State
 from ..scheduling.schedules import from_pipeline, registered
-from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
-
-
-def _duration(text: str, option: str) -> float:
-    from ..core.clock import parse_duration
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise SpecError(f"{option}: {exc}") from None
+from .cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    duration_arg,
+    open_store,
+    printable,
+    serve_metrics,
+    with_metrics,
+    with_param,
+)
 
 
 def _date(text: str, option: str) -> date:
@@ -42,10 +43,15 @@ def _start(text: str | None) -> datetime | None:
 
 def cmd_schedule_add(args) -> int:
     from ..spec.loader import load
+    from ..spec.validate import merge_params
+    from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline)
+    params = parse_params(args.param)
+    merge_params(pipeline, params)  # an unknown name fails now, not at every slot
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
-                             max_active_runs=args.max_active_runs, start=_start(args.start))
+                             max_active_runs=args.max_active_runs, start=_start(args.start),
+                             params=params)
     store = open_store(args)
     old = next((s for s in registered(store) if s.pipeline == schedule.pipeline), None)
     if old is not None and args.start is None:  # an update: it goes on where it was
@@ -54,9 +60,10 @@ def cmd_schedule_add(args) -> int:
     store.save_schedule(schedule)
     now = datetime.now(timezone.utc)
     kept = "" if old is None or args.start else " (its progress kept; --start to reset it)"
-    print(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}{kept}: "
-          f"{schedule.cron} ({schedule.timezone}), next run "
-          f"{schedule.next_slot(now).isoformat()}; `nborch scheduler` starts its runs")
+    given = "".join(f", -p {k}={v}" for k, v in params.items())
+    print(printable(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}{kept}: "
+          f"{schedule.cron} ({schedule.timezone}){given}, next run "
+          f"{schedule.next_slot(now).isoformat()}; `nborch scheduler` starts its runs"))
     return EXIT_OK
 
 
@@ -65,7 +72,7 @@ def cmd_schedule_list(args) -> int:
     rows = [{"pipeline": s.pipeline, "cron": s.cron, "timezone": s.timezone,
              "paused": s.paused, "next_run": None if s.paused else s.next_slot(now).isoformat(),
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
-             "last_slot": s.last_slot, "source": s.source}
+             "last_slot": s.last_slot, "source": s.source, "params": s.params}
             for s in registered(open_store(args, readonly=True))]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -102,11 +109,15 @@ def cmd_scheduler(args) -> int:
         print(f"{datetime.now().astimezone().isoformat(timespec='seconds')} {printable(text)}",
               flush=True)
 
-    grace = _duration(args.grace, "--grace")  # a bad --grace is reported before the port is taken
+    # Bad durations are reported before the port is taken.
+    grace = duration_arg(args.grace, "--grace")
+    gc_older_than = None if args.gc_older_than is None else \
+        duration_arg(args.gc_older_than, "--gc-older-than")
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
-                              listeners=[metrics] if metrics else [])
+                              listeners=[metrics] if metrics else [],
+                              gc_older_than=gc_older_than)
         for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
             signal.signal(signum, lambda *_: scheduler.stop())
         scheduler.serve(wait_for_lock=args.wait)
@@ -115,9 +126,11 @@ def cmd_scheduler(args) -> int:
 
 def cmd_backfill(args) -> int:
     from ..scheduling.scheduler import backfill
+    from ..spec.yamltext import parse_params
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
-                    say=lambda text: print(printable(text), flush=True))
+                    say=lambda text: print(printable(text), flush=True),
+                    params=parse_params(args.param))
     return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
 
 
@@ -137,6 +150,7 @@ def add_parsers(sub) -> None:
                    help="runs of this pipeline at once, at most (default 1)")
     a.add_argument("--start", default=None, metavar="DATE",
                    help="slots from this date or time on are due (default: now)")
+    with_param(a, "for every run of the schedule (replaces those saved before)")
     a.set_defaults(func=cmd_schedule_add)
     a = actions.add_parser("list", help="schedules with their next run time")
     a.add_argument("--json", action="store_true")
@@ -155,6 +169,9 @@ def add_parsers(sub) -> None:
                         "cancelled (default 5m)")
     p.add_argument("--wait", action="store_true",
                    help="if another scheduler is active, wait and take over when it stops")
+    p.add_argument("--gc-older-than", default=None, metavar="DURATION",
+                   help="once a day, delete runs that ended more than DURATION ago (30d), as "
+                        "`nborch gc --older-than` does")
     with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
 
@@ -164,4 +181,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (inclusive)")
     p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
     p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
+    with_param(p, "for every run (over the saved schedule's own -p)")
     p.set_defaults(func=cmd_backfill, cancel_on_signals=True)
