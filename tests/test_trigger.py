@@ -71,8 +71,9 @@ def test_trigger_of_a_run_a_resume_and_a_backfill_and_the_views(workdir: Path):
     assert "<dt>trigger</dt><dd>resume</dd>" in (workdir / "report.html").read_text()
 
 
-def test_a_scheduled_slot_is_triggered_by_schedule_with_the_schedule_params(workdir: Path):
-    path = publishing_pipeline(workdir)
+def test_a_scheduled_slot_is_triggered_by_schedule_with_the_schedule_params(workdir: Path,
+                                                                           receiver):
+    path = publishing_pipeline(workdir, on_success=[{"webhook": receiver.url()}])
     start = (datetime.now(timezone.utc) - timedelta(days=2)).date().isoformat()
     added = nborch("schedule", "add", str(path), "--cron", "0 6 * * *", "--start", start,
                    "-p", "who=ann", "-p", "who=bea", cwd=workdir, check=True)  # the last wins
@@ -92,6 +93,8 @@ def test_a_scheduled_slot_is_triggered_by_schedule_with_the_schedule_params(work
     assert (run["trigger"], record["trigger"], record["tasks"]["greet"]["values"]) == \
         ("schedule", "schedule", {"who": "bea"})
     assert record["logical_date"].endswith("T06:00:00+00:00")
+    [payload] = receiver.answered("/hook")  # the run ended once its hooks were sent
+    assert (payload["run_id"], payload["trigger"]) == (run["run_id"], "schedule")
     # Backfilling a scheduled pipeline uses the schedule's parameters, -p over them.
     nborch("backfill", str(path), "--start", "2026-01-01", "--end", "2026-01-01", cwd=workdir,
            check=True)
