@@ -145,3 +145,17 @@ def test_the_scheduler_collects_old_runs_when_it_starts(workdir: Path):
     assert not (workdir / ".nborch" / "runs" / old).exists() and rows_of(workdir, old) == 0
     assert [r["run_id"] for r in run_json(nborch("runs", "--json", cwd=workdir, check=True))] \
         == [recent]
+
+
+def test_notebooks_under_an_output_dir_are_kept_and_said(workdir: Path):
+    path = command_pipeline(workdir)
+    proc = nborch("run", str(path), "--output-dir", str(workdir / "out"), "--json", cwd=workdir,
+                  check=True)
+    run_id = run_json(proc)["run_id"]
+    (workdir / "out" / run_id).mkdir(parents=True, exist_ok=True)
+    (workdir / "out" / run_id / "kept.ipynb").write_text("{}")
+    age(workdir, run_id)
+    done = run_json(nborch("gc", "--older-than", "1d", "--json", cwd=workdir, check=True))
+    assert (done["run_ids"], done["notebooks_kept_elsewhere"]) == ([run_id], [run_id])
+    assert not (workdir / ".nborch" / "runs" / run_id).exists()
+    assert (workdir / "out" / run_id / "kept.ipynb").exists()

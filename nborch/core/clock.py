@@ -13,6 +13,12 @@ def utcnow() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def parse_time(iso: str) -> datetime:
+    """A recorded ISO time as an aware datetime (one without an offset is UTC)."""
+    when = datetime.fromisoformat(iso)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ..core.clock import parse_time
 from ..core.sizes import human
 from ..core.states import State
 from .store import Store
@@ -26,11 +27,11 @@ RUN_TABLES = ("attempts", "task_runs", "runs")
 @dataclass
 class Collected:
     """What a collection deleted (or, in a dry run, would delete)."""
+    ended_before: datetime  # the cutoff: runs that ended before it
     run_ids: list[str] = field(default_factory=list)
     freed: int = 0  # bytes of the run folders
     elsewhere: list[str] = field(default_factory=list)  # runs whose notebooks are kept outside
     dry_run: bool = False
-    ended_before: datetime | None = None
 
     def summary(self) -> str:
         """``deleted 12 runs that ended before 2026-10-30 21:40 UTC, 3.4 MiB freed``."""
@@ -54,7 +55,7 @@ def collect(store: Store, ended_before: datetime, *, keep_failed: bool = False,
             dry_run: bool = False) -> Collected:
     """Delete the runs that ended before ``ended_before`` (with ``keep_failed``: not those
     that failed or crashed); with ``dry_run``, only say which."""
-    collected = Collected(dry_run=dry_run, ended_before=ended_before)
+    collected = Collected(ended_before, dry_run=dry_run)
     if not store.exists:
         return collected
     if not dry_run:
@@ -78,7 +79,7 @@ def _expired(store: Store, ended_before: datetime, keep_failed: bool) -> list[tu
     rows = store._read("SELECT run_id, status, ended_at, output_dir FROM runs"
                        " WHERE ended_at IS NOT NULL ORDER BY ended_at, run_id")
     return [(r["run_id"], r["output_dir"]) for r in rows
-            if r["status"] not in kept and _utc(r["ended_at"]) < ended_before]
+            if r["status"] not in kept and parse_time(r["ended_at"]) < ended_before]
 
 
 def _delete_rows(store: Store, expired: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -106,7 +107,3 @@ def folder_size(folder: Path) -> int:
                 pass
     return total
 
-
-def _utc(iso: str) -> datetime:
-    when = datetime.fromisoformat(iso)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

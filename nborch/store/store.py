@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..core.clock import utcnow
+from ..core.clock import parse_time, utcnow
 from ..core.errors import RunNotFound
 from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
 from ..core.run import Run, fold_resume
@@ -178,7 +177,7 @@ class Store(Database):
         rows = self._read("SELECT run_id, pipeline, started_at FROM runs WHERE status ="
                           " 'crashed' AND crash_reported = 0 ORDER BY started_at")
         return [r["run_id"] for r in rows if r["pipeline"] in since
-                and _when(r["started_at"]) >= _when(since[r["pipeline"]])]
+                and parse_time(r["started_at"]) >= parse_time(since[r["pipeline"]])]
 
     def crash_reported(self, run_id: str) -> None:
         with self._write() as conn:
@@ -342,7 +341,3 @@ class Store(Database):
             return conn.execute("DELETE FROM schedules WHERE pipeline = ?",
                                 (pipeline,)).rowcount > 0
 
-
-def _when(iso: str) -> datetime:
-    when = datetime.fromisoformat(iso)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
