@@ -133,7 +133,8 @@ def test_runs_recorded_before_triggers_read_back_as_unknown(workdir: Path):
                    " max_active_runs, created_at) VALUES ('p', '/srv/p.yaml', '0 6 * * *',"
                    " 'UTC', 0, 1, ?)", (at,))
     [row] = run_json(nborch("runs", "--json", cwd=workdir, check=True))
-    assert (row["trigger"], row["pipeline_last_success_at"]) == (None, at)
+    assert (row["trigger"], row["logical_date"], row["pipeline_last_success_at"]) == \
+        (None, at, at)
     assert shown(workdir, "old")["trigger"] is None
     assert nborch("runs", cwd=workdir, check=True).stdout.splitlines()[1].split()[3] == "unknown"
     assert "trigger unknown" in nborch("show", "old", cwd=workdir, check=True).stdout

@@ -46,6 +46,7 @@ class Scheduler:
         self.poll, self.grace, self.say = poll, grace, say
         self.gc_older_than = gc_older_than  # seconds: once a day, delete runs that old
         self._next_gc: datetime | None = None
+        self._gc: threading.Thread | None = None
         self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
         self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
         self.loaded: dict = {}  # pipeline name -> the Pipeline as last loaded (its hooks)
@@ -176,17 +177,21 @@ class Scheduler:
             self._alerting(report_crash(self.store, run_id, pipeline))
 
     def _collect_garbage(self, now: datetime) -> None:
-        """``--gc-older-than``: ``nborch gc`` once a day, first when the scheduler starts."""
+        """``--gc-older-than``: ``nborch gc`` once a day, first when the scheduler starts, in
+        a thread of its own (removing thousands of folders takes a while; slots do not wait)."""
         if self.gc_older_than is None or (self._next_gc and now < self._next_gc):
             return
         from ..store.retention import collect
         self._next_gc = now + timedelta(days=1)
-        try:
-            done = collect(self.store, now - timedelta(seconds=self.gc_older_than))
-        except (NborchError, OSError) as exc:  # tried again tomorrow; runs go on meanwhile
-            self.say(f"gc failed: {exc}")
-            return
-        self.say(f"gc: {done.summary()}")
+        cutoff = now - timedelta(seconds=self.gc_older_than)
+
+        def run() -> None:
+            try:
+                self.say(f"gc: {collect(self.store, cutoff).summary()}")
+            except (NborchError, OSError) as exc:  # tried again tomorrow
+                self.say(f"gc failed: {exc}")
+        self._gc = threading.Thread(target=run, name="nborch-gc")
+        self._gc.start()
 
     def _alerting(self, thread: threading.Thread) -> None:
         self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
@@ -197,6 +202,8 @@ class Scheduler:
         return max(0.05, min(self.poll, until))
 
     def _drain(self) -> None:
+        if self._gc is not None:  # its rows are gone: let it remove their folders
+            self._gc.join()
         for alert in self.alerts:  # hooks outside runs: each bounded by the hooks' limit
             alert.join()
         running = [h for h in self.handles.values() if not h.done]

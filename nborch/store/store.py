@@ -195,14 +195,14 @@ class Store(Database):
         where, args = self._run_filter(pipeline, status, since)
         # A running run may read as crashed, so those two states are filtered after reading.
         limited = limit is not None and status not in (State.RUNNING, State.CRASHED)
-        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, trigger,"
-                          f" pid, host, pid_started, heartbeat_at FROM runs {where}"
+        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, logical_date,"
+                          f" trigger, pid, host, pid_started, heartbeat_at FROM runs {where}"
                           " ORDER BY started_at DESC, run_id DESC"
                           + (" LIMIT ?" if limited else ""), (*args, limit) if limited else args)
         listed = []
         for r in rows:
             row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at",
-                                     "trigger")}
+                                     "logical_date", "trigger")}
             if r["status"] == State.RUNNING and is_dead(r):
                 row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
             if status is None or row["status"] == status:
