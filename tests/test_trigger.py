@@ -17,6 +17,7 @@ from nborch.scheduling.schedules import Schedule, registered
 from nborch.spec.yamltext import parse_params
 from nborch.store.schema import MIGRATIONS
 from nborch.store.store import Store
+from nborch.ui import htmlview
 
 
 def publishing_pipeline(workdir: Path, **extra) -> Path:
@@ -69,6 +70,10 @@ def test_trigger_of_a_run_a_resume_and_a_backfill_and_the_views(workdir: Path):
         nborch("show", resumed, cwd=workdir, check=True).stdout
     nborch("report", resumed, "-o", "report.html", cwd=workdir, check=True)
     assert "<dt>trigger</dt><dd>resume</dd>" in (workdir / "report.html").read_text()
+    # The Jupyter views (run header, dashboard's runs table) read the same record.
+    store = Store(workdir / ".nborch", readonly=True)
+    assert "UTC (resume)</span>" in htmlview.header(store.get_run(resumed))
+    assert htmlview.runs_table(store.list_runs()).count("<td>backfill</td>") == 1
 
 
 def test_a_scheduled_slot_is_triggered_by_schedule_with_the_schedule_params(workdir: Path,
