@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import nborch, run_json, start_scheduler, wait_for_line, write_pipeline
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from nborch.core.sizes import human
 
@@ -159,3 +161,36 @@ def test_notebooks_under_an_output_dir_are_kept_and_said(workdir: Path):
     assert (done["run_ids"], done["notebooks_kept_elsewhere"]) == ([run_id], [run_id])
     assert not (workdir / ".nborch" / "runs" / run_id).exists()
     assert (workdir / "out" / run_id / "kept.ipynb").exists()
+
+
+DURATION_LIKE = st.one_of(
+    st.text(max_size=20),
+    st.from_regex(r"-?[0-9]{1,14}(\.[0-9]{1,3})?\s?(ms|s|m|h|d|y|)", fullmatch=True),
+    st.floats().map(str))
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=DURATION_LIKE)
+def test_any_older_than_text_is_a_count_or_exit_2_never_a_traceback(workdir: Path, text: str,
+                                                                     monkeypatch, capsys):
+    """``nborch gc --older-than=TEXT --dry-run`` through the command's own main: whatever the
+    text, it lists (exit 0) or says in one line what a duration is (exit 2)."""
+    from nborch.ui import cli
+    home = workdir / "home"
+    if not home.exists():
+        path = command_pipeline(workdir)
+        age(workdir, run_once(workdir, path))
+        (workdir / ".nborch").rename(home)
+    stdout = sys.stdout
+    try:
+        code = cli.main(["--home", str(home), "gc", f"--older-than={text}", "--dry-run"])
+    finally:
+        sys.stdout = stdout  # main guards stdout against a closed pipe
+    out = capsys.readouterr()
+    if code == 0:
+        assert "would delete 1 run " in out.out or "would delete 0 runs " in out.out
+    else:
+        assert code == 2 and out.out == "", (text, out)
+        assert out.err.startswith("nborch: error: --older-than: ") and out.err.count("\n") == 1
+    assert len(list((home / "runs").iterdir())) == 1

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +33,9 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"bad duration {value!r}: use a number of seconds "
                          "or text like 10s, 5m, 1h")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # "nan", "inf": no length of time
+            raise ValueError(f"bad duration {value!r}: use a number of seconds "
+                             "or text like 10s, 5m, 1h30m")
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
         return float(value)

@@ -47,6 +47,19 @@ def duration_arg(text: str, option: str) -> float:
         raise SpecError(f"{option}: {exc}") from None
 
 
+def older_than_arg(text: str, option: str) -> float:
+    """Seconds in a duration counted back from now (``--older-than 30d``); one reaching back
+    before the calendar's year 1 is exit 2 too."""
+    from datetime import datetime, timedelta, timezone
+    seconds = duration_arg(text, option)
+    try:
+        datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    except OverflowError:
+        raise SpecError(f"{option}: {text!r} reaches back before the year 1; give a shorter "
+                        "duration (30d, 12h)") from None
+    return seconds
+
+
 def serve_metrics(args, say):
     """The metrics listener, serving already, when ``--metrics-port`` is given; else None.
     It reads the store (read-only) at each scrape for the pipelines' last successes."""

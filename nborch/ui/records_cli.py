@@ -8,7 +8,7 @@ import sys
 
 from ..core.errors import SpecError
 from ..core.states import RUN_STATES
-from .cli_common import EXIT_OK, duration_arg, open_store, resolve_run_id, rich_console
+from .cli_common import EXIT_OK, older_than_arg, open_store, resolve_run_id, rich_console
 
 RUNS_LIMIT = 50  # runs `nborch runs` lists unless told
 
@@ -46,7 +46,7 @@ def _since(text: str | None) -> str | None:
     from ..core.clock import parse_duration
     try:
         when = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a duration, or one reaching before year 1
         try:
             when = datetime.fromisoformat(text)
         except ValueError:
@@ -88,7 +88,7 @@ def cmd_gc(args) -> int:
     from datetime import datetime, timedelta, timezone
 
     from ..store.retention import collect
-    older_than = duration_arg(args.older_than, "--older-than")
+    older_than = older_than_arg(args.older_than, "--older-than")
     store = open_store(args)
     done = collect(store, datetime.now(timezone.utc) - timedelta(seconds=older_than),
                    keep_failed=args.keep_failed, dry_run=args.dry_run)

@@ -15,6 +15,7 @@ from .cli_common import (
     EXIT_FAILED,
     EXIT_OK,
     duration_arg,
+    older_than_arg,
     open_store,
     printable,
     serve_metrics,
@@ -112,7 +113,7 @@ def cmd_scheduler(args) -> int:
     # Bad durations are reported before the port is taken.
     grace = duration_arg(args.grace, "--grace")
     gc_older_than = None if args.gc_older_than is None else \
-        duration_arg(args.gc_older_than, "--gc-older-than")
+        older_than_arg(args.gc_older_than, "--gc-older-than")
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
