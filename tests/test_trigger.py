@@ -126,10 +126,12 @@ def test_runs_recorded_before_triggers_read_back_as_unknown(workdir: Path):
     reader: the old run's trigger is null (shown as unknown), its schedule has no params."""
     home = workdir / ".nborch"
     home.mkdir()
+    before = next(i for i, m in enumerate(MIGRATIONS) if "ALTER TABLE runs ADD COLUMN trigger"
+                  in m[0])  # the store as it was before the migration that added triggers
     with sqlite3.connect(home / "nborch.db") as db:
-        for statement in (s for migration in MIGRATIONS[:-1] for s in migration):
+        for statement in (s for migration in MIGRATIONS[:before] for s in migration):
             db.execute(statement)
-        db.execute(f"PRAGMA user_version = {len(MIGRATIONS) - 1}")
+        db.execute(f"PRAGMA user_version = {before}")
         at = "2026-01-01T06:00:00.000+00:00"
         db.execute("INSERT INTO runs (run_id, pipeline, status, started_at, ended_at,"
                    " logical_date, params) VALUES ('old', 'p', 'success', ?, ?, ?, '{}')",
