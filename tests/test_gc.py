@@ -194,3 +194,27 @@ def test_any_older_than_text_is_a_count_or_exit_2_never_a_traceback(workdir: Pat
         assert code == 2 and out.out == "", (text, out)
         assert out.err.startswith("nborch: error: --older-than: ") and out.err.count("\n") == 1
     assert len(list((home / "runs").iterdir())) == 1
+
+
+def test_a_run_whose_process_died_long_ago_is_collected_and_dry_run_says_so(workdir: Path):
+    """A run left 'running' by a process that died is crashed at its last heartbeat: a dry
+    run lists it as the collection then deletes it."""
+    import socket
+
+    from nborch.core.events import RunStarted
+    from nborch.store.store import Store
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store = Store(workdir / ".nborch")
+    at = "2020-01-01T00:00:00.000+00:00"
+    store.record([RunStarted("dead", "p", at, at, {}, {}, None, dead.pid, socket.gethostname())])
+    store.close()
+    with sqlite3.connect(workdir / ".nborch" / "nborch.db") as db:
+        db.execute("UPDATE runs SET heartbeat_at = 1577836800 WHERE run_id = 'dead'")
+    (workdir / ".nborch" / "runs" / "dead").mkdir(parents=True)
+    dry = nborch("gc", "--older-than", "30d", "--dry-run", cwd=workdir, check=True)
+    assert dry.stdout.splitlines()[0] == "dead" and "would delete 1 run " in dry.stdout
+    assert rows_of(workdir, "dead") == 1
+    done = run_json(nborch("gc", "--older-than", "30d", "--json", cwd=workdir, check=True))
+    assert done["run_ids"] == ["dead"] and rows_of(workdir, "dead") == 0
+    assert not (workdir / ".nborch" / "runs" / "dead").exists()

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..core.clock import parse_time
 from ..core.sizes import human
 from ..core.states import State
+from .crashes import is_dead, last_beat
 from .store import Store
 
 # Tables holding a run's rows, children first.
@@ -58,8 +59,8 @@ def collect(store: Store, ended_before: datetime, *, keep_failed: bool = False,
     collected = Collected(ended_before, dry_run=dry_run)
     if not store.exists:
         return collected
-    if not dry_run:
-        store.mark_crashed()  # a dead run's process will not end it: it ended at its last beat
+    if not dry_run:  # a dead run's process will not end it: it ended at its last beat
+        store.mark_crashed()
     expired = _expired(store, ended_before, keep_failed)
     if not dry_run:
         expired = _delete_rows(store, expired)
@@ -76,10 +77,15 @@ def collect(store: Store, ended_before: datetime, *, keep_failed: bool = False,
 
 def _expired(store: Store, ended_before: datetime, keep_failed: bool) -> list[tuple[str, str]]:
     kept = {State.RUNNING} | ({State.FAILED, State.CRASHED} if keep_failed else set())
-    rows = store._read("SELECT run_id, status, ended_at, output_dir FROM runs"
-                       " WHERE ended_at IS NOT NULL ORDER BY ended_at, run_id")
-    return [(r["run_id"], r["output_dir"]) for r in rows
-            if r["status"] not in kept and parse_time(r["ended_at"]) < ended_before]
+    expired = []
+    for r in store._read("SELECT run_id, status, ended_at, output_dir, pid, host, pid_started,"
+                         " heartbeat_at FROM runs ORDER BY started_at, run_id"):
+        status, ended_at = r["status"], r["ended_at"]
+        if status == State.RUNNING and is_dead(r):  # as mark_crashed will record it
+            status, ended_at = State.CRASHED, last_beat(r)
+        if status not in kept and ended_at and parse_time(ended_at) < ended_before:
+            expired.append((r["run_id"], r["output_dir"]))
+    return expired
 
 
 def _delete_rows(store: Store, expired: list[tuple[str, str]]) -> list[tuple[str, str]]:
