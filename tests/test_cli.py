@@ -43,7 +43,9 @@ def test_demo_pipeline_runs_and_is_recorded(workdir: Path):
 
     listed = run_json(nborch("runs", "--json", cwd=workdir, check=True))
     assert listed == [{"run_id": run["run_id"], "pipeline": "demo_sales", "status": "success",
-                       "started_at": run["started_at"], "ended_at": run["ended_at"]}]
+                       "started_at": run["started_at"], "ended_at": run["ended_at"],
+                       "logical_date": run["logical_date"], "trigger": "manual",
+                       "pipeline_last_success_at": run["ended_at"]}]
     shown = run_json(nborch("show", run["run_id"], "--json", cwd=workdir, check=True))
     for name, task in run["tasks"].items():
         assert {k: shown["tasks"][name][k] for k in task} == task

@@ -41,7 +41,8 @@ def test_webhook_and_command_hooks_tell_what_failed(workdir: Path, receiver: Rec
     [run_post] = receiver.answered("/run")
     assert run_post == {
         "hook": "on_failure", "pipeline": "alerting", "run_id": run["run_id"],
-        "logical_date": run["logical_date"], "status": "failed", "task": None,
+        "logical_date": run["logical_date"], "trigger": "manual", "status": "failed",
+        "task": None,
         "reason": None, "error": None,
         "started_at": run["started_at"], "ended_at": run["ended_at"],
         # cell 3: `upstream` is injected in a cell of its own at the top of bad.ipynb

@@ -16,7 +16,7 @@ import pytest
 from conftest import nborch, run_json, write_notebook, write_pipeline
 
 from nborch import Pipeline
-from nborch.execution.limits import human, parse_size
+from nborch.core.sizes import human, parse_size
 
 PY = sys.executable
 MiB = 1024 * 1024

@@ -209,3 +209,35 @@ def test_without_prometheus_client_the_error_says_what_to_install(workdir: Path)
     proc = nborch("run", str(path), "--metrics-port", "9", cwd=workdir,
                   env={"PYTHONPATH": str(hidden.parent)})
     assert proc.returncode == 2 and "pip install 'nborch[metrics]'" in proc.stderr
+
+
+def test_last_success_per_pipeline_is_read_from_the_store_at_each_scrape(workdir: Path):
+    """The scheduler's metrics give when each pipeline last succeeded, whichever process
+    ran it: a run before the scheduler started and one another process runs meanwhile."""
+    path = write_pipeline(workdir, {"name": "p", "parameters": {"code": 0}, "tasks": {
+        "a": {"command": ["sh", "-c", "exit {{ params.code }}"]}}})
+
+    def run(code: int) -> dict:
+        return run_json(nborch("run", str(path), "-p", f"code={code}", "--json", cwd=workdir))
+
+    def stamp(record: dict) -> float:
+        return datetime.fromisoformat(record["ended_at"]).timestamp()
+
+    first = run(0)
+    key = 'nborch_pipeline_last_success_timestamp_seconds{pipeline="p"}'
+    port = free_port()
+    proc = start_scheduler(workdir, "--metrics-port", str(port), "--metrics-host", "127.0.0.1")
+    try:
+        wait_for(port, {key: stamp(first)})
+        second = run(0)
+        wait_for(port, {key: stamp(second)})
+        assert run(3)["status"] == "failed"
+        assert scrape(port)[key] == stamp(second)  # a failure is no success
+        [row] = [r for r in run_json(nborch("runs", "--json", cwd=workdir, check=True))
+                 if r["status"] == "failed"]
+        assert row["pipeline_last_success_at"] == second["ended_at"]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err

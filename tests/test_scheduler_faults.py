@@ -79,6 +79,7 @@ def test_a_slot_that_cannot_start_and_a_crashed_run_are_recorded_and_alerted(wor
     assert shown["error"] == {**alert["error"], "cell": None, "cell_source": None,
                               "traceback": None}
     assert shown["logical_date"] == _slot_of(lines)
+    assert shown["trigger"] == alert["trigger"] == "schedule"  # a slot, though it never ran
 
     [alert] = receiver.answered("/crashy")
     assert (alert["hook"], alert["status"], alert["reason"], alert["run_id"]) == (

@@ -164,7 +164,8 @@ def test_durations(text, seconds):
 
 @pytest.mark.parametrize("bad", ["10x", "soon", "", "   ", "s", "ms", "m10", "10s garbage",
                                  "-5s", "1h-30m", "ten seconds", "10 seconds", "1.2.3s", -1,
-                                 -0.5, True, False, None, [10], {"s": 10}])
+                                 -0.5, True, False, None, [10], {"s": 10}, "nan", "inf",
+                                 "1e400", float("nan"), float("inf")])
 def test_bad_durations(bad):
     with pytest.raises(ValueError) as info:
         parse_duration(bad)

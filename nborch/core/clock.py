@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any
@@ -11,6 +12,12 @@ from typing import Any
 def utcnow() -> str:
     """Now, as every record stores it: ISO 8601 in UTC, to the millisecond."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def parse_time(iso: str) -> datetime:
+    """A recorded ISO time as an aware datetime (one without an offset is UTC)."""
+    when = datetime.fromisoformat(iso)
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
 
 
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -26,6 +33,9 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"bad duration {value!r}: use a number of seconds "
                          "or text like 10s, 5m, 1h")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # "nan", "inf": no length of time
+            raise ValueError(f"bad duration {value!r}: use a number of seconds "
+                             "or text like 10s, 5m, 1h30m")
         if value < 0:
             raise ValueError(f"bad duration {value!r}: must not be negative")
         return float(value)

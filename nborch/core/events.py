@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .triggers import Trigger
+
 log = logging.getLogger("nborch")
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class RunStarted:
     resumes: int = 0        # 0 for a new run; n for its n-th resume
     rerun: tuple = ()       # on a resume: the tasks that run again
     output_dir: str | None = None  # where executed notebooks go (default: the store)
+    trigger: str = Trigger.MANUAL  # how it started (resumed: RESUME)
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,7 @@ class Run:
     resumes: int = 0
     output_dir: str | None = None  # --output-dir of the run, if any
     error: dict | None = None  # the run's own error: why it could not start
+    trigger: str | None = None  # a Trigger; None for runs recorded before nborch kept it
     # Where the run lives, so ``resume()`` can find it again; not part of the record.
     home: Any = field(default=None, repr=False, compare=False)
     pipeline_obj: Any = field(default=None, repr=False, compare=False)
@@ -107,7 +108,8 @@ class Run:
     def to_dict(self) -> dict:
         data = {"run_id": self.run_id, "pipeline": self.pipeline, "status": self.status,
                 "started_at": self.started_at, "ended_at": self.ended_at,
-                "logical_date": self.logical_date, "params": self.params,
+                "logical_date": self.logical_date, "trigger": self.trigger,
+                "params": self.params,
                 "tasks": {name: t.to_dict() for name, t in self.tasks.items()}}
         if self.error is not None:
             data["error"] = self.error
@@ -132,7 +134,8 @@ class Run:
                                products=t.get("products") or {}, pool=t.get("pool"))
                  for name, t in event.tasks.items()}
         return cls(event.run_id, event.pipeline, State.RUNNING, event.started_at, None,
-                   event.logical_date, event.params, event.source, tasks)
+                   event.logical_date, event.params, event.source, tasks,
+                   trigger=event.trigger)
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id} {self.pipeline} {self.status} {self.counts()}>"

@@ -10,24 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import threading
+
+from ..core.sizes import human, parse_size
 
 MAX_OUTPUT_ENV = "NBORCH_MAX_OUTPUT"
 MAX_VALUE_ENV = "NBORCH_MAX_VALUE"
 DEFAULT_MAX_OUTPUT = 4 * 1024 * 1024
 DEFAULT_MAX_VALUE = 64 * 1024
-_UNITS = {"": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3}
-
 log = logging.getLogger("nborch")
-
-
-def parse_size(text: str) -> int:
-    """``"4M"`` -> 4194304; ``"65536"``, ``"64K"``, ``"64KiB"``, ``"1.5M"`` are accepted."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?)(?:i?B)?\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"not a size: {text!r} (bytes, or with a K, M or G suffix)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).upper()])
 
 
 def _setting(name: str, default: int, env: dict | None) -> int:
@@ -49,14 +40,6 @@ def max_output(env: dict | None = None) -> int:
 def max_value(env: dict | None = None) -> int:
     """The largest published value, JSON-encoded, in bytes."""
     return _setting(MAX_VALUE_ENV, DEFAULT_MAX_VALUE, env)
-
-
-def human(size: int) -> str:
-    """``4194304`` -> ``"4 MiB"``; ``1536`` -> ``"1.5 KiB"``."""
-    for unit, factor in (("GiB", 1024 ** 3), ("MiB", 1024 ** 2), ("KiB", 1024)):
-        if size >= factor:
-            return f"{size / factor:.1f}".removesuffix(".0") + f" {unit}"
-    return f"{size} bytes"
 
 
 def json_size(value) -> int:

@@ -19,6 +19,7 @@ from ..core import run as records
 from ..core.dag import downstream_closure
 from ..core.errors import NborchError, SpecError
 from ..core.states import SUCCESSFUL, State
+from ..core.triggers import Trigger, trigger_of
 from ..execution import outputs
 from ..execution.executors import get_executor
 from ..spec import loader
@@ -114,10 +115,15 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
               fail_fast: bool = False, logical_date: Any = None, home: str | Path | None = None,
               listeners: Sequence = (), executor: Any = None, incremental: bool = False,
               force: Iterable[str] = (), output_dir: str | Path | None = None,
-              run_timeout: Any = None) -> RunHandle:
+              run_timeout: Any = None, trigger: Trigger | str = Trigger.MANUAL) -> RunHandle:
     """Validate completely, then start the run in a background thread. Executed notebooks go
     under ``output_dir`` (a folder or an fsspec URL) when given, else in the store.
-    ``run_timeout`` (a duration) replaces the pipeline's own."""
+    ``run_timeout`` (a duration) replaces the pipeline's own. ``trigger`` is recorded as how
+    the run started (``Trigger``: the scheduler, backfill and ``after:`` say theirs)."""
+    try:
+        trigger = trigger_of(trigger)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     force = tuple(force)
     timeout = pipeline.run_timeout if run_timeout is None else \
         model.read_run_timeout(run_timeout, None)
@@ -132,7 +138,8 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
     store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
     engine = Engine(prepared, store, get_executor(executor),
                     max_parallel or os.cpu_count() or 1, fail_fast, incremental,
-                    pipeline.expand(force), output_dir=output_dir, run_timeout=timeout)
+                    pipeline.expand(force), output_dir=output_dir, run_timeout=timeout,
+                    trigger=trigger)
     return engine.start(listeners)
 
 
@@ -141,7 +148,8 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                fail_fast: bool = False, home: str | Path | None = None,
                listeners: Sequence = (), executor: Any = None) -> RunHandle:
     """Run again the tasks of ``run_id`` that did not succeed (and, with ``from_task``, that
-    task and everything downstream of it), keeping the rest, as the same run."""
+    task and everything downstream of it), keeping the rest, as the same run; its record's
+    ``trigger`` becomes ``resume``."""
     store = Store(home)
     store.check_writable()
     store.mark_crashed()
@@ -174,5 +182,5 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                        pools=store.known_pools(pipeline))
     engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
                     fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir,
-                    run_timeout=pipeline.run_timeout)
+                    run_timeout=pipeline.run_timeout, trigger=Trigger.RESUME)
     return engine.start(listeners)

@@ -24,6 +24,7 @@ from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
 from ..core.run import Run, fold_resume
 from ..core.states import NOT_RUN, State
+from ..core.triggers import Trigger
 from ..execution import outputs
 from ..execution.attempt import AttemptResult
 from ..execution.executors import Executor
@@ -83,7 +84,8 @@ class Engine:
     def __init__(self, prepared: PreparedRun, store: Store, executor: Executor, max_parallel: int,
                  fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
                  previous: Run | None = None, rerun: set[str] | None = None,
-                 output_dir: str | Path | None = None, run_timeout: float | None = None):
+                 output_dir: str | Path | None = None, run_timeout: float | None = None,
+                 trigger: Trigger = Trigger.MANUAL):
         self.prepared = prepared
         self.run_timeout = run_timeout  # seconds the whole run may take, if limited
         self._timed_out = False
@@ -115,7 +117,7 @@ class Engine:
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
             resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())),
-            output_dir=self.output_dir)
+            output_dir=self.output_dir, trigger=trigger)
         self._started_event = started
         tasks = {n: p.task for n, p in prepared.tasks.items()}
         if previous is None:
@@ -408,6 +410,7 @@ def _resumed(previous: Run, started: RunStarted) -> Run:
     """The live Run of a resume: kept tasks as they were, the others back to pending."""
     run = copy.deepcopy(previous)
     run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
+    run.trigger = started.trigger
     for name, t in run.tasks.items():
         for field, value in fold_resume(started, name).items():
             setattr(t, field, value)

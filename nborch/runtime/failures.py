@@ -18,6 +18,7 @@ from ..core.hooks import credentials
 from ..core.model import Pipeline
 from ..core.run import Run
 from ..core.secrecy import Masker
+from ..core.triggers import Trigger
 from ..spec.validate import settings
 from ..store.store import Store
 from .api import new_run_id
@@ -27,12 +28,13 @@ log = logging.getLogger("nborch")
 
 
 def record_not_started(store: Store, name: str, source: str, logical_date: datetime,
-                       error: NborchError, pipeline: Pipeline | None) -> threading.Thread:
+                       error: NborchError, pipeline: Pipeline | None,
+                       trigger: Trigger = Trigger.SCHEDULE) -> threading.Thread:
     """Record a run of ``name`` for ``logical_date`` that failed before it started, with
     ``error`` as its error; fire the ``on_failure`` hooks of ``pipeline`` (the file as it
     was last loaded, when it no longer loads). Returns the thread sending the alerts."""
     started = RunStarted(new_run_id(), name, utcnow(), logical_date.isoformat(), {}, {}, source,
-                         os.getpid(), socket.gethostname())
+                         os.getpid(), socket.gethostname(), trigger=trigger)
     ended = RunEnded(started.run_id, "failed", utcnow(),
                      error=error_dict(type(error).__name__, str(error)))
     store.record([started, ended])

@@ -163,7 +163,8 @@ def payload(run, hook_event: str, change: TaskStateChanged | None = None,
                {k: error.get(k) for k in ("type", "message", "cell")}}
               for name, error in errors.items()]
     return {"hook": hook_event, "pipeline": run.pipeline, "run_id": run.run_id,
-            "logical_date": run.logical_date, "status": status, "task": task,
+            "logical_date": run.logical_date, "trigger": run.trigger, "status": status,
+            "task": task,
             "reason": reason, "error": run.error if change is None else None,
             "started_at": run.started_at, "ended_at": run.ended_at,
             "failed_tasks": failed,

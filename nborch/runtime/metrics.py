@@ -3,16 +3,22 @@
 ``Metrics`` is an event listener: give it to every run of the process (``listeners=[...]``)
 and it counts what ends and gauges what runs, per pipeline. It must hear a run's
 ``RunStarted`` (which names the pipeline); events of runs it did not see start are ignored.
+Given a store, it also reads there at each scrape when each pipeline last succeeded, in any
+process (``nborch_pipeline_last_success_timestamp_seconds``).
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import datetime
 
-from ..core.errors import MetricsError
+from ..core.errors import MetricsError, NborchError
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.states import FINAL, State
+from ..store.store import Store
+
+log = logging.getLogger("nborch")
 
 # Notebook attempts take from a fraction of a second to hours.
 BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
@@ -23,7 +29,7 @@ class Metrics:
     """Counters, a histogram and gauges of the runs it hears about, in its own registry (so
     several in one process, as in tests, do not clash)."""
 
-    def __init__(self):
+    def __init__(self, store: Store | None = None):
         try:
             import prometheus_client as prom
         except ImportError:
@@ -48,6 +54,8 @@ class Metrics:
                                      label, registry=reg)}
         self.runs_running = prom.Gauge("nborch_runs_running", "Runs in progress", label,
                                        registry=reg)
+        if store is not None:
+            reg.register(LastSuccess(store))
         self._lock = threading.Lock()  # runs of a scheduler emit from their own threads
         self._runs: dict[str, tuple[str, dict[str, str]]] = {}  # run id -> (pipeline, states)
         self._began: dict[tuple[str, str, int], str] = {}  # (run, task, attempt) -> start time
@@ -116,3 +124,31 @@ class Metrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+
+class LastSuccess:
+    """A collector: when each pipeline's newest successful run ended, as the store records
+    it (whichever process ran it), read when Prometheus scrapes."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def describe(self):
+        return [self._family()]  # without a read at registration
+
+    def collect(self):
+        family = self._family()
+        try:
+            ended = self.store.last_successes() if self.store.exists else {}
+        except NborchError as exc:  # a store being replaced, say: no sample this scrape
+            log.warning("nborch: metrics: %s", exc)
+            ended = {}
+        for pipeline, when in ended.items():
+            family.add_metric([pipeline], datetime.fromisoformat(when).timestamp())
+        yield family
+
+    def _family(self):
+        from prometheus_client.core import GaugeMetricFamily
+        return GaugeMetricFamily("nborch_pipeline_last_success_timestamp_seconds",
+                                 "When the newest successful run of the pipeline ended "
+                                 "(Unix time), as the store records it", labels=["pipeline"])

@@ -22,6 +22,7 @@ from pathlib import Path
 from ..core.errors import NborchError, SpecError, StoreUnusable
 from ..core.events import RunEnded
 from ..core.states import State
+from ..core.triggers import Trigger
 from ..store.store import Store
 from . import after, lock, sla
 from .schedules import Schedule, from_pipeline, registered
@@ -38,9 +39,12 @@ def _now() -> datetime:
 class Scheduler:
     def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
                  grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
-                 listeners: Sequence = ()):
+                 listeners: Sequence = (), gc_older_than: float | None = None):
         self.store = Store(home)
         self.poll, self.grace, self.say = poll, grace, say
+        self.gc_older_than = gc_older_than  # seconds: once a day, delete runs that old
+        self._next_gc: datetime | None = None
+        self._gc: threading.Thread | None = None
         self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
         self.handles: dict = {}  # run id -> RunHandle of the runs this scheduler started
         self.loaded: dict = {}  # pipeline name -> the Pipeline as last loaded (its hooks)
@@ -93,6 +97,7 @@ class Scheduler:
     def tick(self, now: datetime) -> list[str]:
         """Start the runs that are due at ``now``; their run ids."""
         started = []
+        self._collect_garbage(now)
         schedules = registered(self.store)
         self._report_crashes(schedules)
         for schedule in schedules:
@@ -146,18 +151,21 @@ class Scheduler:
         from ..runtime.api import start_run
         from ..runtime.failures import record_not_started
         from ..spec.loader import load
+        trigger = Trigger.AFTER if after_run else Trigger.SCHEDULE
         try:
             pipeline = self.loaded[schedule.pipeline] = load(schedule.source)
             # The one start of scheduled runs: on a cron slot, or after_run's success.
-            handle = start_run(pipeline, params={}, logical_date=slot, home=self.store.home,
-                               listeners=[self._ended, *self.listeners])
+            handle = start_run(pipeline, params=schedule.params, logical_date=slot,
+                               home=self.store.home, listeners=[self._ended, *self.listeners],
+                               trigger=trigger)
         except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None
         except NborchError as exc:  # the file was changed into something invalid, or removed
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             self._alerting(record_not_started(self.store, schedule.pipeline, schedule.source,
-                                              slot, exc, self.loaded.get(schedule.pipeline)))
+                                              slot, exc, self.loaded.get(schedule.pipeline),
+                                              trigger=trigger))
             return None
         # Only the runs still going: a scheduler that runs for months keeps no ended run.
         self.handles = {k: h for k, h in self.handles.items() if not h.done}
@@ -202,6 +210,23 @@ class Scheduler:
             self.say(f"{run.pipeline}: run {run_id} crashed (its process died)")
             self._alerting(report_crash(self.store, run_id, self._pipeline(run.pipeline)))
 
+    def _collect_garbage(self, now: datetime) -> None:
+        """``--gc-older-than``: ``nborch gc`` once a day, first when the scheduler starts, in
+        a thread of its own (removing thousands of folders takes a while; slots do not wait)."""
+        if self.gc_older_than is None or (self._next_gc and now < self._next_gc):
+            return
+        from ..store.retention import collect
+        self._next_gc = now + timedelta(days=1)
+        cutoff = now - timedelta(seconds=self.gc_older_than)
+
+        def run() -> None:
+            try:
+                self.say(f"gc: {collect(self.store, cutoff).summary()}")
+            except (NborchError, OSError) as exc:  # tried again tomorrow
+                self.say(f"gc failed: {exc}")
+        self._gc = threading.Thread(target=run, name="nborch-gc")
+        self._gc.start()
+
     def _alerting(self, thread: threading.Thread) -> None:
         self.alerts = [t for t in self.alerts if t.is_alive()] + [thread]
 
@@ -214,6 +239,8 @@ class Scheduler:
         return max(0.05, min(self.poll, until))
 
     def _drain(self) -> None:
+        if self._gc is not None:  # its rows are gone: let it remove their folders
+            self._gc.join()
         for alert in self.alerts:  # hooks outside runs: each bounded by the hooks' limit
             alert.join()
         running = [h for h in self.handles.values() if not h.done]
@@ -244,12 +271,14 @@ class Scheduler:
 
 def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: int = 1,
              rerun: bool = False, home: str | Path | None = None,
-             say: Callable[[str], None] = print) -> list:
+             say: Callable[[str], None] = print, params: dict | None = None) -> list:
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
-    succeeded are skipped unless ``rerun``. Returns the finished Runs."""
+    succeeded are skipped unless ``rerun``. Each run gets the saved schedule's parameters
+    updated by ``params``. Returns the finished Runs."""
     from ..runtime.api import start_run
     from ..spec.loader import load
+    from ..spec.validate import merge_params
     if end < start:
         raise SpecError(f"--end {end} is before --start {start}")
     if max_parallel_runs < 1:
@@ -263,6 +292,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
                         "slots to backfill (backfill those pipelines, or give it a cron "
                         "schedule)")
     zone = schedule.zone
+    params = {**schedule.params, **(params or {})}
+    merge_params(pipeline, params)  # an unknown name fails before any slot starts
     first = datetime.combine(start, dtime.min, zone) - timedelta(microseconds=1)
     last = datetime.combine(end, dtime.max, zone)
     todo = []
@@ -277,7 +308,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
         for slot in todo:
             while len(running) >= max_parallel_runs:
                 finished.append(running.pop(0).wait())
-            handle = start_run(load(source), params={}, logical_date=slot, home=store.home)
+            handle = start_run(load(source), params=params, logical_date=slot, home=store.home,
+                               trigger=Trigger.BACKFILL)
             say(f"{slot.isoformat()}: run {handle.run_id} started")
             running.append(handle)
         while running:

@@ -10,7 +10,7 @@ forward (at 03:30, the first wall time that exists) and once on the day they fal
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -35,6 +35,7 @@ class Schedule:
     after: tuple[str, ...] = ()    # a run starts after each success of one of these pipelines
     sla: float | None = None       # seconds after a slot by which its run must have succeeded
     sla_checked: str | None = None  # the newest slot whose SLA was judged (scheduling.sla)
+    params: dict = field(default_factory=dict)  # -p of `schedule add`, given to every run
 
     @property
     def zone(self) -> ZoneInfo:
@@ -118,10 +119,11 @@ def _place(wall: datetime, zone: ZoneInfo) -> datetime:
 def from_pipeline(pipeline, *, cron: str | None = None, tz: str | None = None,
                   catchup: bool | None = None, max_active_runs: int | None = None,
                   start: datetime | None = None, after: list[str] | None = None,
-                  sla: str | None = None) -> Schedule:
+                  sla: str | None = None, params: dict | None = None) -> Schedule:
     """The schedule of a loaded pipeline: its YAML ``schedule:`` overridden by options
     (``cron`` or ``after`` replaces the file's trigger). Slots from ``start`` on (default:
-    now) are due; for ``after``, successes that end from then on count."""
+    now) are due; for ``after``, successes that end from then on count. Each run gets
+    ``params``."""
     if pipeline.source is None:
         raise SpecError("only a pipeline file or folder can be scheduled (the scheduler loads "
                         "it again for every run)")
@@ -151,6 +153,6 @@ def from_pipeline(pipeline, *, cron: str | None = None, tz: str | None = None,
         sla=read_sla(sla, sla_where) if sla is not None else None,
         timezone=check_timezone(tz or declared.get("timezone") or DEFAULT_TIMEZONE),
         catchup=bool(declared.get("catchup", False) if catchup is None else catchup),
-        max_active_runs=runs,
+        max_active_runs=runs, params=dict(params or {}),
         created_at=(start - timedelta(microseconds=1) if start else datetime.now(timezone.utc)
                     ).isoformat())

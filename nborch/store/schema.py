@@ -80,6 +80,11 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX pool_slots_by_pool ON pool_slots (pool)",
         "ALTER TABLE task_runs ADD COLUMN pool TEXT",
     ],
+    [  # 9: how a run started (NULL: recorded before this), a schedule's -p parameters
+        "ALTER TABLE runs ADD COLUMN trigger TEXT",
+        "ALTER TABLE schedules ADD COLUMN params TEXT NOT NULL DEFAULT '{}'",
+        "CREATE INDEX runs_by_end ON runs (status, ended_at)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..core.clock import utcnow
+from ..core.clock import parse_time, utcnow
 from ..core.errors import RunMovedOn, RunNotFound
 from ..core.events import AttemptProgress, KernelStarted, RunEnded, RunStarted, TaskStateChanged
 from ..core.run import Run, fold_resume
@@ -82,19 +81,19 @@ class Store(TriggerRecords, PoolRecords):
             if e.resumes:
                 conn.execute(
                     "UPDATE runs SET status = ?, ended_at = NULL, pid = ?, host = ?,"
-                    " pid_started = ?, heartbeat_at = ?, resumes = ? WHERE run_id = ?",
+                    " pid_started = ?, heartbeat_at = ?, resumes = ?, trigger = ? WHERE run_id = ?",
                     (State.RUNNING, e.pid, e.host, process_started(e.pid), time.time(), e.resumes,
-                     e.run_id))
+                     e.trigger, e.run_id))
                 for name in e.tasks:
                     update_task(conn, e.run_id, name, fold_resume(e, name))
                 return
             conn.execute(
                 "INSERT INTO runs (run_id, pipeline, status, started_at, logical_date, params,"
-                " source, pid, host, pid_started, heartbeat_at, output_dir)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " source, pid, host, pid_started, heartbeat_at, output_dir, trigger)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (e.run_id, e.pipeline, State.RUNNING, e.started_at, e.logical_date,
                  json.dumps(e.params), e.source, e.pid, e.host, process_started(e.pid),
-                 time.time(), e.output_dir))
+                 time.time(), e.output_dir, e.trigger))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
                 " products, pool, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -194,7 +193,7 @@ class Store(TriggerRecords, PoolRecords):
         rows = self._read("SELECT run_id, pipeline, started_at FROM runs WHERE status ="
                           " 'crashed' AND crash_reported = 0 ORDER BY started_at")
         return [r["run_id"] for r in rows if r["pipeline"] in since
-                and _when(r["started_at"]) >= _when(since[r["pipeline"]])]
+                and parse_time(r["started_at"]) >= parse_time(since[r["pipeline"]])]
 
     def crash_reported(self, run_id: str) -> None:
         with self._write() as conn:
@@ -212,13 +211,14 @@ class Store(TriggerRecords, PoolRecords):
         where, args = self._run_filter(pipeline, status, since)
         # A running run may read as crashed, so those two states are filtered after reading.
         limited = limit is not None and status not in (State.RUNNING, State.CRASHED)
-        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, pid, host,"
-                          f" pid_started, heartbeat_at FROM runs {where}"
+        rows = self._read("SELECT run_id, pipeline, status, started_at, ended_at, logical_date,"
+                          f" trigger, pid, host, pid_started, heartbeat_at FROM runs {where}"
                           " ORDER BY started_at DESC, run_id DESC"
                           + (" LIMIT ?" if limited else ""), (*args, limit) if limited else args)
         listed = []
         for r in rows:
-            row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at")}
+            row = {k: r[k] for k in ("run_id", "pipeline", "status", "started_at", "ended_at",
+                                     "logical_date", "trigger")}
             if r["status"] == State.RUNNING and is_dead(r):
                 row["status"], row["ended_at"] = State.CRASHED, last_beat(r)
             if status is None or row["status"] == status:
@@ -275,7 +275,7 @@ class Store(TriggerRecords, PoolRecords):
                    started_at=r["started_at"], ended_at=r["ended_at"],
                    logical_date=r["logical_date"], params=json.loads(r["params"]),
                    source=r["source"], tasks=tasks, resumes=r["resumes"], home=self.home,
-                   output_dir=r["output_dir"], error=loads(r["error"]))
+                   output_dir=r["output_dir"], error=loads(r["error"]), trigger=r["trigger"])
 
     def attempts(self, run_id: str, task: str | None = None) -> list[dict]:
         sql = ("SELECT run_id, task, attempt, status, started_at, ended_at, output_path, error"
@@ -301,6 +301,14 @@ class Store(TriggerRecords, PoolRecords):
                 "values": loads(row["vals"]) or {}, "fingerprint": row["fingerprint"],
                 "result_of": row["result_of"] or row["run_id"]}
 
+    def last_successes(self) -> dict[str, str]:
+        """When each pipeline's newest successful run ended: pipeline -> ISO time (UTC)."""
+        if not self.exists:
+            return {}
+        return {r["pipeline"]: r["ended"] for r in self._read(
+            "SELECT pipeline, max(ended_at) AS ended FROM runs WHERE status = ?"
+            " GROUP BY pipeline ORDER BY pipeline", (State.SUCCESS,))}
+
     def runs_of_slot(self, pipeline: str, logical_date: str) -> list[str]:
         """Statuses of the runs of ``pipeline`` for one logical date."""
         if not self.exists:
@@ -323,10 +331,11 @@ class Store(TriggerRecords, PoolRecords):
             conn.execute(
                 "INSERT OR REPLACE INTO schedules (pipeline, source, cron, timezone, catchup,"
                 " max_active_runs, paused, last_slot, created_at, after_pipelines, sla,"
-                " sla_checked) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                tuple(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
-                                     "max_active_runs", "paused", "last_slot", "created_at",
-                                     "after_pipelines", "sla", "sla_checked")))
+                " sla_checked, params) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (*(d[k] for k in ("pipeline", "source", "cron", "timezone", "catchup",
+                                  "max_active_runs", "paused", "last_slot", "created_at",
+                                  "after_pipelines", "sla", "sla_checked")),
+                 json.dumps(d["params"])))
 
     def schedule_records(self) -> list[dict]:
         """The schedules' rows, by pipeline (``scheduling.schedules.registered`` reads them
@@ -336,7 +345,7 @@ class Store(TriggerRecords, PoolRecords):
         records = []
         for r in self._read("SELECT * FROM schedules ORDER BY pipeline"):
             record = {**dict(r), "catchup": bool(r["catchup"]), "paused": bool(r["paused"]),
-                      "cron": r["cron"] or None,
+                      "cron": r["cron"] or None, "params": json.loads(r["params"]),
                       "after": tuple(json.loads(r["after_pipelines"] or "[]"))}
             del record["after_pipelines"]
             records.append(record)
@@ -356,7 +365,3 @@ class Store(TriggerRecords, PoolRecords):
             return conn.execute("DELETE FROM schedules WHERE pipeline = ?",
                                 (pipeline,)).rowcount > 0
 
-
-def _when(iso: str) -> datetime:
-    when = datetime.fromisoformat(iso)
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)

@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 
 from ..core.errors import NborchError, SpecError
-from ..core.states import RUN_STATES, State
+from ..core.states import State
 from ..core.version import __version__
 from .cli_common import (
     EXIT_CANCELLED,
@@ -24,9 +24,8 @@ from .cli_common import (
     rich_console,
     serve_metrics,
     with_metrics,
+    with_param,
 )
-
-RUNS_LIMIT = 50  # runs `nborch runs` lists unless told
 
 
 def cmd_run(args) -> int:
@@ -146,74 +145,6 @@ def cmd_plot(args) -> int:
     return EXIT_OK
 
 
-def cmd_runs(args) -> int:
-    from .console import print_runs
-    store = open_store(args, readonly=True)
-    since = _since(args.since)
-    chosen = {"status": args.status, "since": since}
-    rows = store.list_runs(args.pipeline, args.limit, **chosen)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    elif not rows:
-        which = [f"for pipeline {args.pipeline!r}" if args.pipeline else "",
-                 f"{args.status}" if args.status else "", f"since {since}" if since else ""]
-        print(" ".join(["no runs recorded yet", *filter(None, which)]))
-    else:
-        print_runs(rows, rich_console())
-    if rows and len(rows) == args.limit and (total := store.count_runs(args.pipeline, **chosen)) \
-            > len(rows):
-        print(f"the {len(rows)} newest of {total} runs (--limit {args.limit}"
-              f"{', the default' if args.limit == RUNS_LIMIT else ''})",
-              file=sys.stderr if args.json else sys.stdout)
-    return EXIT_OK
-
-
-def _since(text: str | None) -> str | None:
-    """``--since``: an ISO date or time (UTC unless it says), or a duration ago (``7d``)."""
-    if text is None:
-        return None
-    from datetime import datetime, timedelta, timezone
-
-    from ..core.clock import parse_duration
-    try:
-        when = datetime.now(timezone.utc) - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        try:
-            when = datetime.fromisoformat(text)
-        except ValueError:
-            raise SpecError(f"--since {text!r}: use an ISO date or time (2026-11-01, "
-                            "2026-11-01T06:00) or a duration ago (7d, 12h)") from None
-        when = when if when.tzinfo else when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc).isoformat()
-
-
-def cmd_show(args) -> int:
-    from .console import print_run
-    store = open_store(args, readonly=True)
-    run = store.get_run(resolve_run_id(store, args.run_id))
-    if args.json:
-        from ..core.grouping import groups
-        data = run.to_dict()
-        for name, attempts in _group(store.attempts(run.run_id)).items():
-            data["tasks"][name]["attempt_history"] = attempts
-        for grid, names in groups(run).items():
-            for name in names:
-                data["tasks"][name]["grid"] = grid
-        print(json.dumps(data, indent=2))
-    else:
-        print_run(run, rich_console())
-    return EXIT_OK
-
-
-def _group(rows: list[dict]) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for row in rows:
-        out.setdefault(row["task"], []).append(
-            {k: row[k] for k in ("attempt", "status", "started_at", "ended_at", "output_path",
-                                 "error")})
-    return out
-
-
 def cmd_logs(args) -> int:
     store = open_store(args, readonly=True)
     run = store.get_run(resolve_run_id(store, args.run_id))
@@ -264,8 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def with_params(p):
-        p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
-                       help="set a pipeline parameter (value read as YAML: 4, true, eu)")
+        with_param(p)
         p.add_argument("--allow-large-grid", action="store_true",
                        help="allow a grid of more than 10,000 instances")
 
@@ -321,22 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="colour the nodes by this run's states")
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("runs", help="list recorded runs, newest first")
-    p.add_argument("--pipeline", default=None, metavar="NAME")
-    p.add_argument("--status", default=None, choices=[str(s) for s in RUN_STATES],
-                   help="only runs in this state")
-    p.add_argument("--since", default=None, metavar="WHEN",
-                   help="only runs started since WHEN: an ISO date or time, or a duration "
-                        "ago (7d, 12h)")
-    p.add_argument("--limit", type=int, default=RUNS_LIMIT,
-                   help=f"at most this many, the newest (default {RUNS_LIMIT})")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_runs)
-
-    p = sub.add_parser("show", help="one run: tasks, states, attempts, values, errors")
-    p.add_argument("run_id", help="a run id, or 'latest'")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_show)
+    from . import operate_cli, pool_cli, records_cli, schedule_cli
+    records_cli.add_parsers(sub)  # runs, show, gc
 
     p = sub.add_parser("logs", help="a task's output (stdout, stderr, text results)")
     p.add_argument("run_id", help="a run id, or 'latest'")
@@ -357,7 +273,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", help="read as JSON (42, true, [1, 2], {\"a\": 1}), else as text")
     p.set_defaults(func=cmd_publish)
 
-    from . import operate_cli, pool_cli, schedule_cli
     schedule_cli.add_parsers(sub)
     operate_cli.add_parsers(sub)
     pool_cli.add_parsers(sub)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ..core.errors import NborchError
+from ..core.errors import NborchError, SpecError
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_CANCELLED = 0, 1, 2, 130
 
@@ -38,14 +38,45 @@ def resolve_run_id(store, run_id: str) -> str:
     return run_id
 
 
+def duration_arg(text: str, option: str) -> float:
+    """Seconds in an option's duration (``30d``, ``5m``); a bad one is exit 2, saying how."""
+    from ..core.clock import parse_duration
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise SpecError(f"{option}: {exc}") from None
+
+
+def older_than_arg(text: str, option: str) -> float:
+    """Seconds in a duration counted back from now (``--older-than 30d``); one reaching back
+    before the calendar's year 1 is exit 2 too."""
+    from datetime import datetime, timedelta, timezone
+    seconds = duration_arg(text, option)
+    try:
+        datetime.now(timezone.utc) - timedelta(seconds=seconds)
+    except OverflowError:
+        raise SpecError(f"{option}: {text!r} reaches back before the year 1; give a shorter "
+                        "duration (30d, 12h)") from None
+    return seconds
+
+
 def serve_metrics(args, say):
-    """The metrics listener, serving already, when ``--metrics-port`` is given; else None."""
+    """The metrics listener, serving already, when ``--metrics-port`` is given; else None.
+    It reads the store (read-only) at each scrape for the pipelines' last successes."""
     if args.metrics_port is None:
         return None
     from ..runtime.metrics import Metrics
-    metrics = Metrics().serve(args.metrics_port, args.metrics_host)
+    metrics = Metrics(open_store(args, readonly=True)).serve(args.metrics_port,
+                                                              args.metrics_host)
     say(f"serving metrics on http://{args.metrics_host}:{metrics.port}/metrics")
     return metrics
+
+
+def with_param(p, which: str = "") -> None:
+    """``-p KEY=VALUE``, repeatable (``spec.yamltext.parse_params`` reads them)."""
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"set a pipeline parameter{' ' + which if which else ''}; value read "
+                        "as YAML (4, true, eu)")
 
 
 def with_metrics(p) -> None:

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import IO
 
+from ..core import triggers
 from ..core.clock import format_duration
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
 from ..core.grouping import counted_summary, grid_state, groups, summary
@@ -201,11 +202,11 @@ def _first_line(text: str | None) -> str:
 def print_runs(rows: list[dict], console) -> None:
     from rich.table import Table
     table = Table(box=None, header_style="bold")
-    for col in ("run id", "pipeline", "status", "started", "duration"):
+    for col in ("run id", "pipeline", "status", "trigger", "started", "duration"):
         table.add_column(col)
     for r in rows:
         table.add_row(r["run_id"], markup(r["pipeline"], False),
-                      styled(r["status"]),
+                      styled(r["status"]), triggers.shown(r.get("trigger")),
                       (r["started_at"] or "")[:19].replace("T", " "),
                       format_duration(_seconds_between(r["started_at"], r["ended_at"])))
     console.print(table)
@@ -243,7 +244,8 @@ def print_run(run: Run, console) -> None:
     from rich.table import Table
     console.print(f"[bold]{markup(run.pipeline, False)}[/] run [bold]{run.run_id}[/]: "
                   f"{styled(run.status)} in {format_duration(run.duration)} "
-                  f"(started {(run.started_at or '')[:19].replace('T', ' ')}, logical date "
+                  f"(started {(run.started_at or '')[:19].replace('T', ' ')}, trigger "
+                  f"{triggers.shown(run.trigger)}, logical date "
                   f"{markup(run.logical_date, False)})", highlight=False)
     if run.error:  # the run's own error: it could not start, or could not be recorded
         console.print(f"[red bold]{markup(run.error['type'], False)}[/]: "

@@ -24,6 +24,7 @@ import jinja2
 import jinja2.ext
 from markupsafe import Markup
 
+from ..core import triggers
 from ..core.clock import format_duration
 from ..core.grouping import grid_state, groups
 from ..core.grouping import summary as grid_summary
@@ -118,7 +119,8 @@ def summary_line(text: str) -> Markup:
 
 def _run_data(run: Run) -> dict:
     return {"pipeline": run.pipeline, "run_id": run.run_id, "state": run.status,
-            "colour": fill(run.status), "started": short_time(run.started_at)}
+            "colour": fill(run.status), "started": short_time(run.started_at),
+            "trigger": triggers.shown(run.trigger)}
 
 
 def header(run: Run) -> Markup:
@@ -284,10 +286,11 @@ def text_summary(run: Run) -> str:
 
 
 def runs_table(rows: list[dict], selected: str | None = None) -> Markup:
-    """Recent runs: pipeline, state, started, duration (newest first)."""
+    """Recent runs: pipeline, state, trigger, started, duration (newest first)."""
     return _macros().runs_table([
         {"run_id": r["run_id"], "pipeline": r["pipeline"], "state": r["status"],
          "colour": fill(r["status"]), "started": short_time(r["started_at"]),
+         "trigger": triggers.shown(r.get("trigger")),
          "duration": format_duration(_seconds_between(r["started_at"], r["ended_at"])),
          "selected": r["run_id"] == selected} for r in rows])
 

@@ -13,6 +13,7 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from ..core import triggers
 from ..core.clock import format_duration, utcnow
 from ..core.grouping import grid_state, groups
 from ..core.run import Run
@@ -95,6 +96,7 @@ def render_report(run: Run, attempts: list[dict], base: Path | None = None) -> s
     return htmlview.TEMPLATES.get_template("report.html.j2").render(
         run=run, badge=htmlview.state_badge(run.status),
         started=htmlview.short_time(run.started_at), ended=htmlview.short_time(run.ended_at),
+        trigger=triggers.shown(run.trigger),
         duration=format_duration(run.duration), summary=htmlview.summary_text(run),
         params=json.dumps(run.params, ensure_ascii=False),
         graph=htmlview.graph_block(svg), legend=htmlview.legend(),

@@ -12,15 +12,17 @@ from ..core.errors import NborchError, SpecError
 from ..core.states import State
 from ..scheduling.after import check_new
 from ..scheduling.schedules import Schedule, from_pipeline, registered
-from .cli_common import EXIT_FAILED, EXIT_OK, open_store, printable, serve_metrics, with_metrics
-
-
-def _duration(text: str, option: str) -> float:
-    from ..core.clock import parse_duration
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise SpecError(f"{option}: {exc}") from None
+from .cli_common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    duration_arg,
+    older_than_arg,
+    open_store,
+    printable,
+    serve_metrics,
+    with_metrics,
+    with_param,
+)
 
 
 def _date(text: str, option: str) -> date:
@@ -43,11 +45,15 @@ def _start(text: str | None) -> datetime | None:
 
 def cmd_schedule_add(args) -> int:
     from ..spec.loader import load
+    from ..spec.validate import merge_params
+    from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline)
+    params = parse_params(args.param)
+    merge_params(pipeline, params)  # an unknown name fails now, not at every slot
     schedule = from_pipeline(pipeline, cron=args.cron, tz=args.timezone,
                              catchup=True if args.catchup else None,
                              max_active_runs=args.max_active_runs, start=_start(args.start),
-                             after=args.after, sla=args.sla)
+                             after=args.after, sla=args.sla, params=params)
     store = open_store(args)
     others = registered(store)
     check_new(schedule, others, store.known_pipelines())
@@ -57,8 +63,9 @@ def cmd_schedule_add(args) -> int:
                            paused=old.paused, sla_checked=old.sla_checked)
     store.save_schedule(schedule)
     kept = "" if old is None or args.start else " (its progress kept; --start to reset it)"
-    print(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}{kept}: "
-          f"{_when(schedule)}; `nborch scheduler` starts its runs")
+    given = "".join(f", -p {k}={v}" for k, v in params.items())
+    print(printable(f"{'updated' if old else 'added'} the schedule of {schedule.pipeline}"
+                    f"{kept}: {_when(schedule)}{given}; `nborch scheduler` starts its runs"))
     return EXIT_OK
 
 
@@ -77,7 +84,7 @@ def cmd_schedule_list(args) -> int:
              "paused": s.paused, "next_run": None if s.paused or not s.cron
              else s.next_slot(now).isoformat(), "after": list(s.after), "sla": s.sla,
              "catchup": s.catchup, "max_active_runs": s.max_active_runs,
-             "last_slot": s.last_slot, "source": s.source}
+             "last_slot": s.last_slot, "source": s.source, "params": s.params}
             for s in registered(open_store(args, readonly=True))]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -134,11 +141,15 @@ def cmd_scheduler(args) -> int:
         print(_stamped(text), flush=True)
 
     _log_stamped()
-    grace = _duration(args.grace, "--grace")  # a bad --grace is reported before the port is taken
+    # Bad durations are reported before the port is taken.
+    grace = duration_arg(args.grace, "--grace")
+    gc_older_than = None if args.gc_older_than is None else \
+        older_than_arg(args.gc_older_than, "--gc-older-than")
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
-                              listeners=[metrics] if metrics else [])
+                              listeners=[metrics] if metrics else [],
+                              gc_older_than=gc_older_than)
         for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
             signal.signal(signum, lambda *_: scheduler.stop())
         scheduler.serve(wait_for_lock=args.wait)
@@ -157,9 +168,11 @@ def cmd_scheduler_status(args) -> int:
 
 def cmd_backfill(args) -> int:
     from ..scheduling.scheduler import backfill
+    from ..spec.yamltext import parse_params
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
-                    say=lambda text: print(printable(text), flush=True))
+                    say=lambda text: print(printable(text), flush=True),
+                    params=parse_params(args.param))
     return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
 
 
@@ -185,6 +198,7 @@ def add_parsers(sub) -> None:
     a.add_argument("--sla", default=None, metavar="DURATION",
                    help="fire on_sla_miss when a slot has not succeeded this long after it, "
                         "e.g. 1h (default: the file's schedule: sla)")
+    with_param(a, "for every run of the schedule (replaces those saved before)")
     a.set_defaults(func=cmd_schedule_add)
     a = actions.add_parser("list", help="schedules with their next run time")
     a.add_argument("--json", action="store_true")
@@ -203,6 +217,9 @@ def add_parsers(sub) -> None:
                         "cancelled (default 5m)")
     p.add_argument("--wait", action="store_true",
                    help="if another scheduler is active, wait and take over when it stops")
+    p.add_argument("--gc-older-than", default=None, metavar="DURATION",
+                   help="once a day, delete runs that ended more than DURATION ago (30d), as "
+                        "`nborch gc --older-than` does")
     with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
     actions = p.add_subparsers(dest="scheduler_action", metavar="ACTION")
@@ -217,4 +234,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (inclusive)")
     p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
     p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
+    with_param(p, "for every run (over the saved schedule's own -p)")
     p.set_defaults(func=cmd_backfill, cancel_on_signals=True)
