@@ -80,6 +80,7 @@ def test_each_success_of_the_upstream_starts_one_run_with_its_logical_date(workd
     assert _report_runs(store) == {f"2026-01-0{d}T00:00:00+00:00": "success" for d in (3, 4, 5)}
     triggers = store.triggers("report")
     assert [t["upstream_run_id"] for t in triggers] == [first, second, third]
+    assert {store.get_run(t["run_id"]).trigger for t in triggers} == {"after"}
     assert all(t["run_id"] for t in triggers)
     status = run_json(nborch("scheduler", "status", "--json", cwd=workdir, check=True))
     [report] = status["schedules"]
