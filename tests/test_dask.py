@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+from test_outputs import clobbering_pipeline, flaky_pipeline
 
 from nborch import Pipeline, Store
 
@@ -265,6 +266,39 @@ def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir:
         for file in folder.rglob("*"):
             if file.is_file() and file.name != ".env":
                 assert value.encode() not in file.read_bytes(), file
+
+
+def test_a_retry_writes_to_a_memory_output_dir_on_the_workers(workdir: Path, local_cluster):
+    """Nothing is renamed: a ``memory://`` location is each worker's own, and object stores
+    cannot rename; the failed attempt's notebook is written where it is kept."""
+    p = flaky_pipeline(workdir)
+    url = "memory://nborch-dask/daily"
+    run = p.start(executor=local_cluster, home=workdir / ".nborch", output_dir=url).wait(180)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    assert run.tasks["flaky"].attempts == 2
+    base = f"{url}/{run.run_id}"
+    assert run.tasks["flaky"].output_path == f"{base}/flaky.ipynb"
+    assert run.values["after"]["seen"] == f"{base}/flaky.ipynb"
+
+    def written(folder=f"/nborch-dask/daily/{run.run_id}"):
+        import fsspec
+        fs = fsspec.filesystem("memory")
+        return [Path(f).name for f in fs.ls(folder, detail=False)] if fs.exists(folder) else []
+
+    names = sorted(n for names in local_cluster.run(written).values() for n in names)
+    assert names == ["after.ipynb", "flaky.attempt-1.ipynb", "flaky.ipynb"]
+
+
+def test_a_notebook_a_worker_cannot_write_fails_its_attempt(workdir: Path, local_cluster):
+    out = workdir / "out"
+    run = Pipeline.from_yaml(clobbering_pipeline(workdir, out)).start(
+        executor=local_cluster, home=workdir / ".nborch", output_dir=out).wait(180)
+    assert run.tasks["clobber"].error["type"] == "OutputWriteError"
+    assert "IsADirectoryError" in run.tasks["clobber"].error["message"]
+    stored = Store(workdir / ".nborch").get_run(run.run_id)
+    assert stored.status == "failed"
+    assert {n: t.status for n, t in stored.tasks.items()} == {
+        "clobber": "failed", "other": "success", "after": "upstream_failed"}
 
 
 def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):

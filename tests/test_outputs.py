@@ -66,3 +66,31 @@ def test_output_dir_folder_from_the_cli_and_resume_keeps_it(workdir: Path):
     assert resumed["tasks"]["b"]["output_path"] == str(out / "b.ipynb")
     bad = nborch("run", str(path), "--output-dir", "nosuchscheme://x/y", cwd=workdir)
     assert bad.returncode == 2 and "--output-dir nosuchscheme://x/y" in bad.stderr
+
+
+def clobbering_pipeline(folder: Path, out: Path) -> Path:
+    """A pipeline whose task ``clobber`` puts a folder where its executed notebook goes, so
+    writing the notebook fails; ``other`` succeeds, ``after`` depends on ``clobber``."""
+    write_notebook(folder / "clobber.ipynb", f"import os\nos.makedirs(os.path.join("
+                   f"{str(out)!r}, os.environ['NBORCH_RUN_ID'], 'clobber.ipynb'))")
+    write_notebook(folder / "other.ipynb", "pass")
+    write_notebook(folder / "after.ipynb", "pass")
+    return write_pipeline(folder, {"name": "clobbered", "tasks": {
+        "clobber": {"notebook": "clobber.ipynb"}, "other": {"notebook": "other.ipynb"},
+        "after": {"notebook": "after.ipynb", "upstream": ["clobber"]}}})
+
+
+def test_a_notebook_that_cannot_be_written_fails_its_attempt_not_the_run(workdir: Path):
+    path = clobbering_pipeline(workdir, workdir / "out")
+    proc = nborch("run", str(path), "--output-dir", "out", "--json", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr
+    assert "the engine failed" not in proc.stderr
+    run = run_json(proc)
+    error = run["tasks"]["clobber"]["error"]
+    assert error["type"] == "OutputWriteError"
+    assert f"cannot write the executed notebook to {workdir / 'out' / run['run_id']}" \
+        f"/clobber.ipynb: IsADirectoryError" in error["message"]
+    stored = Store(workdir / ".nborch").get_run(run["run_id"])
+    assert stored.status == "failed"
+    assert {n: t.status for n, t in stored.tasks.items()} == {
+        "clobber": "failed", "other": "success", "after": "upstream_failed"}

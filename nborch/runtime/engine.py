@@ -369,15 +369,10 @@ class Engine:
                 for handle in list(self._running.values()):
                     handle.cancel()
         first, rest = moves[0], moves[1:]
-        output = result.output_path
-        if first.state == State.RETRYING and output:
-            kept = outputs.sibling(output, f"{name}.attempt-{first.attempt}.ipynb")
-            outputs.move(output, kept)
-            output = kept
         done = first.state == State.SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
-            values=result.values, output_path=output, reason=first.reason,
+            values=result.values, output_path=result.output_path, reason=first.reason,
             attempt_status=State.CANCELLED if first.state == State.CANCELLED else result.status,
             fingerprint=self._fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
@@ -428,6 +423,8 @@ class Engine:
             run_id=self.run.run_id, task=name, attempt=attempt,
             notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
             cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
+            retry_output_path=outputs.join(self.notebooks, f"{name}.attempt-{attempt}.ipynb")
+            if self.planner.retried(name) else None,
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
             env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
             timeout=p.task.timeout, secret_values=self.prepared.secret_values,
