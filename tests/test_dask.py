@@ -4,6 +4,7 @@ started ``dask scheduler`` with ``dask worker`` processes on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,15 +106,16 @@ class DaskProcesses:
                     "--dashboard-address", ":0")
         self.client = distributed.Client(self.address, timeout="60s")
 
-    def worker(self, *args: str) -> None:
+    def worker(self, *args: str, wrap: tuple = ()) -> None:
+        """A worker process, started through the command ``wrap`` when given."""
         before = len(self.client.scheduler_info()["workers"])
         self._start("worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                    "--dashboard-address", ":0", *args)
+                    "--dashboard-address", ":0", *args, wrap=wrap)
         self.client.wait_for_workers(before + 1, timeout=60)
 
-    def _start(self, *args: str) -> None:
+    def _start(self, *args: str, wrap: tuple = ()) -> None:
         self.procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
+            [*wrap, str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
     def stop(self) -> None:
@@ -299,6 +301,44 @@ def test_a_notebook_a_worker_cannot_write_fails_its_attempt(workdir: Path, local
     assert stored.status == "failed"
     assert {n: t.status for n, t in stored.tasks.items()} == {
         "clobber": "failed", "other": "success", "after": "upstream_failed"}
+
+
+def test_a_worker_that_cannot_see_the_home_fails_the_attempt_clearly(workdir: Path,
+                                                                     dask_processes):
+    """A worker on another host without the shared folder: here, a worker in a mount
+    namespace of its own, with an empty folder mounted over the home."""
+    home = workdir / "home"
+    home.mkdir()
+    hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs none {home} && exec "$0" "$@"')
+    if subprocess.run([*hide[:-1], "exit 0"]).returncode != 0 or \
+            subprocess.run([*hide, "true"]).returncode != 0:
+        pytest.skip("needs unshare and mount (root, or a user namespace)")
+    dask_processes.worker(wrap=hide)
+    write_notebook(workdir / "a.ipynb", "pass")
+    path = write_pipeline(workdir, {"name": "unseen", "tasks": {"a": {"notebook": "a.ipynb"}}})
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  "--output-dir", str(workdir / "out"), cwd=workdir,
+                  env={"NBORCH_HOME": str(home)})
+    assert proc.returncode == 1, proc.stderr
+    run = run_json(proc)
+    error = run["tasks"]["a"]["error"]
+    assert error["type"] == "HomeNotShared"
+    assert f"cannot see {home / 'runs' / run['run_id']}, the run's folder in nborch's home " \
+        f"{home}" in error["message"]
+    assert "shared file system" in error["message"]
+    # As docs/dask.md says: the store's database stays on the orchestrator's disk, and only
+    # the runs folder, a link to a shared folder, is seen by the workers.
+    shutil.rmtree(home / "runs")
+    (home / "runs").symlink_to(workdir / "shared", target_is_directory=True)
+    (workdir / "shared").mkdir()
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  "--output-dir", str(workdir / "out"), cwd=workdir,
+                  env={"NBORCH_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_json(proc)["run_id"]
+    assert "ended" in (workdir / "shared" / run_id / "a.log").read_text()
+    assert (home / "nborch.db").is_file()
 
 
 def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):
