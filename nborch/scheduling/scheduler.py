@@ -38,7 +38,11 @@ def _now() -> datetime:
 class Scheduler:
     def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
                  grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
-                 listeners: Sequence = ()):
+                 listeners: Sequence = (), executor: str | None = None):
+        if executor is not None:
+            from ..execution.executors import check_target
+            check_target(executor)
+        self.executor = executor  # where its runs go, whatever their files say
         self.store = Store(home)
         self.poll, self.grace, self.say = poll, grace, say
         self.listeners = tuple(listeners)  # given to every run it starts (e.g. metrics)
@@ -150,7 +154,7 @@ class Scheduler:
             pipeline = self.loaded[schedule.pipeline] = load(schedule.source)
             # The one start of scheduled runs: on a cron slot, or after_run's success.
             handle = start_run(pipeline, params={}, logical_date=slot, home=self.store.home,
-                               listeners=[self._ended, *self.listeners])
+                               listeners=[self._ended, *self.listeners], executor=self.executor)
         except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None
@@ -244,17 +248,19 @@ class Scheduler:
 
 def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: int = 1,
              rerun: bool = False, home: str | Path | None = None,
-             say: Callable[[str], None] = print) -> list:
+             say: Callable[[str], None] = print, executor: str | None = None) -> list:
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
-    succeeded are skipped unless ``rerun``. Returns the finished Runs."""
-    from ..runtime.api import start_run
+    succeeded are skipped unless ``rerun``. Runs go to ``executor``, else where the file
+    says. Returns the finished Runs."""
+    from ..runtime.api import run_executor, start_run
     from ..spec.loader import load
     if end < start:
         raise SpecError(f"--end {end} is before --start {start}")
     if max_parallel_runs < 1:
         raise SpecError(f"--max-parallel-runs must be >= 1, not {max_parallel_runs}")
     pipeline = load(source)
+    run_executor(pipeline, executor)  # a bad one fails now, not at the first slot
     store = Store(home)
     saved = {s.pipeline: s for s in registered(store)}
     schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
@@ -277,7 +283,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
         for slot in todo:
             while len(running) >= max_parallel_runs:
                 finished.append(running.pop(0).wait())
-            handle = start_run(load(source), params={}, logical_date=slot, home=store.home)
+            handle = start_run(load(source), params={}, logical_date=slot, home=store.home,
+                               executor=executor)
             say(f"{slot.isoformat()}: run {handle.run_id} started")
             running.append(handle)
         while running:

@@ -138,7 +138,7 @@ def cmd_scheduler(args) -> int:
     metrics = serve_metrics(args, say)
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
-                              listeners=[metrics] if metrics else [])
+                              listeners=[metrics] if metrics else [], executor=args.executor)
         for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
             signal.signal(signum, lambda *_: scheduler.stop())
         scheduler.serve(wait_for_lock=args.wait)
@@ -159,8 +159,14 @@ def cmd_backfill(args) -> int:
     from ..scheduling.scheduler import backfill
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
-                    say=lambda text: print(printable(text), flush=True))
+                    say=lambda text: print(printable(text), flush=True), executor=args.executor)
     return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
+
+
+def with_executor(p) -> None:
+    p.add_argument("--executor", default=None, metavar="EXECUTOR",
+                   help="where the runs' tasks go: local, dask, dask://HOST:PORT (default: "
+                        "each pipeline file's executor:, else local)")
 
 
 def add_parsers(sub) -> None:
@@ -203,6 +209,7 @@ def add_parsers(sub) -> None:
                         "cancelled (default 5m)")
     p.add_argument("--wait", action="store_true",
                    help="if another scheduler is active, wait and take over when it stops")
+    with_executor(p)
     with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
     actions = p.add_subparsers(dest="scheduler_action", metavar="ACTION")
@@ -217,4 +224,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--end", required=True, metavar="DATE", help="last day (inclusive)")
     p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
     p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
+    with_executor(p)
     p.set_defaults(func=cmd_backfill, cancel_on_signals=True)
