@@ -95,22 +95,31 @@ def test_cancel_stops_the_kernel_on_the_worker(workdir: Path, local_cluster):
 # -- a scheduler and workers started as their own processes ------------------------------------
 
 class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1; with ``tls`` (the files
+    ``ca``, ``cert`` and ``key``), speaking TLS only."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, tls: dict | None = None):
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
         port = free_port()
-        self.address = f"127.0.0.1:{port}"
+        self.tls_args: tuple = ()
+        security = None
+        if tls is not None:
+            self.tls_args = ("--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"],
+                             "--tls-key", tls["key"])
+            security = distributed.Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"],
+                                            tls_client_key=tls["key"], require_encryption=True)
+        self.address = f"{'tls://' if tls else ''}127.0.0.1:{port}"
         self._start("scheduler", "--host", "127.0.0.1", "--port", str(port),
-                    "--dashboard-address", ":0")
-        self.client = distributed.Client(self.address, timeout="60s")
+                    "--dashboard-address", ":0", *self.tls_args,
+                    *(("--protocol", "tls") if tls else ()))
+        self.client = distributed.Client(self.address, timeout="60s", security=security)
 
     def worker(self, *args: str, wrap: tuple = ()) -> None:
         """A worker process, started through the command ``wrap`` when given."""
         before = len(self.client.scheduler_info()["workers"])
         self._start("worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                    "--dashboard-address", ":0", *args, wrap=wrap)
+                    "--dashboard-address", ":0", *self.tls_args, *args, wrap=wrap)
         self.client.wait_for_workers(before + 1, timeout=60)
 
     def _start(self, *args: str, wrap: tuple = ()) -> None:
@@ -339,6 +348,58 @@ def test_a_worker_that_cannot_see_the_home_fails_the_attempt_clearly(workdir: Pa
     run_id = run_json(proc)["run_id"]
     assert "ended" in (workdir / "shared" / run_id / "a.log").read_text()
     assert (home / "nborch.db").is_file()
+
+
+def certificates(folder: Path) -> dict:
+    """A certificate authority and one certificate it signed for 127.0.0.1 (server and
+    client), made by the ``openssl`` command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    files = {name: str(folder / f"{name}.pem") for name in ("ca", "ca_key", "cert", "key")}
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                    "extendedKeyUsage=serverAuth,clientAuth\n")
+    for command in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+             "/CN=nborch test CA", "-keyout", files["ca_key"], "-out", files["ca"]],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", files["key"], "-out", str(folder / "cert.csr")],
+            ["x509", "-req", "-in", str(folder / "cert.csr"), "-CA", files["ca"], "-CAkey",
+             files["ca_key"], "-CAcreateserial", "-days", "1", "-extfile",
+             str(folder / "ext.cnf"), "-out", files["cert"]]):
+        subprocess.run(["openssl", *command], check=True, capture_output=True)
+    return files
+
+
+def test_a_pipeline_runs_on_a_tls_cluster(workdir: Path, tmp_path_factory):
+    """Secrets cross the network encrypted: a scheduler and a worker that speak TLS only,
+    with certificates made here; nborch gets them from Dask's configuration."""
+    tls = certificates(tmp_path_factory.mktemp("certificates"))
+    cluster = DaskProcesses(tmp_path_factory.mktemp("tls-cluster"), tls=tls)
+    try:
+        cluster.worker()
+        [worker] = cluster.client.run(os.getpid).values()
+        write_notebook(workdir / "a.ipynb", PUBLISH_WORKER)
+        write_notebook(workdir / "b.ipynb", "import nborch\nnborch.publish('twice', "
+                       "upstream['a']['values']['worker_pid'] * 2)", parameters="upstream = {}")
+        path = write_pipeline(workdir, {"name": "encrypted", "tasks": {
+            "a": {"notebook": "a.ipynb"}, "b": {"notebook": "b.ipynb", "upstream": ["a"]}}})
+        target = f"dask://{cluster.address}"
+        assert target.startswith("dask://tls://127.0.0.1:")
+        unconfigured = nborch("run", str(path), "--executor", target, cwd=workdir, timeout=120)
+        assert unconfigured.returncode == 1 and "Traceback" not in unconfigured.stderr
+        assert f"cannot connect to the Dask scheduler at {cluster.address}" in \
+            unconfigured.stderr and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in unconfigured.stderr
+        proc = nborch("run", str(path), "--executor", target, "--json", cwd=workdir, env={
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls["ca"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls["cert"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls["key"],
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"})
+    finally:
+        cluster.stop()
+    assert proc.returncode == 0, proc.stderr
+    run = run_json(proc)
+    assert run["tasks"]["a"]["values"]["worker_pid"] == worker
+    assert run["tasks"]["b"]["values"]["twice"] == 2 * worker
 
 
 def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):

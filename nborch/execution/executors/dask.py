@@ -71,6 +71,11 @@ class DaskExecutor(Executor):
                 self.client = distributed.Client(address, timeout="15s")
             except (OSError, TimeoutError) as exc:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+            except TypeError as exc:  # tls:// with no certificates in Dask's configuration
+                raise NborchError(f"cannot connect to the Dask scheduler at {address}: {exc}; "
+                                  "give Dask the certificates: DASK_DISTRIBUTED__COMM__TLS__"
+                                  "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY, or "
+                                  "distributed.comm.tls.* in ~/.config/dask/") from None
             self._owns_client = True
         self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"
