@@ -94,3 +94,33 @@ def test_a_notebook_that_cannot_be_written_fails_its_attempt_not_the_run(workdir
     assert stored.status == "failed"
     assert {n: t.status for n, t in stored.tasks.items()} == {
         "clobber": "failed", "other": "success", "after": "upstream_failed"}
+
+
+def test_an_engine_that_fails_leaves_no_task_running(workdir: Path, monkeypatch):
+    """A bug of ours while recording an attempt's end (here: computing its fingerprint):
+    the run ends failed, saying so, with every task ended and every kernel stopped."""
+    from conftest import kernels_of
+
+    from nborch.runtime.engine import Engine
+
+    def broken(self, name):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Engine, "_fingerprint", broken)
+    started = workdir / "slow-started"
+    write_notebook(workdir / "slow.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\n"
+                   "time.sleep(300)")
+    write_notebook(workdir / "quick.ipynb", f"import os, time\nwhile not os.path.exists("
+                   f"{str(started)!r}):\n    time.sleep(0.05)")
+    p = Pipeline("buggy", root=workdir)
+    p.notebook("slow.ipynb")
+    p.notebook("quick.ipynb")
+    run = p.start(home=workdir / ".nborch").wait(120)
+    stored = Store(workdir / ".nborch").get_run(run.run_id)
+    for record in (run, stored):
+        assert record.status == "failed"
+        assert record.error["type"] == "EngineError" and "RuntimeError: a bug" in \
+            record.error["message"]
+        assert {n: t.status for n, t in record.tasks.items()} == {"slow": "failed",
+                                                                  "quick": "failed"}
+    assert kernels_of(run.run_id) == []

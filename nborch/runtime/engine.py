@@ -6,7 +6,6 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -23,8 +22,8 @@ from ..core.clock import format_duration, utcnow
 from ..core.errors import StoreError, error_dict
 from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
-from ..core.run import Run, fold_resume
-from ..core.states import NOT_RUN, State
+from ..core.run import Run, resumed_run
+from ..core.states import FINAL, NOT_RUN, State
 from ..execution import outputs
 from ..execution.attempt import AttemptJob, AttemptResult
 from ..execution.executors import Executor
@@ -120,7 +119,7 @@ class Engine:
             self.run = store.run_type.from_start(started)
             self.planner = Planner(tasks, fail_fast)
         else:
-            self.run = _resumed(previous, started)
+            self.run = resumed_run(previous, started)
             kept = {n: t.status for n, t in previous.tasks.items() if n not in started.rerun}
             self.planner = Planner(tasks, fail_fast, done=kept,
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
@@ -188,10 +187,9 @@ class Engine:
         status = State.FAILED
         try:
             status = self._loop()
-        except Exception:
+        except Exception as exc:
             log.exception("run %s: the engine failed", self.run.run_id)
-            for handle in list(self._running.values()):
-                handle.cancel()
+            self._abandon(exc)
         finally:
             self.bus.emit(RunEnded(self.run.run_id, status, utcnow(), error=self.run.error))
             self.executor.shutdown()
@@ -202,6 +200,20 @@ class Engine:
                 self.run.error = error_dict("StoreWriteFailed", unrecorded)
             self.store.close()  # a process that starts runs for months holds no file per run
             self.finished.set()
+
+    def _abandon(self, exc: Exception) -> None:
+        """The loop failed (a bug of ours): stop what runs and end every task, so that no
+        task of the failed run is left running; the run's error says why."""
+        self.run.error = error_dict("EngineError", f"the engine failed: {type(exc).__name__}: "
+                                    f"{exc}; `nborch resume` runs what did not finish")
+        for handle in list(self._running.values()):
+            handle.cancel()
+        for name, task in self.run.tasks.items():  # as recorded, whatever the planner said
+            if task.status not in FINAL:
+                self.bus.emit(TaskStateChanged(
+                    self.run.run_id, name, State.FAILED, task.attempts, utcnow(),
+                    error=self.run.error, attempt_status=State.FAILED
+                    if task.status == State.RUNNING else None))
 
     def _loop(self) -> str:
         if any(p.task.pool for p in self.prepared.tasks.values()):
@@ -447,12 +459,3 @@ def _memory_to_spare(minimum: int = 1 << 30) -> bool:
     import psutil
     return psutil.virtual_memory().available > minimum
 
-
-def _resumed(previous: Run, started: RunStarted) -> Run:
-    """The live Run of a resume: kept tasks as they were, the others back to pending."""
-    run = copy.deepcopy(previous)
-    run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
-    for name, t in run.tasks.items():
-        for field, value in fold_resume(started, name).items():
-            setattr(t, field, value)
-    return run
