@@ -381,11 +381,11 @@ def test_a_pipeline_runs_on_a_tls_cluster(workdir: Path, tmp_path_factory):
         write_notebook(workdir / "a.ipynb", PUBLISH_WORKER)
         write_notebook(workdir / "b.ipynb", "import nborch\nnborch.publish('twice', "
                        "upstream['a']['values']['worker_pid'] * 2)", parameters="upstream = {}")
-        path = write_pipeline(workdir, {"name": "encrypted", "tasks": {
-            "a": {"notebook": "a.ipynb"}, "b": {"notebook": "b.ipynb", "upstream": ["a"]}}})
         target = f"dask://{cluster.address}"
         assert target.startswith("dask://tls://127.0.0.1:")
-        unconfigured = nborch("run", str(path), "--executor", target, cwd=workdir, timeout=120)
+        path = write_pipeline(workdir, {"name": "encrypted", "executor": target, "tasks": {
+            "a": {"notebook": "a.ipynb"}, "b": {"notebook": "b.ipynb", "upstream": ["a"]}}})
+        unconfigured = nborch("run", str(path), cwd=workdir, timeout=120)  # the file's executor
         assert unconfigured.returncode == 1 and "Traceback" not in unconfigured.stderr
         assert f"cannot connect to the Dask scheduler at {cluster.address}" in \
             unconfigured.stderr and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in unconfigured.stderr
