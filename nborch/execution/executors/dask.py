@@ -9,8 +9,8 @@ Cancelling sets a ``distributed.Event`` that the attempt on the worker watches.
 
 Secrets travel with the attempt in memory (pickled over Dask's connection) and are never
 written on the worker. Workers write the executed notebook and the log where the store
-says: on one machine that just works; across hosts the store folder must be a path every
-worker sees (a shared file system).
+says: on one machine that just works; across hosts the run's folder in the store must be a
+path every worker sees (a shared file system), else the attempt fails with HomeNotShared.
 """
 
 from __future__ import annotations
