@@ -16,26 +16,36 @@ distributed = pytest.importorskip("distributed")
 
 
 class DaskProcesses:
-    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1; with ``tls`` (the files
+    ``ca``, ``cert`` and ``key``), speaking TLS only."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, folder: Path, tls: dict | None = None):
         self.folder = folder
         self.procs: list[subprocess.Popen] = []
         port = free_port()
-        self.address = f"127.0.0.1:{port}"
+        self.tls_args: tuple = ()
+        security = None
+        if tls is not None:
+            self.tls_args = ("--tls-ca-file", tls["ca"], "--tls-cert", tls["cert"],
+                             "--tls-key", tls["key"])
+            security = distributed.Security(tls_ca_file=tls["ca"], tls_client_cert=tls["cert"],
+                                            tls_client_key=tls["key"], require_encryption=True)
+        self.address = f"{'tls://' if tls else ''}127.0.0.1:{port}"
         self._start("scheduler", "--host", "127.0.0.1", "--port", str(port),
-                    "--dashboard-address", ":0")
-        self.client = distributed.Client(self.address, timeout="60s")
+                    "--dashboard-address", ":0", *self.tls_args,
+                    *(("--protocol", "tls") if tls else ()))
+        self.client = distributed.Client(self.address, timeout="60s", security=security)
 
-    def worker(self, *args: str) -> None:
+    def worker(self, *args: str, wrap: tuple = ()) -> None:
+        """A worker process, started through the command ``wrap`` when given."""
         before = len(self.client.scheduler_info()["workers"])
         self._start("worker", self.address, "--nthreads", "1", "--host", "127.0.0.1",
-                    "--dashboard-address", ":0", *args)
+                    "--dashboard-address", ":0", *self.tls_args, *args, wrap=wrap)
         self.client.wait_for_workers(before + 1, timeout=60)
 
-    def _start(self, *args: str) -> None:
+    def _start(self, *args: str, wrap: tuple = ()) -> None:
         self.procs.append(subprocess.Popen(
-            [str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
+            [*wrap, str(Path(sys.executable).parent / "dask"), *args], cwd=self.folder,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
 
     def stop(self) -> None:

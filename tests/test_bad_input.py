@@ -463,11 +463,30 @@ def case_kernel_not_installed(root):
                 [PIPELINE, "'b'", "no-such-kernel-xyz"])
 
 
+def case_unknown_executor(root):
+    _notebooks(root)
+    return Case(_write(root, {**_spec(), "executor": "k8s://cluster:443"}),
+                [PIPELINE, "unknown executor 'k8s'", "local, dask", "dask://HOST:PORT"])
+
+
+def case_executor_without_address(root):
+    _notebooks(root)
+    return Case(_write(root, {**_spec(), "executor": "dask://"}),
+                [PIPELINE, "'dask://'", "no address", "local, dask"])
+
+
+def case_executor_not_a_name(root):
+    _notebooks(root)
+    return Case(_write(root, {**_spec(), "executor": 8786}),
+                [PIPELINE, "executor must be a name", "8786"])
+
+
 CASES: dict[str, Callable[[Path], Case]] = {
     name[len("case_"):]: fn for name, fn in list(globals().items()) if name.startswith("case_")
 }
 RUN_SUBSET = ["cycle", "unknown_parameter", "missing_secret_task", "bad_type_str_for_int",
-              "missing_notebook", "undeclared_cli_param", "invalid_yaml_mapping_value"]
+              "missing_notebook", "undeclared_cli_param", "invalid_yaml_mapping_value",
+              "unknown_executor"]
 
 
 # -- the checks -----------------------------------------------------------------------------

@@ -4,7 +4,9 @@ started ``dask scheduler`` with ``dask worker`` processes on 127.0.0.1."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -13,6 +15,7 @@ import psutil
 import pytest
 from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
 from dask_cluster import DaskProcesses
+from test_outputs import clobbering_pipeline, flaky_pipeline
 
 from nborch import Pipeline, Store
 
@@ -229,6 +232,129 @@ def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir:
         for file in folder.rglob("*"):
             if file.is_file() and file.name != ".env":
                 assert value.encode() not in file.read_bytes(), file
+
+
+def test_a_retry_writes_to_a_memory_output_dir_on_the_workers(workdir: Path, local_cluster):
+    """Nothing is renamed: a ``memory://`` location is each worker's own, and object stores
+    cannot rename; the failed attempt's notebook is written where it is kept."""
+    p = flaky_pipeline(workdir)
+    url = "memory://nborch-dask/daily"
+    run = p.start(executor=local_cluster, home=workdir / ".nborch", output_dir=url).wait(180)
+    assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
+    assert run.tasks["flaky"].attempts == 2
+    base = f"{url}/{run.run_id}"
+    assert run.tasks["flaky"].output_path == f"{base}/flaky.ipynb"
+    assert run.values["after"]["seen"] == f"{base}/flaky.ipynb"
+
+    def written(folder=f"/nborch-dask/daily/{run.run_id}"):
+        import fsspec
+        fs = fsspec.filesystem("memory")
+        return [Path(f).name for f in fs.ls(folder, detail=False)] if fs.exists(folder) else []
+
+    names = sorted(n for names in local_cluster.run(written).values() for n in names)
+    assert names == ["after.ipynb", "flaky.attempt-1.ipynb", "flaky.ipynb"]
+
+
+def test_a_notebook_a_worker_cannot_write_fails_its_attempt(workdir: Path, local_cluster):
+    out = workdir / "out"
+    run = Pipeline.from_yaml(clobbering_pipeline(workdir, out)).start(
+        executor=local_cluster, home=workdir / ".nborch", output_dir=out).wait(180)
+    assert run.tasks["clobber"].error["type"] == "OutputWriteError"
+    assert "IsADirectoryError" in run.tasks["clobber"].error["message"]
+    stored = Store(workdir / ".nborch").get_run(run.run_id)
+    assert stored.status == "failed"
+    assert {n: t.status for n, t in stored.tasks.items()} == {
+        "clobber": "failed", "other": "success", "after": "upstream_failed"}
+
+
+def test_a_worker_that_cannot_see_the_home_fails_the_attempt_clearly(workdir: Path,
+                                                                     dask_processes):
+    """A worker on another host without the shared folder: here, a worker in a mount
+    namespace of its own, with an empty folder mounted over the home."""
+    home = workdir / "home"
+    home.mkdir()
+    hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs none {home} && exec "$0" "$@"')
+    if subprocess.run([*hide[:-1], "exit 0"]).returncode != 0 or \
+            subprocess.run([*hide, "true"]).returncode != 0:
+        pytest.skip("needs unshare and mount (root, or a user namespace)")
+    dask_processes.worker(wrap=hide)
+    write_notebook(workdir / "a.ipynb", "pass")
+    path = write_pipeline(workdir, {"name": "unseen", "tasks": {"a": {"notebook": "a.ipynb"}}})
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  "--output-dir", str(workdir / "out"), cwd=workdir,
+                  env={"NBORCH_HOME": str(home)})
+    assert proc.returncode == 1, proc.stderr
+    run = run_json(proc)
+    error = run["tasks"]["a"]["error"]
+    assert error["type"] == "HomeNotShared"
+    assert f"cannot see {home / 'runs' / run['run_id']}, the run's folder in nborch's home " \
+        f"{home}" in error["message"]
+    assert "shared file system" in error["message"]
+    # As docs/dask.md says: the store's database stays on the orchestrator's disk, and only
+    # the runs folder, a link to a shared folder, is seen by the workers.
+    shutil.rmtree(home / "runs")
+    (home / "runs").symlink_to(workdir / "shared", target_is_directory=True)
+    (workdir / "shared").mkdir()
+    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
+                  "--output-dir", str(workdir / "out"), cwd=workdir,
+                  env={"NBORCH_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    run_id = run_json(proc)["run_id"]
+    assert "ended" in (workdir / "shared" / run_id / "a.log").read_text()
+    assert (home / "nborch.db").is_file()
+
+
+def certificates(folder: Path) -> dict:
+    """A certificate authority and one certificate it signed for 127.0.0.1 (server and
+    client), made by the ``openssl`` command."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    files = {name: str(folder / f"{name}.pem") for name in ("ca", "ca_key", "cert", "key")}
+    (folder / "ext.cnf").write_text("subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                                    "extendedKeyUsage=serverAuth,clientAuth\n")
+    for command in (
+            ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+             "/CN=nborch test CA", "-keyout", files["ca_key"], "-out", files["ca"]],
+            ["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+             "-keyout", files["key"], "-out", str(folder / "cert.csr")],
+            ["x509", "-req", "-in", str(folder / "cert.csr"), "-CA", files["ca"], "-CAkey",
+             files["ca_key"], "-CAcreateserial", "-days", "1", "-extfile",
+             str(folder / "ext.cnf"), "-out", files["cert"]]):
+        subprocess.run(["openssl", *command], check=True, capture_output=True)
+    return files
+
+
+def test_a_pipeline_runs_on_a_tls_cluster(workdir: Path, tmp_path_factory):
+    """Secrets cross the network encrypted: a scheduler and a worker that speak TLS only,
+    with certificates made here; nborch gets them from Dask's configuration."""
+    tls = certificates(tmp_path_factory.mktemp("certificates"))
+    cluster = DaskProcesses(tmp_path_factory.mktemp("tls-cluster"), tls=tls)
+    try:
+        cluster.worker()
+        [worker] = cluster.client.run(os.getpid).values()
+        write_notebook(workdir / "a.ipynb", PUBLISH_WORKER)
+        write_notebook(workdir / "b.ipynb", "import nborch\nnborch.publish('twice', "
+                       "upstream['a']['values']['worker_pid'] * 2)", parameters="upstream = {}")
+        target = f"dask://{cluster.address}"
+        assert target.startswith("dask://tls://127.0.0.1:")
+        path = write_pipeline(workdir, {"name": "encrypted", "executor": target, "tasks": {
+            "a": {"notebook": "a.ipynb"}, "b": {"notebook": "b.ipynb", "upstream": ["a"]}}})
+        unconfigured = nborch("run", str(path), cwd=workdir, timeout=120)  # the file's executor
+        assert unconfigured.returncode == 1 and "Traceback" not in unconfigured.stderr
+        assert f"cannot connect to the Dask scheduler at {cluster.address}" in \
+            unconfigured.stderr and "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in unconfigured.stderr
+        proc = nborch("run", str(path), "--executor", target, "--json", cwd=workdir, env={
+            "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": tls["ca"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls["cert"],
+            "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls["key"],
+            "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"})
+    finally:
+        cluster.stop()
+    assert proc.returncode == 0, proc.stderr
+    run = run_json(proc)
+    assert run["tasks"]["a"]["values"]["worker_pid"] == worker
+    assert run["tasks"]["b"]["values"]["twice"] == 2 * worker
 
 
 def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):

@@ -66,3 +66,61 @@ def test_output_dir_folder_from_the_cli_and_resume_keeps_it(workdir: Path):
     assert resumed["tasks"]["b"]["output_path"] == str(out / "b.ipynb")
     bad = nborch("run", str(path), "--output-dir", "nosuchscheme://x/y", cwd=workdir)
     assert bad.returncode == 2 and "--output-dir nosuchscheme://x/y" in bad.stderr
+
+
+def clobbering_pipeline(folder: Path, out: Path) -> Path:
+    """A pipeline whose task ``clobber`` puts a folder where its executed notebook goes, so
+    writing the notebook fails; ``other`` succeeds, ``after`` depends on ``clobber``."""
+    write_notebook(folder / "clobber.ipynb", f"import os\nos.makedirs(os.path.join("
+                   f"{str(out)!r}, os.environ['NBORCH_RUN_ID'], 'clobber.ipynb'))")
+    write_notebook(folder / "other.ipynb", "pass")
+    write_notebook(folder / "after.ipynb", "pass")
+    return write_pipeline(folder, {"name": "clobbered", "tasks": {
+        "clobber": {"notebook": "clobber.ipynb"}, "other": {"notebook": "other.ipynb"},
+        "after": {"notebook": "after.ipynb", "upstream": ["clobber"]}}})
+
+
+def test_a_notebook_that_cannot_be_written_fails_its_attempt_not_the_run(workdir: Path):
+    path = clobbering_pipeline(workdir, workdir / "out")
+    proc = nborch("run", str(path), "--output-dir", "out", "--json", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr
+    assert "the engine failed" not in proc.stderr
+    run = run_json(proc)
+    error = run["tasks"]["clobber"]["error"]
+    assert error["type"] == "OutputWriteError"
+    assert f"cannot write the executed notebook to {workdir / 'out' / run['run_id']}" \
+        f"/clobber.ipynb: IsADirectoryError" in error["message"]
+    stored = Store(workdir / ".nborch").get_run(run["run_id"])
+    assert stored.status == "failed"
+    assert {n: t.status for n, t in stored.tasks.items()} == {
+        "clobber": "failed", "other": "success", "after": "upstream_failed"}
+
+
+def test_an_engine_that_fails_leaves_no_task_running(workdir: Path, monkeypatch):
+    """A bug of ours while recording an attempt's end (here: computing its fingerprint):
+    the run ends failed, saying so, with every task ended and every kernel stopped."""
+    from conftest import kernels_of
+
+    from nborch.runtime.engine import Engine
+
+    def broken(self, name):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Engine, "_fingerprint", broken)
+    started = workdir / "slow-started"
+    write_notebook(workdir / "slow.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\n"
+                   "time.sleep(300)")
+    write_notebook(workdir / "quick.ipynb", f"import os, time\nwhile not os.path.exists("
+                   f"{str(started)!r}):\n    time.sleep(0.05)")
+    p = Pipeline("buggy", root=workdir)
+    p.notebook("slow.ipynb")
+    p.notebook("quick.ipynb")
+    run = p.start(home=workdir / ".nborch").wait(120)
+    stored = Store(workdir / ".nborch").get_run(run.run_id)
+    for record in (run, stored):
+        assert record.status == "failed"
+        assert record.error["type"] == "EngineError" and "RuntimeError: a bug" in \
+            record.error["message"]
+        assert {n: t.status for n, t in record.tasks.items()} == {"slow": "failed",
+                                                                  "quick": "failed"}
+    assert kernels_of(run.run_id) == []

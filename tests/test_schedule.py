@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -249,3 +250,63 @@ def test_backfill_runs_each_slot_oldest_first_and_skips_successes(workdir: Path)
     assert len(run_json(nborch("runs", "--json", cwd=workdir, check=True))) == 5
     bad = nborch("backfill", str(path), "--start", "2026-03-30", "--end", "2026-03-29", cwd=workdir)
     assert bad.returncode == 2 and "is before --start" in bad.stderr
+
+
+# -- where scheduled runs go ---------------------------------------------------------------------
+
+# The kernel of a task on a Dask worker runs under the worker process: its parent's pid.
+PUBLISH_PARENT = "import os, nborch\nnborch.publish('parent', os.getppid())"
+
+
+@pytest.fixture(scope="module")
+def dask_cluster():
+    """A Dask scheduler and one worker process on 127.0.0.1: the address and the worker's pid."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        [pid] = client.run(os.getpid).values()
+        yield cluster.scheduler_address.removeprefix("tcp://"), pid
+
+
+def test_a_scheduled_slot_runs_on_the_executor_its_file_names(workdir: Path, dask_cluster):
+    address, worker = dask_cluster
+    path = small_pipeline(workdir, body=PUBLISH_PARENT, executor=f"dask://{address}")
+    start = (datetime.now(timezone.utc) - timedelta(minutes=1)).replace(second=0, microsecond=0)
+    nborch("schedule", "add", str(path), "--cron", "* * * * *", "--start", start.isoformat(),
+           cwd=workdir, check=True)
+    proc = start_scheduler(workdir)
+    try:
+        run_id = wait_for_line(proc, "started for")[-1].split("run ")[1].split()[0]
+        wait_for_line(proc, f"run {run_id} ended")
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    run = run_json(nborch("show", run_id, "--json", cwd=workdir, check=True))
+    assert run["status"] == "success", run
+    assert run["tasks"]["after"]["values"]["parent"] == worker
+
+
+def test_backfill_executor_wins_over_the_file_and_bad_ones_are_refused(workdir: Path,
+                                                                        dask_cluster):
+    address, worker = dask_cluster
+    path = small_pipeline(workdir, body=PUBLISH_PARENT, executor=f"dask://{address}",
+                          schedule={"cron": "0 6 * * *"})
+    nborch("backfill", str(path), "--start", "2026-03-01", "--end", "2026-03-01", cwd=workdir,
+           check=True)
+    nborch("backfill", str(path), "--start", "2026-03-02", "--end", "2026-03-02",
+           "--executor", "local", cwd=workdir, check=True)
+    parents = {}
+    for listed in run_json(nborch("runs", "--json", cwd=workdir, check=True)):
+        run = run_json(nborch("show", listed["run_id"], "--json", cwd=workdir, check=True))
+        parents[run["tasks"]["job"]["values"]["day"]] = run["tasks"]["after"]["values"]["parent"]
+    assert parents["2026-03-01"] == worker  # the file's executor
+    assert parents["2026-03-02"] != worker  # the command line's
+    for command in (["backfill", str(path), "--start", "2026-03-03", "--end", "2026-03-03"],
+                    ["scheduler"]):
+        bad = nborch(*command, "--executor", "k8s://cluster", cwd=workdir)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        assert "unknown executor 'k8s'; use one of local, dask" in bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert len(run_json(nborch("runs", "--json", cwd=workdir, check=True))) == 2

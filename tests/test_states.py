@@ -17,9 +17,8 @@ from hypothesis import strategies as st
 
 from nborch.core.events import AttemptProgress, RunEnded, RunStarted, TaskStateChanged
 from nborch.core.grouping import grid_state, summary
-from nborch.core.run import Run
+from nborch.core.run import Run, resumed_run
 from nborch.core.states import ATTEMPT_STATES, COLOURS, FINAL, RUN_STATES, TASK_STATES, State, fill
-from nborch.runtime.engine import _resumed
 from nborch.store.store import Store
 
 
@@ -125,7 +124,7 @@ def test_the_live_run_and_the_store_read_back_the_same(events):
                 store(ended)
                 live.apply(ended)
                 started = _started(tasks, live.resumes + 1, rerun)
-                live = _resumed(live, started)
+                live = resumed_run(live, started)
                 store(started)
             else:
                 store(event)

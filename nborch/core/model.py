@@ -114,7 +114,8 @@ class Pipeline:
                  schedule: dict | None = None, source: str | Path | None = None,
                  root: str | Path | None = None, allow_large_grid: bool = False,
                  on_failure: Any = None, on_success: Any = None, on_retry: Any = None,
-                 on_sla_miss: Any = None, run_timeout: Any = None, **defaults: Any):
+                 on_sla_miss: Any = None, run_timeout: Any = None,
+                 executor: str | None = None, **defaults: Any):
         if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise SpecError(f"pipeline name {name!r} may only use letters, digits, "
                             "'_', '.' and '-'", source=str(source) if source else None)
@@ -135,6 +136,10 @@ class Pipeline:
         self.defaults = {**TASK_DEFAULTS, **options}
         self.allow_large_grid = allow_large_grid
         self.run_timeout = read_run_timeout(run_timeout, self._where())
+        if executor is not None and (not isinstance(executor, str) or not executor.strip()):
+            raise SpecError(f"pipeline: executor must be a name such as local or "
+                            f"dask://HOST:PORT, not {executor!r}", source=self._where())
+        self.executor = executor  # where its runs go unless told: checked by the runtime
         self.hooks = read_hooks({"on_failure": on_failure, "on_success": on_success,
                                  "on_retry": on_retry, "on_sla_miss": on_sla_miss}, "pipeline")
         self.tasks: dict[str, Task] = {}

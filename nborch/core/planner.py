@@ -120,13 +120,17 @@ class Planner:
         if ok:
             return [self._set(name, State.SUCCESS)]
         task = self.tasks[name]
-        if self.attempt[name] <= task.retries:
+        if self.retried(name):
             self.retry_at[name] = now + task.delay_before(self.attempt[name] + 1)
             return [self._set(name, State.RETRYING)]
         moves = [self._set(name, State.FAILED)]
         if self.fail_fast:
             moves += self.cancel_pending(f"--fail-fast after {name!r} failed")
         return moves
+
+    def retried(self, name: str) -> bool:
+        """Whether a failure of the task's current attempt will be retried."""
+        return self.attempt[name] <= self.tasks[name].retries
 
     def skip(self, name: str, reason: str) -> Transition:
         """A queued task found up to date (incremental run)."""

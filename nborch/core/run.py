@@ -6,6 +6,7 @@ the live Run applies what they return to its ``TaskRun``, the store writes it to
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -185,3 +186,14 @@ def fold_resume(started: RunStarted, name: str) -> dict[str, Any]:
         changes.update(status=State.PENDING, started_at=None, ended_at=None, error=None,
                        reason=None, progress=None, fingerprint=None, result_of=None)
     return changes
+
+
+def resumed_run(previous: Run, started: RunStarted) -> Run:
+    """The live Run of a resume: kept tasks as they were, the others back to pending."""
+    run = copy.deepcopy(previous)
+    run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
+    run.trigger = started.trigger
+    for name, t in run.tasks.items():
+        for key, value in fold_resume(started, name).items():
+            setattr(t, key, value)
+    return run

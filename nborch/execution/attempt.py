@@ -27,6 +27,7 @@ from ..core.states import State
 from ..inside import PUBLISH_MIME, publish_preview
 from .attemptlog import LogSinks
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
+from .notebook_product import export_product
 
 log = logging.getLogger("nborch")
 TIMEOUT_GRACE = 5.0  # seconds between interrupting a timed-out cell and killing its kernel
@@ -56,6 +57,7 @@ class AttemptJob:
     #                                      or its HTML export (.html): Ploomber's `nb` product
     export_options: dict = field(default_factory=dict)  # nbconvert exporter options
     check_products: bool = False  # a success that leaves a declared product missing fails
+    retry_output_path: str | None = None  # the notebook of a failure that will be retried
 
 
 @dataclass
@@ -188,10 +190,14 @@ class AttemptRunner:
             self.masker.notebook(self.nb)
             _refresh_publish_previews(self.nb)
             text = nbformat.writes(self.nb)
-        output_path = self._save(text)
+        output_path, unsaved = self._save(text, status)
+        if unsaved is not None and error is None:
+            status, error = State.FAILED, unsaved
+        elif unsaved is not None:
+            error = {**error, "message": f"{error['message']}; {unsaved['message']}"}
         if job.notebook_product and text is not None:
             try:
-                _export(text, job, failed=error is not None)
+                export_product(text, job, failed=error is not None)
             except Exception as exc:  # a bad exporter option, an unwritable folder
                 if error is None:
                     status, error = State.FAILED, error_dict(
@@ -245,12 +251,21 @@ class AttemptRunner:
                     self._running_cell[0] + 1 if self._running_cell else None),
                 "message": f"attempt stopped after its timeout of {limit:g}s{where}"}
 
-    def _save(self, text: str | None) -> str | None:
+    def _save(self, text: str | None, status: str) -> tuple[str | None, dict | None]:
+        """Write the executed notebook: (where, None), or (None, the error) when it cannot
+        be written, which fails the attempt rather than the run."""
         if text is None:
-            return None
+            return None, None
         from . import outputs
-        outputs.write_text(self.job.output_path, text)
-        return self.job.output_path
+        job = self.job
+        path = job.retry_output_path if status == State.FAILED and job.retry_output_path \
+            else job.output_path
+        try:
+            outputs.write_text(path, text)
+        except Exception as exc:  # unwritable folder, storage unreachable or refusing
+            return None, error_dict("OutputWriteError", f"cannot write the executed notebook "
+                                    f"to {path}: {type(exc).__name__}: {exc}")
+        return path, None
 
 
 def _source(job: AttemptJob):
@@ -270,40 +285,6 @@ def _missing_products(job: AttemptJob) -> dict | None:
         return None
     return error_dict("ProductMissing", "the task ran successfully but did not write its "
                       f"product(s): {', '.join(missing)}")
-
-
-def _export(text: str, job: AttemptJob, failed: bool) -> None:
-    """Write an executed notebook (JSON ``text``) to the job's notebook product: as is
-    (``.ipynb``), or exported by nbconvert (``.html``, ``.md``, ...; ``exporter_name`` in
-    the options chooses another exporter). As Ploomber does, a failed attempt leaves an
-    exported product as it was and writes the partial notebook beside it as ``.ipynb``
-    (removed by the next success)."""
-    from . import outputs
-    path, options = job.notebook_product, dict(job.export_options)
-    exporter = options.pop("exporter_name", None) or _EXPORTERS.get(
-        os.path.splitext(path)[1].lower())
-    partial = os.path.splitext(path)[0] + ".ipynb"
-    if exporter is None:  # the notebook itself
-        outputs.write_text(path, text)
-        return
-    if failed:
-        outputs.write_text(partial, text)
-        return
-    import nbconvert
-    content, _ = nbconvert.get_exporter(exporter)(**options).from_notebook_node(
-        nbformat.reads(text, as_version=4))
-    if isinstance(content, bytes):
-        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        with open(path, "wb") as out:
-            out.write(content)
-    else:
-        outputs.write_text(path, content)
-    if "://" not in partial and partial not in job.products.values() and \
-            os.path.isfile(partial):
-        os.remove(partial)
-
-
-_EXPORTERS = {".html": "html", ".md": "markdown", ".tex": "latex", ".rst": "rst"}
 
 
 def _publish_outputs(nb):

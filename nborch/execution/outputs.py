@@ -2,7 +2,11 @@
 ``gs://...``, ``memory://...``) when ``--output-dir`` says so.
 
 Local writes are atomic (a temporary file renamed into place), so a reader never sees half
-a notebook; remote writes go through fsspec, whose backends write an object at once.
+a notebook; remote writes go through fsspec, whose backends write an object at once. Nothing
+is renamed where it is written: object stores cannot rename (S3 copies then deletes), and a
+``memory://`` location lives in the process of the worker that wrote it. A retried
+attempt's notebook is written where it is kept (``<task>.attempt-<n>.ipynb``) in the first
+place.
 """
 
 from __future__ import annotations
@@ -21,13 +25,6 @@ def join(base: str, *parts: str) -> str:
     if is_url(base):
         return "/".join([base.rstrip("/"), *parts])
     return str(Path(base.removeprefix("file://")).resolve().joinpath(*parts))
-
-
-def sibling(location: str, name: str) -> str:
-    """The location ``name`` in the same folder as ``location``."""
-    if is_url(location):
-        return location.rsplit("/", 1)[0] + "/" + name
-    return str(Path(location).with_name(name))
 
 
 def _fs(url: str):
@@ -62,14 +59,6 @@ def read_text(location: str) -> str:
         with fs.open(path, "r", encoding="utf-8") as source:
             return source.read()
     return Path(location).read_text(encoding="utf-8")
-
-
-def move(source: str, target: str) -> None:
-    if is_url(source):
-        fs, path = _fs(source)
-        fs.mv(path, _fs(target)[1])
-    else:
-        os.replace(source, target)
 
 
 def exists(location: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets as _random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,9 @@ from ..core.errors import NborchError, SpecError
 from ..core.states import SUCCESSFUL, State
 from ..core.triggers import Trigger, trigger_of
 from ..execution import outputs
-from ..execution.executors import get_executor
+from ..execution.executors import check_target, get_executor
 from ..spec import loader
-from ..spec.validate import prepare
+from ..spec.validate import PreparedRun, prepare
 from ..store import store as stores
 from .engine import Engine, RunHandle
 
@@ -65,7 +65,7 @@ class Pipeline(model.Pipeline):
     def validate(self, params: dict | None = None, *, home: str | Path | None = None) -> None:
         """Raise ``ValidationError`` listing every problem; run nothing. Pools are checked
         against the store in ``home`` (default ``$NBORCH_HOME``)."""
-        prepare(self, params or {}, pools=Store(home, readonly=True).known_pools(self))
+        check(self, params or {}, pools=Store(home, readonly=True).known_pools(self))
 
     def run(self, **options: Any) -> Run:
         """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
@@ -82,6 +82,29 @@ class Pipeline(model.Pipeline):
     def resume(self, run_id: str, *, from_task: str | None = None, **options: Any) -> Run:
         """Resume an earlier run of this pipeline (see ``Run.resume``)."""
         return resume_run(run_id, pipeline=self, from_task=from_task, **options).wait()
+
+
+def check(pipeline: model.Pipeline, params: dict,
+          pools: Collection[str] | None = None) -> PreparedRun:
+    """What a run of ``pipeline`` would check before it starts, its executor included
+    (``pools``: the pools set in the run store, when the caller read them)."""
+    run_executor(pipeline)
+    return prepare(pipeline, params, pools=pools)
+
+
+def run_executor(pipeline: model.Pipeline, executor: Any = None) -> Any:
+    """Where a run of ``pipeline`` goes: ``executor`` (the command line's, the caller's),
+    else the pipeline's own ``executor:``, else local (None). A name that no executor
+    answers to is a ``SpecError``, before anything starts or connects."""
+    if executor is None and pipeline.executor is not None:
+        try:
+            check_target(pipeline.executor)
+        except SpecError as exc:
+            raise SpecError(f"pipeline: {exc}", source=pipeline._where()) from None
+        return pipeline.executor
+    if isinstance(executor, str):
+        check_target(executor)
+    return executor
 
 
 def new_run_id() -> str:
@@ -127,6 +150,7 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
     force = tuple(force)
     timeout = pipeline.run_timeout if run_timeout is None else \
         model.read_run_timeout(run_timeout, None)
+    executor = run_executor(pipeline, executor)
     _check_options(max_parallel, pipeline, force)
     if output_dir is not None:
         outputs.check(str(output_dir))
@@ -173,6 +197,7 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
         upstream = {n: t.upstream for n, t in pipeline.tasks.items()}
         rerun |= downstream_closure(upstream, pipeline.expand([from_task]))
     _check_options(max_parallel, pipeline, ())
+    executor = run_executor(pipeline, executor)
     if not rerun:
         raise NborchError(f"run {run_id} has nothing to resume: every task succeeded "
                           "(use --from TASK to run a task again)")

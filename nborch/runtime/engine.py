@@ -6,7 +6,6 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import queue
@@ -22,8 +21,8 @@ from ..core.clock import format_duration, utcnow
 from ..core.errors import StoreError, error_dict
 from ..core.events import EventBus, RunEnded, RunStarted, TaskStateChanged
 from ..core.planner import Planner, Transition
-from ..core.run import Run, fold_resume
-from ..core.states import NOT_RUN, State
+from ..core.run import Run, resumed_run
+from ..core.states import FINAL, NOT_RUN, State
 from ..core.triggers import Trigger
 from ..execution import outputs
 from ..execution.attempt import AttemptResult
@@ -124,7 +123,7 @@ class Engine:
             self.run = store.run_type.from_start(started)
             self.planner = Planner(tasks, fail_fast)
         else:
-            self.run = _resumed(previous, started)
+            self.run = resumed_run(previous, started)
             kept = {n: t.status for n, t in previous.tasks.items() if n not in started.rerun}
             self.planner = Planner(tasks, fail_fast, done=kept,
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
@@ -193,10 +192,9 @@ class Engine:
         status = State.FAILED
         try:
             status = self._loop()
-        except Exception:
+        except Exception as exc:
             log.exception("run %s: the engine failed", self.run.run_id)
-            for handle in list(self._running.values()):
-                handle.cancel()
+            self._abandon(exc)
         finally:
             self.bus.emit(RunEnded(self.run.run_id, status, utcnow(), error=self.run.error))
             self.executor.shutdown()
@@ -207,6 +205,20 @@ class Engine:
                 self.run.error = error_dict("StoreWriteFailed", unrecorded)
             self.store.close()  # a process that starts runs for months holds no file per run
             self.finished.set()
+
+    def _abandon(self, exc: Exception) -> None:
+        """The loop failed (a bug of ours): stop what runs and end every task, so that no
+        task of the failed run is left running; the run's error says why."""
+        self.run.error = error_dict("EngineError", f"the engine failed: {type(exc).__name__}: "
+                                    f"{exc}; `nborch resume` runs what did not finish")
+        for handle in list(self._running.values()):
+            handle.cancel()
+        for name, task in self.run.tasks.items():  # as recorded, whatever the planner said
+            if task.status not in FINAL:
+                self.bus.emit(TaskStateChanged(
+                    self.run.run_id, name, State.FAILED, task.attempts, utcnow(),
+                    error=self.run.error, attempt_status=State.FAILED
+                    if task.status == State.RUNNING else None))
 
     def _loop(self) -> str:
         if any(p.task.pool for p in self.prepared.tasks.values()):
@@ -327,7 +339,7 @@ class Engine:
 
     def _launch(self, name: str) -> None:
         move = self.planner.start(name)
-        job = self.jobs.job(name, move.attempt)
+        job = self.jobs.job(name, move.attempt, retried=self.planner.retried(name))
         if self.executor.queues:  # queued until it starts on a worker: `timeout:` too
             self._unstarted.add(name)
         else:
@@ -386,15 +398,10 @@ class Engine:
                 for handle in list(self._running.values()):
                     handle.cancel()
         first, rest = moves[0], moves[1:]
-        output = result.output_path
-        if first.state == State.RETRYING and output:
-            kept = outputs.sibling(output, f"{name}.attempt-{first.attempt}.ipynb")
-            outputs.move(output, kept)
-            output = kept
         done = first.state == State.SUCCESS
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
-            values=result.values, output_path=output, reason=first.reason,
+            values=result.values, output_path=result.output_path, reason=first.reason,
             attempt_status=State.CANCELLED if first.state == State.CANCELLED else result.status,
             fingerprint=self._fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
@@ -405,13 +412,3 @@ def _memory_to_spare(minimum: int = 1 << 30) -> bool:
     import psutil
     return psutil.virtual_memory().available > minimum
 
-
-def _resumed(previous: Run, started: RunStarted) -> Run:
-    """The live Run of a resume: kept tasks as they were, the others back to pending."""
-    run = copy.deepcopy(previous)
-    run.status, run.ended_at, run.resumes = State.RUNNING, None, started.resumes
-    run.trigger = started.trigger
-    for name, t in run.tasks.items():
-        for field, value in fold_resume(started, name).items():
-            setattr(t, field, value)
-    return run

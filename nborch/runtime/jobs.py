@@ -46,7 +46,9 @@ class Jobs:
         return KernelRequest(p.kernel, str(p.task.workdir), self.env(name, attempt),
                              self.prepared.withheld_env)
 
-    def job(self, name: str, attempt: int) -> AttemptJob:
+    def job(self, name: str, attempt: int, *, retried: bool) -> AttemptJob:
+        """``retried``: a failure of this attempt would be retried, so its notebook is kept
+        under the attempt's own name (written there, never renamed: object stores)."""
         p = self.prepared.tasks[name]
         convention = p.task.product_convention
         if convention is not None:  # each upstream task's product
@@ -67,6 +69,8 @@ class Jobs:
             run_id=self.run.run_id, task=name, attempt=attempt,
             notebook=str(p.task.notebook or ""), parameters=parameters, kernel=p.kernel or "",
             cwd=str(p.task.workdir), output_path=outputs.join(self.notebooks, f"{name}.ipynb"),
+            retry_output_path=outputs.join(self.notebooks, f"{name}.attempt-{attempt}.ipynb")
+            if retried else None,
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
             env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
             timeout=p.task.timeout, secret_values=self.prepared.secret_values,

@@ -39,7 +39,12 @@ def _now() -> datetime:
 class Scheduler:
     def __init__(self, home: str | Path | None = None, *, poll: float = POLL_SECONDS,
                  grace: float = GRACE_SECONDS, say: Callable[[str], None] = print,
-                 listeners: Sequence = (), gc_older_than: float | None = None):
+                 listeners: Sequence = (), gc_older_than: float | None = None,
+                 executor: str | None = None):
+        if executor is not None:
+            from ..execution.executors import check_target
+            check_target(executor)
+        self.executor = executor  # where its runs go, whatever their files say
         self.store = Store(home)
         self.poll, self.grace, self.say = poll, grace, say
         self.gc_older_than = gc_older_than  # seconds: once a day, delete runs that old
@@ -157,7 +162,7 @@ class Scheduler:
             # The one start of scheduled runs: on a cron slot, or after_run's success.
             handle = start_run(pipeline, params=schedule.params, logical_date=slot,
                                home=self.store.home, listeners=[self._ended, *self.listeners],
-                               trigger=trigger)
+                               trigger=trigger, executor=self.executor)
         except StoreUnusable as exc:  # nothing can be recorded: say so, try the next slot
             self.say(f"{schedule.pipeline}: slot {slot.isoformat()} not started: {exc}")
             return None
@@ -271,12 +276,14 @@ class Scheduler:
 
 def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: int = 1,
              rerun: bool = False, home: str | Path | None = None,
-             say: Callable[[str], None] = print, params: dict | None = None) -> list:
+             say: Callable[[str], None] = print, params: dict | None = None,
+             executor: str | None = None) -> list:
     """Run every slot of the pipeline's schedule from ``start`` to ``end`` (whole days, both
     included), oldest first, at most ``max_parallel_runs`` at once; slots that already
     succeeded are skipped unless ``rerun``. Each run gets the saved schedule's parameters
-    updated by ``params``. Returns the finished Runs."""
-    from ..runtime.api import start_run
+    updated by ``params``, and goes to ``executor``, else where the file says. Returns the
+    finished Runs."""
+    from ..runtime.api import run_executor, start_run
     from ..spec.loader import load
     from ..spec.validate import merge_params
     if end < start:
@@ -284,6 +291,7 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
     if max_parallel_runs < 1:
         raise SpecError(f"--max-parallel-runs must be >= 1, not {max_parallel_runs}")
     pipeline = load(source)
+    run_executor(pipeline, executor)  # a bad one fails now, not at the first slot
     store = Store(home)
     saved = {s.pipeline: s for s in registered(store)}
     schedule = saved.get(pipeline.name) or from_pipeline(pipeline)
@@ -309,7 +317,7 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
             while len(running) >= max_parallel_runs:
                 finished.append(running.pop(0).wait())
             handle = start_run(load(source), params=params, logical_date=slot, home=store.home,
-                               trigger=Trigger.BACKFILL)
+                               trigger=Trigger.BACKFILL, executor=executor)
             say(f"{slot.isoformat()}: run {handle.run_id} started")
             running.append(handle)
         while running:

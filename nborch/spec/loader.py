@@ -15,7 +15,7 @@ from .schedule_block import check_schedule
 from .yamltext import key_line, parse_yaml_text, unknown_keys
 
 PIPELINE_KEYS = ("name", "parameters", "defaults", "tasks", "schedule", "secrets", *EVENTS,
-                 "run_timeout")
+                 "run_timeout", "executor")
 TASK_KEYS = ("notebook", "command", "upstream", "parameters", "product", "grid", "resources",
              *TASK_EVENTS, *TASK_DEFAULTS)
 
@@ -138,6 +138,7 @@ def from_mapping(data: Any, source: Path, default_name: str | None = None, *,
         pipeline = Pipeline(name if name is not None else "pipeline", parameters=parameters,
                             secrets=secrets, schedule=schedule, source=source,
                             allow_large_grid=allow_large_grid, run_timeout=data.get("run_timeout"),
+                            executor=data.get("executor"),
                             **{k: data.get(k) for k in EVENTS}, **options)
     except SpecError as exc:
         problems += exc.problems

@@ -35,7 +35,7 @@ def cmd_run(args) -> int:
     from ..spec.loader import load
     from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
-    quickstart.loaded(pipeline)
+    quickstart.loaded(pipeline, args.executor)
     return _follow(args, lambda listeners: start_run(
         pipeline, params=parse_params(args.param), max_parallel=args.max_parallel,
         fail_fast=args.fail_fast, logical_date=args.logical_date, home=args.home,
@@ -117,12 +117,12 @@ def _log_to_stderr() -> None:
 
 
 def cmd_validate(args) -> int:
+    from ..runtime.api import check
     from ..spec.loader import load
-    from ..spec.validate import prepare
     from ..spec.yamltext import parse_params
     pipeline = load(args.pipeline, allow_large_grid=args.allow_large_grid)
     pools = open_store(args, readonly=True).known_pools(pipeline)
-    prepared = prepare(pipeline, parse_params(args.param), pools=pools)
+    prepared = check(pipeline, parse_params(args.param), pools=pools)
     grids = len(pipeline.grids)
     grids = f", {grids} grid{'s' if grids > 1 else ''}" if grids else ""
     print(printable(f"{args.pipeline}: pipeline {pipeline.name!r} is valid "
@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tasks running at once (default: number of CPUs)")
         p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
         p.add_argument("--executor", default=None, metavar="EXECUTOR",
-                       help="where tasks run: local (default), dask (a local Dask cluster), or "
-                            "dask://HOST:PORT (an existing Dask scheduler)")
+                       help="where tasks run: local, dask (a local Dask cluster), dask://HOST:PORT "
+                            "(a Dask scheduler); default: the file's executor:, else local")
         p.add_argument("--json", action="store_true", help="print the finished run as JSON")
         p.add_argument("-v", "--verbose", action="store_true",
                        help="say more on stderr: whether each kernel is forked, and why not")

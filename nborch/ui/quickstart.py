@@ -31,17 +31,18 @@ def start(executor: str | None) -> None:
         _forking = True
 
 
-def loaded(pipeline) -> None:
+def loaded(pipeline, executor: str | None) -> None:
     """The pipeline is loaded: start the templates of its notebook tasks' kernels too (a
     task's ``kernel:``, else ``python3``: the notebook's own is known once it is checked;
     kernels with the same interpreter options share one template), or stop the one
-    ``start`` started when no task has a kernel."""
+    ``start`` started when no task has a kernel or its tasks run elsewhere (the pipeline's
+    ``executor:``, unless the command line's ``executor`` says local)."""
     if not _forking:
         return
     from ..execution import forking
     names = {task.kernel or "python3" for task in pipeline.tasks.values()
              if task.command is None}
-    if not names:
+    if not names or (executor is None and pipeline.executor not in (None, "local")):
         forking.stop_early()
     elif names != {"python3"}:
         forking.start_early(sorted(names))

@@ -149,7 +149,7 @@ def cmd_scheduler(args) -> int:
     with metrics or nullcontext():
         scheduler = Scheduler(args.home, grace=grace, say=say,
                               listeners=[metrics] if metrics else [],
-                              gc_older_than=gc_older_than)
+                              gc_older_than=gc_older_than, executor=args.executor)
         for signum in (signal.SIGTERM, signal.SIGINT):  # Ctrl-C stops it as SIGTERM does
             signal.signal(signum, lambda *_: scheduler.stop())
         scheduler.serve(wait_for_lock=args.wait)
@@ -172,8 +172,14 @@ def cmd_backfill(args) -> int:
     runs = backfill(args.pipeline, _date(args.start, "--start"), _date(args.end, "--end"),
                     max_parallel_runs=args.max_parallel_runs, rerun=args.rerun, home=args.home,
                     say=lambda text: print(printable(text), flush=True),
-                    params=parse_params(args.param))
+                    params=parse_params(args.param), executor=args.executor)
     return EXIT_OK if all(r.status == State.SUCCESS for r in runs) else EXIT_FAILED
+
+
+def with_executor(p) -> None:
+    p.add_argument("--executor", default=None, metavar="EXECUTOR",
+                   help="where the runs' tasks go: local, dask, dask://HOST:PORT (default: "
+                        "each pipeline file's executor:, else local)")
 
 
 def add_parsers(sub) -> None:
@@ -220,6 +226,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--gc-older-than", default=None, metavar="DURATION",
                    help="once a day, delete runs that ended more than DURATION ago (30d), as "
                         "`nborch gc --older-than` does")
+    with_executor(p)
     with_metrics(p)
     p.set_defaults(func=cmd_scheduler)
     actions = p.add_subparsers(dest="scheduler_action", metavar="ACTION")
@@ -235,4 +242,5 @@ def add_parsers(sub) -> None:
     p.add_argument("--max-parallel-runs", type=int, default=1, metavar="N")
     p.add_argument("--rerun", action="store_true", help="also run slots that already succeeded")
     with_param(p, "for every run (over the saved schedule's own -p)")
+    with_executor(p)
     p.set_defaults(func=cmd_backfill, cancel_on_signals=True)

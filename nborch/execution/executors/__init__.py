@@ -35,6 +35,16 @@ def get_executor(target: str | object | None) -> Executor:
     return executor_class(target.split("://", 1)[0]).from_target(target)
 
 
+def check_target(target: str) -> None:
+    """Raise ``SpecError`` for an executor name or address that no executor answers to,
+    before anything connects anywhere."""
+    name, scheme, address = target.partition("://")
+    if scheme and not address.rpartition("://")[2]:
+        raise SpecError(f"executor {target!r} has no address after its scheme "
+                        f"({name}://HOST:PORT); executors: {_known()}")
+    executor_class(name)
+
+
 def executor_class(name: str) -> type[Executor]:
     if name in BUILT_IN:
         module, cls = BUILT_IN[name].split(":")
@@ -42,9 +52,15 @@ def executor_class(name: str) -> type[Executor]:
     plugins = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
     if name in plugins:
         return plugins[name].load()
-    known = ", ".join([n for n in BUILT_IN if n not in ("tcp", "tls")] + sorted(plugins))
-    raise SpecError(f"unknown executor {name!r}; use one of {known} (dask://HOST:PORT: an "
-                    "existing Dask scheduler)")
+    raise SpecError(f"unknown executor {name!r}; use one of {_known(plugins)}")
 
 
-__all__ = ["AttemptHandle", "Executor", "executor_class", "get_executor"]
+def _known(plugins=None) -> str:
+    """The registered executors, as an error message lists them."""
+    if plugins is None:
+        plugins = {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}
+    names = [n for n in BUILT_IN if n not in ("tcp", "tls")] + sorted(plugins)
+    return ", ".join(names) + " (dask://HOST:PORT or tls://HOST:PORT: an existing Dask scheduler)"
+
+
+__all__ = ["AttemptHandle", "Executor", "check_target", "executor_class", "get_executor"]

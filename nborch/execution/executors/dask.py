@@ -11,8 +11,8 @@ run's lease (``dask_lease``) lapses or the worker loses its scheduler.
 
 Secrets travel with the attempt in memory (pickled over Dask's connection) and are never
 written on the worker. Workers write the executed notebook and the log where the store
-says: on one machine that just works; across hosts the store folder must be a path every
-worker sees (a shared file system).
+says: on one machine that just works; across hosts the run's folder in the store must be a
+path every worker sees (a shared file system), else the attempt fails with HomeNotShared.
 """
 
 from __future__ import annotations
@@ -73,6 +73,11 @@ class DaskExecutor(Executor):
                 self.client = distributed.Client(address, timeout="15s")
             except (OSError, TimeoutError) as exc:
                 raise NborchError(f"cannot reach the Dask scheduler at {address}: {exc}") from None
+            except TypeError as exc:  # tls:// with no certificates in Dask's configuration
+                raise NborchError(f"cannot connect to the Dask scheduler at {address}: {exc}; "
+                                  "give Dask the certificates: DASK_DISTRIBUTED__COMM__TLS__"
+                                  "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY, or "
+                                  "distributed.comm.tls.* in ~/.config/dask/") from None
             self._owns_client = True
         self._told = False  # `nborch run -v` said how kernels start
         self._topic = f"nborch-{uuid.uuid4().hex}"

@@ -33,9 +33,11 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     import distributed
 
     from ..kernels import Kernel
-    from ..runners import make_runner
+    from ..runners import home_unseen, make_runner
 
     worker = distributed.get_worker()
+    if (unseen := home_unseen(job, f"the Dask worker at {worker.address}")) is not None:
+        return AttemptResult(State.FAILED, utcnow(), utcnow(), None, {}, unseen)
 
     def emit(event) -> None:
         if isinstance(event, WORKER_EVENTS):
