@@ -101,12 +101,12 @@ def test_an_engine_that_fails_leaves_no_task_running(workdir: Path, monkeypatch)
     the run ends failed, saying so, with every task ended and every kernel stopped."""
     from conftest import kernels_of
 
-    from nborch.runtime.engine import Engine
+    from nborch.runtime.incremental import Incremental
 
     def broken(self, name):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(Engine, "_fingerprint", broken)
+    monkeypatch.setattr(Incremental, "fingerprint", broken)
     started = workdir / "slow-started"
     write_notebook(workdir / "slow.ipynb", f"import time\nopen({str(started)!r}, 'w').close()\n"
                    "time.sleep(300)")

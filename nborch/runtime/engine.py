@@ -27,10 +27,11 @@ from ..core.triggers import Trigger
 from ..execution import outputs
 from ..execution.attempt import AttemptResult
 from ..execution.executors import Executor
-from ..spec.validate import PreparedRun, stable_hash
+from ..spec.validate import PreparedRun
 from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
+from .incremental import Incremental
 from .jobs import Jobs, task_record
 from .pooling import PoolSlots
 from .recording import Recorder, store_wait
@@ -91,8 +92,6 @@ class Engine:
         self.store = store
         self.executor = executor
         self.max_parallel = max_parallel
-        self.incremental = incremental
-        self.force = set(force)
         self.bus = EventBus()
         self.run_dir = store.run_dir(prepared.run_id).resolve()
         self.output_dir = str(output_dir) if output_dir is not None else None
@@ -102,7 +101,6 @@ class Engine:
         self._inbox: queue.Queue = queue.Queue()
         self._running: dict[str, Any] = {}  # task -> attempt handle (has .cancel())
         self._cancel_requested = False
-        self._stale: set[str] = set()  # tasks found not up to date (incremental)
         self._warming: set[str] = set()  # tasks whose kernel was started ahead of need
         self._pools = PoolSlots(store, prepared.run_id)
         self._unstarted: set[str] = set()  # submitted, still in the executor's queue
@@ -129,6 +127,7 @@ class Engine:
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
         self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
         self.jobs = Jobs(prepared, self.run, store, self.run_dir, self.notebooks)
+        self.incremental = Incremental(prepared, self.run, store, incremental, force)
         # The store and the live Run must follow every event; the rest is best-effort.
         self.store_wait = store_wait()
         self.recorder = Recorder(store, prepared.run_id)
@@ -276,7 +275,7 @@ class Engine:
                 if self._slot_for(name):
                     self._warming.discard(name)
                     self._launch(name)
-            elif not self.incremental:
+            elif not self.incremental.enabled:
                 break  # no free slot; with --incremental each is first checked once
         self._prewarm()
         return skipped
@@ -301,31 +300,10 @@ class Engine:
             self.bus.emit(TaskStateChanged(self.run.run_id, move.task, move.state, move.attempt,
                                            utcnow(), reason=move.reason, **details))
 
-    def _fingerprint(self, name: str) -> str:
-        """What a task's result depends on: its notebook's cells, resolved parameters, kernel,
-        and which execution produced each upstream result."""
-        p = self.prepared.tasks[name]
-        ups = {u: [self.run.tasks[u].fingerprint, self.run.tasks[u].result_of]
-               for u in p.task.upstream}
-        doc = {"source": p.source_hash, "parameters": p.parameters, "kernel": p.kernel,
-               "upstream": ups}
-        if p.products:  # only when declared, so older fingerprints stay valid
-            doc["products"] = p.products
-        return stable_hash(doc)
-
     def _up_to_date(self, name: str) -> bool:
         """With --incremental, skip a task identical to its last successful run."""
-        if not self.incremental or name in self.force or name in self._stale:
-            return False
-        self._stale.add(name)  # checked once: its upstream cannot change while it waits
-        fingerprint = self._fingerprint(name)
-        last = self.store.last_success(self.prepared.pipeline.name, name)
-        p = self.prepared.tasks[name]
-        kept = list(p.products.values())  # what the earlier run left that this one would reuse
-        if p.command is None:
-            kept.append(last and last["output_path"])
-        if not last or last["fingerprint"] != fingerprint or \
-                not all(path and outputs.exists(path) for path in kept):
+        last = self.incremental.reusable(name)
+        if last is None:
             return False
         move = self.planner.skip(name, f"up to date with run {last['result_of']}")
         if name in self._warming:
@@ -333,8 +311,8 @@ class Engine:
             self.executor.discard(name)
         self.bus.emit(TaskStateChanged(
             self.run.run_id, name, move.state, move.attempt, utcnow(), reason=move.reason,
-            values=last["values"], output_path=last["output_path"], fingerprint=fingerprint,
-            result_of=last["result_of"]))
+            values=last["values"], output_path=last["output_path"],
+            fingerprint=last["fingerprint"], result_of=last["result_of"]))
         return True
 
     def _launch(self, name: str) -> None:
@@ -403,7 +381,7 @@ class Engine:
             self.run.run_id, name, first.state, first.attempt, result.ended_at, error=result.error,
             values=result.values, output_path=result.output_path, reason=first.reason,
             attempt_status=State.CANCELLED if first.state == State.CANCELLED else result.status,
-            fingerprint=self._fingerprint(name) if done else None,
+            fingerprint=self.incremental.fingerprint(name) if done else None,
             result_of=self.run.run_id if done else None))
         self._apply(rest)
 
