@@ -31,7 +31,7 @@ from .engine import Engine, RunHandle
 class Run(records.Run):
     __doc__ = records.Run.__doc__
 
-    def resume(self, *, from_task: str | None = None, **options: Any) -> Run:
+    def resume(self, *, from_task: str | None = None, **options: Any) -> records.Run:
         """Run again the tasks that did not succeed (with ``from_task``: that task and all
         downstream of it too), as a new attempt of this run; blocks and returns the Run."""
         return resume_run(self.run_id, pipeline=self.pipeline_obj, from_task=from_task,
@@ -67,7 +67,7 @@ class Pipeline(model.Pipeline):
         against the store in ``home`` (default ``$NBORCH_HOME``)."""
         check(self, params or {}, pools=Store(home, readonly=True).known_pools(self))
 
-    def run(self, **options: Any) -> Run:
+    def run(self, **options: Any) -> records.Run:
         """Validate, run to the end and return the finished ``Run``; Ctrl-C cancels cleanly.
 
         Options: ``params``, ``max_parallel``, ``fail_fast``, ``logical_date``, ``home``
@@ -79,7 +79,8 @@ class Pipeline(model.Pipeline):
         """Validate and start a run in the background; returns a ``RunHandle``."""
         return start_run(self, params=params or {}, **options)
 
-    def resume(self, run_id: str, *, from_task: str | None = None, **options: Any) -> Run:
+    def resume(self, run_id: str, *, from_task: str | None = None,
+               **options: Any) -> records.Run:
         """Resume an earlier run of this pipeline (see ``Run.resume``)."""
         return resume_run(run_id, pipeline=self, from_task=from_task, **options).wait()
 

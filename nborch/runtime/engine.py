@@ -7,6 +7,7 @@ through a queue. Listeners (store, CLI, widget, Run object) see every change as 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import socket
@@ -188,7 +189,7 @@ class Engine:
     # -- the loop -----------------------------------------------------------------------
 
     def _main(self) -> None:
-        status = State.FAILED
+        status: str = State.FAILED
         try:
             status = self._loop()
         except Exception as exc:
@@ -223,7 +224,7 @@ class Engine:
         if any(p.task.pool for p in self.prepared.tasks.values()):
             self.store.release_slots(self.run.run_id)  # a resume's crashed attempts held some
         last_beat = time.monotonic()
-        deadline = last_beat + self.run_timeout if self.run_timeout else None
+        deadline = last_beat + self.run_timeout if self.run_timeout else math.inf
         while True:
             now = time.monotonic()
             self._apply(self.planner.advance(now))
@@ -231,12 +232,10 @@ class Engine:
                 continue  # tasks were skipped as up to date: their downstream may be ready
             if self.planner.done and not self._running:
                 break
-            wake = min((t for t in (self.planner.next_wakeup(),
-                                    self._pools.next_poll(self.planner.state)) if t is not None),
-                       default=None)
-            wait = HEARTBEAT_SECONDS if wake is None else \
-                max(0.0, min(wake - now, HEARTBEAT_SECONDS))
-            timing = deadline is not None and not (self._cancel_requested or self._timed_out)
+            wakes = [t for t in (self.planner.next_wakeup(),
+                                 self._pools.next_poll(self.planner.state)) if t is not None]
+            wait = max(0.0, min([HEARTBEAT_SECONDS, *(t - now for t in wakes)]))
+            timing = not (self._cancel_requested or self._timed_out)  # the run's deadline
             if timing:
                 wait = max(0.0, min(wait, deadline - now))
             try:
@@ -348,11 +347,13 @@ class Engine:
         for name in self.planner.soon_ready():
             if budget <= 0:
                 break
-            if name in warm or name in self._running or name in self._pools.waiting \
-                    or self.prepared.tasks[name].command:
+            if name in warm or name in self._running or name in self._pools.waiting:
                 continue
             attempt = self.planner.attempt[name] + 1
-            self.executor.prewarm(name, attempt, self.jobs.kernel_request(name, attempt))
+            request = self.jobs.kernel_request(name, attempt)
+            if request is None:  # a command: no kernel
+                continue
+            self.executor.prewarm(name, attempt, request)
             self._warming.add(name)
             budget -= 1
 

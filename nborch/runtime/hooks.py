@@ -22,7 +22,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from email.message import EmailMessage
 from pathlib import Path
@@ -205,9 +205,9 @@ def write_log(log_path: Path, line: str) -> None:
 
 # -- the listener ---------------------------------------------------------------------------
 
-TASK_HOOK_FOR_STATE = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
+TASK_HOOK_FOR_STATE: dict[str, str] = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
                        State.RETRYING: "on_retry"}
-RUN_HOOK_FOR_STATUS = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
+RUN_HOOK_FOR_STATUS: dict[str, str] = {State.FAILED: "on_failure", State.SUCCESS: "on_success",
                        State.CRASHED: "on_failure"}
 
 
@@ -216,7 +216,8 @@ class HookRunner:
     ``hooks`` map an event name (``on_failure``...) to a list of ``Hook``."""
 
     def __init__(self, run, pipeline_hooks: dict, task_hooks: dict, log_path: Path,
-                 env: Mapping[str, str], secrets: list[str] = (), reason: str | None = None):
+                 env: Mapping[str, str], secrets: Sequence[str] = (),
+                 reason: str | None = None):
         self.run, self.pipeline_hooks, self.task_hooks = run, pipeline_hooks, task_hooks
         self.reason = reason  # why the run failed, when no task says (see ``payload``)
         self.log_path, self.env = log_path, env
@@ -245,8 +246,9 @@ class HookRunner:
             hook_event = RUN_HOOK_FOR_STATUS.get(event.status)
             if event.status == State.CANCELLED and self.reason:  # by an operator, not Ctrl-C:
                 hook_event = "on_failure"                        # the pipeline's owners hear
-            for hook in self.pipeline_hooks.get(hook_event, []) if hook_event else []:
-                self._send(hook, payload(self.run, hook_event, reason=self.reason))
+            if hook_event is not None:
+                for hook in self.pipeline_hooks.get(hook_event, []):
+                    self._send(hook, payload(self.run, hook_event, reason=self.reason))
             # Every alert is out before the run counts as finished, within a bound.
             _, late = wait(self._sending, timeout=DELIVERY_LIMIT)
             if late:

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
@@ -30,7 +31,8 @@ PRODUCER = f"urn:nborch:{__version__}"
 # Fixed forever: OpenLineage run ids are uuid5(RUN_IDS, ...) of nborch's ids, so every
 # event of one run (or task attempt) carries the same id, in any process.
 RUN_IDS = uuid.UUID("2f3b342a-51b0-447e-a0ad-a94cce248f04")
-OUTCOMES = {State.SUCCESS: "COMPLETE", State.CANCELLED: "ABORT"}  # any other end is a FAIL
+# Any other end is a FAIL.
+OUTCOMES: dict[str, str] = {State.SUCCESS: "COMPLETE", State.CANCELLED: "ABORT"}
 _warned_missing = False
 
 
@@ -110,7 +112,7 @@ class Emitter:
         # variable OpenLineage's integrations (Airflow, dbt) read.
         self.namespace = os.environ.get("OPENLINEAGE_NAMESPACE") or DEFAULT_NAMESPACE
         self._mask = Masker(secret_values).text
-        self._started: RunStarted | None = None
+        self._started: Any = None  # the run's RunStarted, once it came (events before: ignored)
         self._run_id = ""                      # the run's OpenLineage id
         self._open: dict[str, str] = {}        # task -> OpenLineage id of its running attempt
         self._failed: list[str] = []           # tasks whose last attempt failed
@@ -157,13 +159,12 @@ class Emitter:
             self._failed.append(name)
 
     def _end_task(self, name: str, outcome: str, at: str, error: dict | None) -> None:
+        failure = None
         if outcome == "FAIL" and error:  # already masked, as everywhere
             kind, message = error.get("type") or "Error", error.get("message")
-            error = (f"{kind}: {message}" if message else kind, error.get("traceback"))
-        else:
-            error = None
+            failure = (f"{kind}: {message}" if message else kind, error.get("traceback"))
         self._send(outcome, self._job_name(name), self._open.pop(name), at, job_type="TASK",
-                   parent=True, outputs=self._outputs(name), error=error)
+                   parent=True, outputs=self._outputs(name), error=failure)
 
     def _job_name(self, task: str) -> str:
         return f"{self._started.pipeline}.{task}"
@@ -174,7 +175,7 @@ class Emitter:
         return [self._ol.OutputDataset(*dataset_name(str(path))) for path in products.values()]
 
     def _send(self, event_type: str, job_name: str, run_id: str, at: str, job_type: str,
-              parent: bool = False, outputs: list = (),
+              parent: bool = False, outputs: Sequence = (),
               error: tuple[str, str | None] | None = None, facets: dict | None = None) -> None:
         """Queue one RunEvent; ``error`` is (message, stack trace or None)."""
         f = self._facets

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime
+from typing import Any
 
 from ..core.errors import MetricsError, NborchError
 from ..core.events import RunEnded, RunStarted, TaskStateChanged
@@ -47,7 +48,7 @@ class Metrics:
         self.durations = prom.Histogram("nborch_attempt_duration_seconds",
                                         "Duration of task attempts", label, buckets=BUCKETS,
                                         registry=reg)
-        self.gauges = {
+        self.gauges: dict[str, Any] = {  # by state
             State.RUNNING: prom.Gauge("nborch_tasks_running", "Tasks running now", label,
                                       registry=reg),
             State.QUEUED: prom.Gauge("nborch_tasks_queued", "Tasks ready and waiting for a slot",
@@ -59,7 +60,7 @@ class Metrics:
         self._lock = threading.Lock()  # runs of a scheduler emit from their own threads
         self._runs: dict[str, tuple[str, dict[str, str]]] = {}  # run id -> (pipeline, states)
         self._began: dict[tuple[str, str, int], str] = {}  # (run, task, attempt) -> start time
-        self._server = None
+        self._server: Any = None  # prometheus_client's WSGI server
 
     def __call__(self, event) -> None:
         with self._lock:

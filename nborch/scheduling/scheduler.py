@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
 from pathlib import Path
+from typing import IO
 
 from ..core.errors import NborchError, SpecError, StoreUnusable
 from ..core.events import RunEnded
@@ -56,7 +57,7 @@ class Scheduler:
         self.alerts: list[threading.Thread] = []  # hooks being sent outside a run
         self._stop = threading.Event()
         self._wake = threading.Event()  # a run ended: a slot it held back may start now
-        self._lock_file = None
+        self._lock_file: IO | None = None
 
     # -- life -------------------------------------------------------------------------
 
@@ -311,7 +312,8 @@ def backfill(source: str | Path, start: date, end: date, *, max_parallel_runs: i
             continue
         todo.append(slot)
     say(f"backfill of {pipeline.name}: {len(todo)} slot(s) to run")
-    finished, running = [], []
+    finished: list = []
+    running: list = []
     try:
         for slot in todo:
             while len(running) >= max_parallel_runs:

@@ -41,10 +41,11 @@ class Schedule:
     def zone(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
 
-    def slots(self, after: datetime, until: datetime) -> Iterator[datetime]:
-        """Every slot strictly after ``after`` up to ``until`` (inclusive), oldest first, as
-        aware datetimes in the schedule's zone."""
-        return slots(self.cron, self.zone, after, until)
+    def slots(self, after: datetime, until: datetime | None) -> Iterator[datetime]:
+        """Every slot strictly after ``after`` up to ``until`` (inclusive; None: no end),
+        oldest first, as aware datetimes in the schedule's zone (none for an ``after``
+        schedule)."""
+        return slots(self.cron, self.zone, after, until) if self.cron else iter(())
 
     def next_slot(self, now: datetime) -> datetime | None:
         """The first slot after ``now``; None for a schedule that runs ``after`` others."""
