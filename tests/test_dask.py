@@ -35,6 +35,18 @@ def local_cluster():
     cluster.close()
 
 
+def test_max_parallel_defaults_to_the_clusters_worker_threads(local_cluster):
+    """Two one-thread workers: two attempts at once by default, not this machine's CPUs (a
+    third would wait in Dask's queue while it counts against the limit)."""
+    from nborch.execution.executors.dask import DaskExecutor
+    executor = DaskExecutor(local_cluster)
+    try:
+        assert executor.parallelism() == 2
+    finally:
+        executor.shutdown()
+    assert local_cluster.status == "running"  # the caller's client is left alone
+
+
 def worker_pids(client) -> dict[str, int]:
     return client.run(os.getpid)
 

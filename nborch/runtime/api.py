@@ -7,7 +7,6 @@ those verbs. ``nborch.Pipeline``, ``nborch.Run`` and ``nborch.Store`` are these.
 
 from __future__ import annotations
 
-import os
 import secrets as _random
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timezone
@@ -161,8 +160,9 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
                        pools=store.known_pools(pipeline))
     store.check_writable()  # before any kernel starts: nothing runs unrecorded
     store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
-    engine = Engine(prepared, store, get_executor(executor),
-                    max_parallel or os.cpu_count() or 1, fail_fast, incremental,
+    runner = get_executor(executor)
+    engine = Engine(prepared, store, runner, max_parallel or runner.parallelism(),
+                    fail_fast, incremental,
                     pipeline.expand(force), output_dir=output_dir, run_timeout=timeout,
                     trigger=trigger)
     return engine.start(listeners)
@@ -206,7 +206,8 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                                   if k in pipeline.parameters},
                        run_id=run_id, logical_date=parse_logical_date(previous.logical_date),
                        pools=store.known_pools(pipeline))
-    engine = Engine(prepared, store, get_executor(executor), max_parallel or os.cpu_count() or 1,
+    runner = get_executor(executor)
+    engine = Engine(prepared, store, runner, max_parallel or runner.parallelism(),
                     fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir,
                     run_timeout=pipeline.run_timeout, trigger=Trigger.RESUME)
     return engine.start(listeners)

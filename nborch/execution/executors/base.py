@@ -8,6 +8,7 @@ Running kernels ahead of need is optional: an executor that cannot keeps the def
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -44,6 +45,11 @@ class Executor(ABC):
                ) -> AttemptHandle:
         """Start the attempt (with a fresh kernel for ``request``; None for a command) and
         return at once."""
+
+    def parallelism(self) -> int:
+        """How many attempts it runs at once: the default of ``--max-parallel`` (more would
+        only wait in its queue, and count against the limit while they wait)."""
+        return os.cpu_count() or 1
 
     def release(self, task: str, attempt: int) -> None:  # noqa: B027
         """The engine has the attempt's result: free what the executor kept for it."""

@@ -135,6 +135,14 @@ class DaskExecutor(Executor):
             return AttemptResult(State.FAILED, started, utcnow(), None, {}, self._lost())
         return _result(future, started, cancelled)
 
+    def parallelism(self) -> int:
+        """The cluster's worker threads when the run starts (workers that join later add
+        none; give --max-parallel to plan for them)."""
+        try:
+            return max(1, sum(self.client.nthreads().values()))
+        except Exception:  # a scheduler that went away says so at the first submit
+            return super().parallelism()
+
     def release(self, task: str, attempt: int) -> None:
         self._emitters.pop((task, attempt), None)
 
