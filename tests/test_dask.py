@@ -246,6 +246,33 @@ def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir:
                 assert value.encode() not in file.read_bytes(), file
 
 
+def test_a_worker_without_nborch_fails_the_attempt_clearly_and_logs_no_secret(workdir: Path,
+                                                                             dask_processes):
+    """A worker whose environment cannot import nborch: the attempt fails at once saying
+    so (Dask would fail to read the task, log it whole, secrets included, and hold it
+    forever); the worker's log holds no secret, and the worker stays up."""
+    shadow = workdir / "shadow"
+    (shadow / "nborch").mkdir(parents=True)
+    (shadow / "nborch" / "__init__.py").write_text("raise ImportError('no nborch here')\n")
+    log = workdir / "worker.log"
+    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    dask_processes.worker(wrap=("env", f"PYTHONPATH={path}", "sh", "-c",
+                                f'exec "$0" "$@" 2>>{log}'))
+    value = "dask-s3cr3t-w0rker"
+    (workdir / ".env").write_text(f"TOKEN={value}\n")
+    pipeline = write_pipeline(workdir, {"name": "sec", "secrets": ["TOKEN"], "tasks": {
+        "say": {"command": ["sh", "-c", "echo $TOKEN"]}}})
+    proc = nborch("run", str(pipeline), "--executor", f"dask://{dask_processes.address}",
+                  "--json", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr
+    error = run_json(proc)["tasks"]["say"]["error"]
+    assert error["type"] == "NborchUnavailable"
+    assert "cannot import nborch (ImportError: no nborch here)" in error["message"]
+    assert "Failed to deserialize" not in log.read_text()
+    assert value not in log.read_text()
+    assert len(dask_processes.client.scheduler_info()["workers"]) == 1  # still up
+
+
 def test_a_retry_writes_to_a_memory_output_dir_on_the_workers(workdir: Path, local_cluster):
     """Nothing is renamed: a ``memory://`` location is each worker's own, and object stores
     cannot rename; the failed attempt's notebook is written where it is kept."""

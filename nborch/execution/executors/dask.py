@@ -33,7 +33,8 @@ from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
 from .dask_lease import Lease, lease_name
-from .dask_worker import STARTED, run_on_worker
+from .dask_wire import pack, worker_entry
+from .dask_worker import STARTED
 
 log = logging.getLogger("nborch")
 
@@ -83,6 +84,7 @@ class DaskExecutor(Executor):
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
+        self._secrets: dict[tuple, str] = {}  # (task, attempt) -> its secrets' Variable
         self._events: queue.Queue = queue.Queue()
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
         self.client.subscribe_topic(self._topic, self._events.put)
@@ -100,7 +102,13 @@ class DaskExecutor(Executor):
         if request is not None and not self._told:
             self._told = True
             log.info("kernels: started the usual way on the Dask workers, not forked")
-        future = self.client.submit(run_on_worker, job, request, self._topic, key,
+        payload, secrets = pack(job, request)
+        secrets_name = None
+        if secrets is not None:  # apart from the task: Dask logs a failing task's arguments
+            secrets_name = f"{key}-secrets"
+            _import_distributed().Variable(secrets_name, client=self.client).set(secrets)
+            self._secrets[(job.task, job.attempt)] = secrets_name
+        future = self.client.submit(worker_entry(), payload, secrets_name, self._topic, key,
                                     self._lease.name, key=key, pure=False,
                                     resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
@@ -145,8 +153,19 @@ class DaskExecutor(Executor):
 
     def release(self, task: str, attempt: int) -> None:
         self._emitters.pop((task, attempt), None)
+        self._forget_secrets(self._secrets.pop((task, attempt), None))
+
+    def _forget_secrets(self, name: str | None) -> None:
+        if name is not None:
+            try:
+                _import_distributed().Variable(name, client=self.client).delete()
+            except Exception:  # the scheduler is gone, and the secrets with it
+                pass
 
     def shutdown(self) -> None:
+        for name in self._secrets.values():
+            self._forget_secrets(name)
+        self._secrets.clear()
         self._events.put(None)
         self._lease.end()
         try:
@@ -189,7 +208,14 @@ class DaskAttempt:
 
 def _result(future, started: str, cancelled: bool) -> AttemptResult:
     if future.status == "finished":
-        return future.result()
+        result = future.result()
+        if isinstance(result, dict):  # dask_wire.worker_entry: nborch missing there
+            from ...core.version import __version__
+            return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
+                "NborchUnavailable", f"the Dask worker at {result['worker']} cannot import "
+                f"nborch ({result['unavailable']}); install nborch {__version__} (this "
+                "version) in the workers' environment"))
+        return result
     if cancelled or future.status == "cancelled":
         return AttemptResult(State.CANCELLED, started, utcnow(), None, {}, error_dict(
             "Cancelled", "the run was cancelled"))

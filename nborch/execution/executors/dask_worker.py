@@ -28,6 +28,14 @@ STARTED = "AttemptStarted"  # the message that the attempt left Dask's queue
 WANTED = {"executing", "long-running", "resumed"}  # a task's states while its run wants it
 
 
+def run_packed(payload: bytes, secrets_name: str | None, topic: str, key: str,
+               lease: str) -> AttemptResult:
+    """``run_on_worker`` for an attempt as ``dask_wire.pack`` sent it."""
+    from .dask_wire import unpack
+    job, request = unpack(payload, secrets_name)
+    return run_on_worker(job, request, topic, key, lease)
+
+
 def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, key: str,
                   lease: str) -> AttemptResult:
     import distributed

@@ -1,0 +1,72 @@
+"""What crosses from the orchestrator to a Dask worker for one attempt.
+
+The task Dask holds is a small function sent by value (cloudpickle: neither the scheduler
+nor a worker needs nborch to read it) and the attempt as pickled bytes. On the worker the
+function imports nborch first: a worker without it returns a plain error that the run
+shows, where Dask would fail to read the task, log it whole and leave it pending forever.
+
+The attempt's secrets (its environment's secret values, the values to mask) are not in
+those bytes: they wait in a Dask ``Variable`` of the attempt, read on the worker once nborch
+runs there and deleted when the attempt ends. Dask logs the arguments of a task that fails;
+they never hold a secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from ..attempt import AttemptJob
+from ..kernels import KernelRequest
+
+SECRETS_WAIT = "30s"  # for the attempt's secrets on the worker (set before it was submitted)
+
+
+def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | None]:
+    """The attempt as bytes without its secrets, and the secrets (None when it has none)."""
+    values = set(job.secret_values)
+    if not values:
+        return pickle.dumps((job, request)), None
+    job_env = {k: v for k, v in job.env.items() if v in values}
+    request_env = {} if request is None else \
+        {k: v for k, v in request.env.items() if v in values}
+    public_job = dataclasses.replace(
+        job, env={k: v for k, v in job.env.items() if k not in job_env}, secret_values=[])
+    public_request = None if request is None else dataclasses.replace(
+        request, env={k: v for k, v in request.env.items() if k not in request_env})
+    secrets = {"job_env": job_env, "request_env": request_env,
+               "values": list(job.secret_values)}
+    return pickle.dumps((public_job, public_request)), secrets
+
+
+def unpack(payload: bytes, secrets_name: str | None
+           ) -> tuple[AttemptJob, KernelRequest | None]:
+    """On the worker: the attempt, its secrets put back."""
+    job, request = pickle.loads(payload)
+    if secrets_name is None:
+        return job, request
+    import distributed
+    secrets = distributed.Variable(secrets_name, client=distributed.get_client()).get(
+        timeout=SECRETS_WAIT)
+    job = dataclasses.replace(job, env={**job.env, **secrets["job_env"]},
+                              secret_values=secrets["values"])
+    if request is not None:
+        request = dataclasses.replace(request, env={**request.env, **secrets["request_env"]})
+    return job, request
+
+
+def worker_entry() -> Callable[..., Any]:
+    """The function Dask runs on a worker (made here, so that cloudpickle sends it by
+    value). It returns the ``AttemptResult``, or ``{"unavailable": why, "worker": address}``
+    when nborch cannot be imported there."""
+    def attempt(payload: bytes, secrets_name, topic: str, key: str, lease: str):
+        import distributed
+        try:
+            from nborch.execution.executors.dask_worker import run_packed
+        except Exception as exc:  # not installed, or broken, in the worker's environment
+            return {"unavailable": f"{type(exc).__name__}: {exc}",
+                    "worker": distributed.get_worker().address}
+        return run_packed(payload, secrets_name, topic, key, lease)
+    return attempt
