@@ -3,6 +3,7 @@ started ``dask scheduler`` with ``dask worker`` processes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -45,6 +46,28 @@ def test_max_parallel_defaults_to_the_clusters_worker_threads(local_cluster):
     finally:
         executor.shutdown()
     assert local_cluster.status == "running"  # the caller's client is left alone
+
+
+def test_executor_dask_starts_one_local_cluster_per_process(workdir: Path):
+    """`--executor dask` without an address: the runs of one process (a scheduler's, a
+    notebook's) share one LocalCluster, started by the first (seconds saved per run), and
+    its workers end with the process."""
+    write_notebook(workdir / "where.ipynb", PUBLISH_WORKER)
+    script = ("import json, os, sys\nfrom nborch import Pipeline\n"
+              "p = Pipeline('twice', root=sys.argv[1])\np.notebook('where.ipynb')\n"
+              "pids = [p.run(executor='dask', home=sys.argv[1] + '/.nborch', max_parallel=1)"
+              ".values['where']['worker_pid'] for _ in range(2)]\n"
+              "print(json.dumps({'pids': pids, 'alive': [os.path.exists(f'/proc/{pid}') "
+              "for pid in pids]}))")
+    out = subprocess.run([sys.executable, "-c", script, str(workdir)], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.splitlines()[-1])
+    assert seen["alive"] == [True, True]  # the first run's worker still served the second
+    deadline = time.monotonic() + 60
+    while any(psutil.pid_exists(pid) for pid in seen["pids"]):
+        assert time.monotonic() < deadline, "the LocalCluster's workers outlived the process"
+        time.sleep(0.2)
 
 
 def worker_pids(client) -> dict[str, int]:

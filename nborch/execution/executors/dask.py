@@ -17,6 +17,7 @@ path every worker sees (a shared file system), else the attempt fails with HomeN
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -48,6 +49,25 @@ def _import_distributed():
     return distributed
 
 
+_LOCAL: dict = {}  # "cluster": this process's LocalCluster for `--executor dask`
+_LOCAL_LOCK = threading.Lock()
+
+
+def _local_cluster():
+    """The LocalCluster of ``--executor dask`` (a worker process per CPU): started by the
+    first run that needs it and kept for the others of this process (a scheduler's runs, a
+    notebook's), since starting one costs seconds; closed when the process exits."""
+    distributed = _import_distributed()
+    with _LOCAL_LOCK:
+        cluster = _LOCAL.get("cluster")
+        if cluster is None or cluster.status.name in ("closing", "closed", "failed"):
+            cluster = _LOCAL["cluster"] = distributed.LocalCluster(
+                n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                dashboard_address=None)
+            atexit.register(cluster.close)
+        return cluster
+
+
 class DaskExecutor(Executor):
     name = "dask"
     queues = True  # an attempt may wait in Dask's queue: it says when it starts on a worker
@@ -58,14 +78,10 @@ class DaskExecutor(Executor):
 
     def __init__(self, target: Any = "dask"):
         distributed = _import_distributed()
-        self._cluster = None
         if isinstance(target, distributed.Client):
             self.client, self._owns_client = target, False
         elif target == "dask":
-            self._cluster = distributed.LocalCluster(
-                n_workers=os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                dashboard_address=None)
-            self.client, self._owns_client = distributed.Client(self._cluster), True
+            self.client, self._owns_client = distributed.Client(_local_cluster()), True
         else:
             address = str(target).removeprefix("dask://")
             if "://" not in address:  # tls://, ucx://... as given; tcp:// by default
@@ -176,8 +192,6 @@ class DaskExecutor(Executor):
             pass
         if self._owns_client:
             self.client.close()
-        if self._cluster is not None:
-            self._cluster.close()
 
     def _dispatch(self) -> None:
         """Hand the workers' events to the run, in order, off Dask's event loop."""
