@@ -31,7 +31,7 @@ from nborch.core.states import COLOURS
 from nborch.spec.loader import from_arrows
 from nborch.ui import htmlview
 from nborch.ui.htmlview import SvgGraph, layout
-from nborch.ui.jupyter.magic import body_kind, marked_lines, notebook_stem
+from nborch.ui.jupyter.cell import body_kind, marked_lines, notebook_stem
 from nborch.ui.jupyter.widget import Refresher, RunView
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
