@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -95,6 +96,10 @@ class JupyterServer:
         request = urllib.request.Request(f"{self.base}{path}?token={self.token}", method=method)
         with urllib.request.urlopen(request, timeout=5) as reply:
             return json.loads(reply.read() or b"null")
+
+    def stop_kernels(self) -> None:
+        for kernel in self.api("/api/kernels"):
+            self.api(f"/api/kernels/{kernel['id']}", method="DELETE")
 
     def _answers(self) -> bool:
         try:
@@ -262,3 +267,35 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
         time.sleep(0.2)
     assert kernels_of(run["run_id"]) == []
 
+
+
+def control_notebook(path: Path, *cells: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in cells]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, str(path))
+
+
+@pytest.mark.parametrize("front_end", ["lab/tree", "notebooks"])
+def test_a_tasks_notebook_link_opens_the_executed_notebook(server, page, front_end):
+    folder = server.root / f"links-{front_end.replace('/', '-')}"
+    write_notebook(folder / "extract.ipynb", "print('the executed extract', 6 * 7)")
+    control_notebook(folder / "control.ipynb", "%load_ext nborch",
+                     "%%orchestrate --wait\nextract.ipynb")
+    open_and_run_all(page, server, f"{front_end}/{folder.name}/control.ipynb")
+    link = page.locator('.nborch-run-view tr[data-task="extract"] a').first
+    link.wait_for(timeout=120_000)
+    href = urllib.parse.unquote(link.get_attribute("href"))
+    assert href.startswith("nborch-runs/") and not any(p.startswith(".") for p in href.split("/"))
+    # A server with the default configuration serves it (hidden paths it would refuse).
+    model = server.api(f"/api/contents/{folder.name}/{urllib.parse.quote(href)}")
+    assert model["type"] == "notebook"
+    with page.context.expect_page(timeout=30_000) as opened:
+        link.click()
+    notebook = opened.value
+    notebook.wait_for_selector(".jp-Notebook .jp-OutputArea-output", timeout=60_000)
+    assert "the executed extract 42" in notebook.locator(".jp-Notebook").inner_text()
+    notebook.close()
+    server.stop_kernels()  # the opened notebook started one of its own

@@ -29,6 +29,9 @@ from .cell import (
 )
 
 DEFAULT_OUT = "_nborch_run"
+# Executed notebooks go beside the controlling notebook, in a folder Jupyter shows and serves:
+# the store's .nborch/ is hidden, and Jupyter Server refuses hidden paths by default.
+DEFAULT_OUTPUT_DIR = "nborch-runs"
 HANDLE_NAME = "_nborch_handle"
 _HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this kernel
 
@@ -36,6 +39,7 @@ RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b
 USAGE = """\
 %%orchestrate [--wait] [--dry-run] [-p KEY=VALUE]... [--max-parallel N] [--name NAME]
               [--out NAME] [--executor local|dask|dask://HOST:PORT] [--incremental] [--schedule "CRON"]
+              [--output-dir DIR|URL]
 extract.ipynb >> clean.ipynb >> report.ipynb      (or a YAML pipeline, or pipeline.yaml)
 
 %orchestrate status [RUN_ID]     redisplay a run (live while it runs; default: the latest)
@@ -92,6 +96,9 @@ class OrchestrateMagics(Magics):
               help="block the cell until the run ends (interrupt the kernel to cancel)")
     @argument("--out", default=DEFAULT_OUT, metavar="NAME",
               help=f"variable that receives the Run (default: {DEFAULT_OUT})")
+    @argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR|URL",
+              help="where executed notebooks go, as DIR/<run id>/<task>.ipynb (default: "
+                   f"{DEFAULT_OUTPUT_DIR}/ beside this notebook)")
     @argument("--schedule", default=None, metavar="CRON",
               help="register as a schedule instead of running now")
     @argument("words", nargs="*",
@@ -131,7 +138,8 @@ class OrchestrateMagics(Magics):
                 return self._schedule(pipeline, body, root, params, unquote(args.schedule))
             from ...runtime.api import start_run
             handle = start_run(pipeline, params=params, max_parallel=args.max_parallel,
-                               executor=args.executor, incremental=args.incremental)
+                               executor=args.executor, incremental=args.incremental,
+                               output_dir=output_location(unquote(args.output_dir), root))
         except SpecError as exc:
             raise OrchestrateError(exc.problems, body, marked_lines(exc.problems, body)) from None
         except NborchError as exc:
@@ -260,6 +268,12 @@ class OrchestrateMagics(Magics):
         display(board.widget)
         board.follow(parent=_parent(self.shell))
         return None
+
+
+def output_location(output_dir: str, root: Path) -> str:
+    """``--output-dir`` made absolute against the controlling notebook's folder (a URL as is)."""
+    from ...execution.outputs import is_url
+    return output_dir if is_url(output_dir) else str(root / output_dir)
 
 
 def latest_run_id(store) -> str:
