@@ -198,8 +198,8 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
         assert "Traceback" not in json.dumps(outputs(cell))
     # The offending line is the highlighted one (a validation problem names the task).
     raw = "\n".join(outputs(nb.cells[2])[0]["traceback"])
-    assert "\x1b[41;97m   2 | missing.ipynb >> clean.ipynb" in raw
-    assert "\x1b[41;97m   1 |" not in raw
+    assert "\x1b[1;4m   2 | missing.ipynb >> clean.ipynb" in raw
+    assert "\x1b[1;4m   1 |" not in raw
     assert Store(workdir / ".nborch").list_runs() == []
 
 

@@ -35,7 +35,9 @@ DEFAULT_OUTPUT_DIR = "nborch-runs"
 HANDLE_NAME = "_nborch_handle"
 _HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this kernel
 
-RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[41;97m"
+# A marked line is bold and underlined in the theme's own text colour: a coloured background
+# (red, white text) reads poorly in some themes.
+RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[1;4m"
 USAGE = """\
 %%orchestrate [--wait] [--dry-run] [-p KEY=VALUE]... [--max-parallel N] [--name NAME]
               [--out NAME] [--executor local|dask|dask://HOST:PORT] [--incremental] [--schedule "CRON"]
