@@ -175,12 +175,16 @@ def open_and_run_all(page, server: JupyterServer, url_path: str) -> None:
     page.click(".lm-Menu-itemLabel:text-is('Run All Cells')")
 
 
-def node_fills(page, view: str = ".nborch-run-view") -> dict[str, str]:
-    """Each task's fill in the first run view's graph, read from the DOM."""
+# A run's drawing: the live view while it runs, its plain final state once it has ended.
+DRAWING = ".nborch-run-view, .nborch-snapshot"
+
+
+def node_fills(page, view: str = DRAWING) -> dict[str, str]:
+    """Each task's fill in the first run drawing's graph, read from the DOM."""
     return page.evaluate("""(view) => {
         const out = {};
         const root = document.querySelector(view);
-        for (const node of root ? root.querySelectorAll('.nborch-graph-live g.node') : []) {
+        for (const node of root ? root.querySelectorAll('g.node') : []) {
             const shape = node.querySelector('polygon, path, ellipse');
             out[node.id] = shape && shape.getAttribute('fill');
         }
@@ -190,9 +194,9 @@ def node_fills(page, view: str = ".nborch-run-view") -> dict[str, str]:
 
 def wait_for_fills(page, predicate: str, timeout: float = 180_000) -> None:
     page.wait_for_function(f"""() => {{
-        const root = document.querySelector('.nborch-run-view');
+        const root = document.querySelector('{DRAWING}');
         if (!root) return false;
-        const fills = [...root.querySelectorAll('.nborch-graph-live g.node')].map(
+        const fills = [...root.querySelectorAll('g.node')].map(
             n => n.querySelector('polygon, path, ellipse').getAttribute('fill'));
         return fills.length > 0 && ({predicate})(fills);
     }}""", timeout=timeout)
@@ -206,16 +210,17 @@ def test_demo_notebook_in_jupyterlab_turns_every_node_green(server, page, tmp_pa
     wait_for_fills(page, f"fills => fills.length === 5 && fills.every(f => f === '{GREEN}')")
     assert node_fills(page) == dict.fromkeys(
         ["generate", "clean", "by_region", "by_product", "report"], GREEN)
-    view = page.locator(".nborch-run-view").first
-    text = view.inner_text()
+    # One drawing of the run: the live view became its final state (nothing to retry).
+    cell = page.locator(".jp-CodeCell", has=page.locator(".nborch-snapshot")).first
+    cell.wait_for(timeout=30_000)
+    assert cell.locator(".nborch-snapshot").count() == 1
+    assert cell.locator(".nborch-run-view").count() == 0
+    text = cell.locator(".nborch-snapshot").inner_text()
     assert "5/5 tasks done · 5 success" in text and "in all" in text
     assert "orchestrate_demo run" in text  # named after the notebook, which Jupyter told the kernel
-    assert view.locator(".widget-hprogress").count() == 1
     # The rest of the notebook ran too: the values cell and the dashboard.
-    page.wait_for_selector(".nborch-runs-dashboard select option", timeout=60_000)
+    page.wait_for_selector(".nborch-runs-dashboard .nborch-run-row", timeout=60_000)
     assert "total revenue" in page.locator(".jp-Notebook").inner_text()
-    page.locator(".nborch-snapshot").first.wait_for(timeout=30_000)
-    cell = page.locator(".jp-CodeCell", has=page.locator(".nborch-snapshot")).first
     cell.screenshot(path=str(screenshot_path("jupyter-run.png", tmp_path)))
     page.locator(".nborch-runs-dashboard").screenshot(
         path=str(screenshot_path("jupyter-runs.png", tmp_path)))
@@ -258,8 +263,13 @@ def test_stop_button_cancels_a_background_run_in_notebook7(server, page, tmp_pat
     wait_for_fills(page, f"fills => fills.filter(f => f === '{GREY}').length === 2", 60_000)
     assert node_fills(page) == {"extract": GREEN, "audit": GREEN, "slow": GREY, "report": GREY}
     assert "cancelled" in view.inner_text()
-    # The plain snapshot lands in the same cell when the run ends, from the view's thread.
-    page.locator(".nborch-snapshot").wait_for(timeout=30_000)
+    # A cancelled run can be resumed: the view stays, with Resume and without Stop; one
+    # drawing in the cell.
+    view.get_by_role("button", name="Resume").wait_for(timeout=30_000)
+    assert view.get_by_role("button", name="Stop").count() == 0 or \
+        not view.get_by_role("button", name="Stop").is_visible()
+    cell = page.locator(".jp-CodeCell", has=view)
+    assert cell.locator(".nborch-run-view, .nborch-snapshot").count() == 1
     run = Store(folder / ".nborch").list_runs()[0]
     assert run["status"] == "cancelled"
     deadline = time.monotonic() + 10
@@ -282,9 +292,12 @@ def control_notebook(path: Path, *cells: str) -> None:
 def test_a_tasks_notebook_link_opens_the_executed_notebook(server, page, front_end):
     folder = server.root / f"links-{front_end.replace('/', '-')}"
     write_notebook(folder / "extract.ipynb", "print('the executed extract', 6 * 7)")
+    write_notebook(folder / "broken.ipynb", "raise ValueError('broken')")
+    # A failed task keeps the live view (for Retry failed): its links are the widget's.
     control_notebook(folder / "control.ipynb", "%load_ext nborch",
-                     "%%orchestrate --wait\nextract.ipynb")
+                     "%%orchestrate --wait\nextract.ipynb >> broken.ipynb")
     open_and_run_all(page, server, f"{front_end}/{folder.name}/control.ipynb")
+    page.get_by_role("button", name="Retry failed").wait_for(timeout=120_000)
     link = page.locator('.nborch-run-view tr[data-task="extract"] a').first
     link.wait_for(timeout=120_000)
     href = urllib.parse.unquote(link.get_attribute("href"))

@@ -9,7 +9,6 @@ pipeline, or one line naming a ``.yaml`` file; paths are relative to the kernel'
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -18,6 +17,7 @@ from IPython.display import display
 from ...core.errors import NborchError, SpecError
 from ...core.model import Pipeline
 from ...core.states import State
+from . import actions
 from .cell import (
     body_kind,
     marked_lines,
@@ -33,7 +33,6 @@ DEFAULT_OUT = "_nborch_run"
 # the store's .nborch/ is hidden, and Jupyter Server refuses hidden paths by default.
 DEFAULT_OUTPUT_DIR = "nborch-runs"
 HANDLE_NAME = "_nborch_handle"
-_HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this kernel
 
 # A marked line is bold and underlined in the theme's own text colour: a coloured background
 # (red, white text) reads poorly in some themes.
@@ -160,21 +159,20 @@ class OrchestrateMagics(Magics):
 
     def _adopt(self, handle, out: str) -> None:
         """A run started in this kernel: known to ``status``, its Run in the namespace."""
-        _HANDLES[handle.run_id] = handle
+        actions.adopt(handle)
         self.shell.user_ns[out] = handle.run
         self.shell.user_ns[HANDLE_NAME] = handle
 
     def _retry_action(self, get_view, run, out: str, parent: dict | None):
         """The view's Retry-failed button: resume the run in the background and follow it
-        in the same view (its final snapshot lands in the cell that drew the view)."""
+        in the same view (whose output becomes the final state again when it ends)."""
         def retry() -> None:
-            from ...runtime.api import resume_run
-            from .widget import display_snapshot, follow_handle
+            from .widget import follow_handle
             view = get_view()
-            handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
+            handle = actions.resume(run)
             self._adopt(handle, out)
             view.follow(handle.run, handle.cancel)
-            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+            follow_handle(view, handle, parent=parent, on_done=view.finish)
         return retry
 
     def _schedule(self, pipeline: Pipeline, body: str, root: Path, params: dict,
@@ -204,14 +202,14 @@ class OrchestrateMagics(Magics):
         display({"text/plain": text}, raw=True)
 
     def _watch(self, handle, args):
-        from .widget import RunView, display_snapshot, follow_handle
+        from .widget import RunView, follow_handle
         self._adopt(handle, args.out)
         parent = _parent(self.shell)
         view = RunView(handle.run, on_stop=None if args.wait else handle.cancel, base=Path.cwd(),
                        on_retry=self._retry_action(lambda: view, handle.run, args.out, parent))
-        display(view.widget)
+        view.display()
         if not args.wait:
-            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+            follow_handle(view, handle, parent=parent, on_done=view.finish)
             return None
         refresher = follow_handle(view, handle)
         interrupted = False
@@ -221,7 +219,7 @@ class OrchestrateMagics(Magics):
             interrupted = True
         refresher.mark()
         refresher.join()
-        display_snapshot(view)
+        view.finish()
         if interrupted:
             raise OrchestrateError(f"run {handle.run_id} cancelled: the kernel was interrupted "
                                    "(its kernels are stopped and its states recorded)")
@@ -231,44 +229,40 @@ class OrchestrateMagics(Magics):
 
     def _status(self, run_id: str | None):
         from ...store.store import Store
-        from .widget import RunView, display_snapshot, follow_handle, follow_store
+        from .widget import RunView, follow_handle, follow_store
         store = Store(readonly=True)
         try:
             run_id = latest_run_id(store) if run_id in (None, "latest", "last") else run_id
             run = store.get_run(run_id)
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
-        handle = _HANDLES.get(run_id)
+        handle = actions.HANDLES.get(run_id)
         if run.status != State.RUNNING and (handle is None or handle.done):
             shown = handle.run if handle else run
             view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
                 lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))
-            if view.retry_button.layout.display == "none":
-                display_snapshot(view)  # nothing will change: a plain copy is enough
-            else:
-                display(view.widget)
+            view.finish()  # nothing will change: the final state (with Retry, if it applies)
             return None
         if handle is not None and not handle.done:  # started in this kernel: follow its events
             view = RunView(handle.run, on_stop=handle.cancel, base=Path.cwd())
-            display(view.widget)
-            follow_handle(view, handle, parent=_parent(self.shell),
-                          on_done=lambda: display_snapshot(view))
+            view.display()
+            follow_handle(view, handle, parent=_parent(self.shell), on_done=view.finish)
         else:
             view = RunView(run, base=Path.cwd())
-            display(view.widget)
-            follow_store(view, store, run_id, parent=_parent(self.shell),
-                         on_done=lambda: display_snapshot(view))
+            view.display()
+            follow_store(view, store, run_id, parent=_parent(self.shell), on_done=view.finish)
         return None
 
     def _runs(self, pipeline: str | None):
         from ...store.store import Store
         from .dashboard import RunsDashboard
         try:
-            board = RunsDashboard(Store(readonly=True), pipeline=pipeline, base=Path.cwd())
+            board = RunsDashboard(Store(readonly=True), pipeline=pipeline, base=Path.cwd(),
+                                  parent=_parent(self.shell))
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
         display(board.widget)
-        board.follow(parent=_parent(self.shell))
+        board.follow()
         return None
 
 
