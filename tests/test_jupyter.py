@@ -148,6 +148,8 @@ def test_wait_runs_the_pipeline_and_shows_the_widget_and_snapshot(workdir: Path,
     assert "raise ValueError" in snapshot                      # the failing cell
     assert 'data-task="clean"' in snapshot and ">clean.ipynb</a>" in snapshot
     assert "sales_report run" in output["data"]["text/plain"]
+    assert "parameters: n=21" in output["data"]["text/plain"] and "parameters: n=21" in snapshot
+    assert "logical date 20" in snapshot and " UTC" in snapshot             # times say their zone
     assert ": failed (3/3 tasks done" in output["data"]["text/plain"]  # not the first state
     # The run is recorded in the store beside the notebook.
     runs = Store(workdir / ".nborch").list_runs()
@@ -328,6 +330,7 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
     message = error_text(nb.cells[1])
     assert f"run {run_id} cancelled: the kernel was interrupted" in message
     assert "Traceback" not in message
+    assert "Kernel died" not in stdout_of(nb.cells[1])  # a clean cancel says nothing of it
     assert 'class="nborch-snapshot"' in html_of(nb.cells[1])
     assert kernels_of(run_id) == []
 
@@ -569,8 +572,19 @@ def test_run_view_shows_states_progress_and_the_stop_button():
                                       "traceback": "KeyError: 'price'"}))
     view.show(run)
     assert fills(view.graph.value)["a"] == RED
-    assert "<details" in view.errors.value and "in cell 3" in view.errors.value
-    assert "df[&#39;price&#39;]" in view.errors.value
+    errors = "".join(e.value for e in view.errors.children)
+    assert "<details" in errors and "in cell 3" in errors
+    assert "df[&#39;price&#39;]" in errors
+    # Another failure adds its own element: the first error's is left as it was, so a
+    # user who unfolded it keeps it open.
+    [first] = view.errors.children
+    before = first.value
+    run.apply(TaskStateChanged("r1", "b", "running", 1, "2026-01-01T00:00:04+00:00"))
+    run.apply(TaskStateChanged("r1", "b", "failed", 1, "2026-01-01T00:00:05+00:00",
+                               error={"type": "OSError", "message": "disk"}))
+    view.show(run)
+    assert len(view.errors.children) == 2 and view.errors.children[0] is first
+    assert first.value == before
     assert "cell 7/20" not in view.table.value
 
 
@@ -696,3 +710,11 @@ def test_pipeline_name_comes_from_the_notebook(monkeypatch):
     assert notebook_stem({"__session__": "/home/me/Daily sales (v2).ipynb"}) == "Daily_sales_v2"
     monkeypatch.setenv("JPY_SESSION_NAME", "reports/weekly.ipynb")
     assert notebook_stem({"__session__": "other.ipynb"}) == "weekly"
+
+
+def test_orchestrate_help_explains_the_cell_body_and_the_options():
+    from nborch.ui.jupyter.magic import OrchestrateMagics
+    text = OrchestrateMagics.orchestrate.__doc__  # what %%orchestrate? shows
+    for part in ("arrow form", "YAML pipeline", "pipeline file", "nborch-runs/<run id>/",
+                 "--output-dir", "--wait", "%orchestrate runs", "-p KEY=VALUE"):
+        assert part in text, part

@@ -116,9 +116,26 @@ def summary_line(text: str) -> Markup:
     return _macros().summary_line(text)
 
 
+def zoned_time(iso: str | None) -> str:
+    """``2026-11-29 21:46:02 UTC``: an ISO time to the second, with its zone said."""
+    if not iso:
+        return ""
+    for utc in ("+00:00", "Z"):
+        if iso.endswith(utc):
+            return short_time(iso) + " UTC"
+    zone = re.search(r"[+-]\d\d:\d\d$", iso)
+    return short_time(iso) + (f" UTC{zone.group(0)}" if zone else " UTC")
+
+
+def params_text(params: dict) -> str:
+    """A run's parameters (``-p`` values) as ``n_rows=500, region=eu``."""
+    return ", ".join(f"{k}={_param_text(v)}" for k, v in params.items())
+
+
 def _run_data(run: Run) -> dict:
     return {"pipeline": run.pipeline, "run_id": run.run_id, "state": run.status,
-            "colour": fill(run.status), "started": short_time(run.started_at)}
+            "colour": fill(run.status), "started": zoned_time(run.started_at),
+            "logical_date": zoned_time(run.logical_date), "params": params_text(run.params)}
 
 
 def header(run: Run) -> Markup:
@@ -280,13 +297,22 @@ def error_details(task_name: str, error: dict, open_: bool = False,
     return _macros().error_details(error_data(task_name, error, open_, label))
 
 
+def _errors_data(run: Run) -> list[dict]:
+    params = instance_params(run)
+    return [error_data(t.name, t.error, label="failed" if t.status == State.FAILED else
+                       f"attempt {t.attempts} failed, retrying", params=params.get(t.name, ""))
+            for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED]
+
+
 def errors_html(run: Run) -> Markup:
     """The error of every failed task (and the last error of a retrying one)."""
-    params = instance_params(run)
-    return _macros().errors([
-        error_data(t.name, t.error, label="failed" if t.status == State.FAILED else
-                   f"attempt {t.attempts} failed, retrying", params=params.get(t.name, ""))
-        for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED])
+    return _macros().errors(_errors_data(run))
+
+
+def error_blocks(run: Run) -> dict[str, Markup]:
+    """The same errors one by one, by task: the widget draws each in its own element, so an
+    error the user unfolded stays open when another task fails."""
+    return {e["task"]: _macros().errors([e]) for e in _errors_data(run)}
 
 
 def _first_line(text: object) -> str:
@@ -306,6 +332,8 @@ def snapshot(run: Run, graph: SvgGraph | None, base: Path | None = None) -> Mark
 def text_summary(run: Run) -> str:
     """The same run as plain text, for front ends that show no HTML."""
     lines = [f"{run.pipeline} run {run.run_id}: {run.status} ({summary_text(run)})"]
+    if run.params:
+        lines.append(f"  parameters: {params_text(run.params)}")
     for t in run.tasks.values():
         extra = f" {progress_text(t)}" if progress_text(t) else ""
         lines.append(f"  {t.name:<24} {t.status}{extra}")

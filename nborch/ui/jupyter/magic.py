@@ -106,7 +106,26 @@ class OrchestrateMagics(Magics):
               help="line magic: 'status [RUN_ID]', 'runs [PIPELINE]', or a one-line pipeline")
     @line_cell_magic
     def orchestrate(self, line: str, cell: str | None = None):
-        """Run a pipeline of notebooks and watch it live (see ``%orchestrate?``)."""
+        """Run a pipeline of notebooks and watch it live in the cell.
+
+        The cell body is one of:
+
+        - the arrow form, one chain per line: ``extract.ipynb >> clean.ipynb >> report.ipynb``.
+          Task names are the file stems; a notebook named on several lines is one task.
+          ``-p KEY=VALUE`` goes to every notebook whose ``parameters`` cell declares KEY.
+        - a YAML pipeline, as in a ``pipeline.yaml`` file (``name:``, ``tasks:`` ...).
+        - one line naming a pipeline file or a folder of notebooks (``flow/pipeline.yaml``).
+
+        Paths are relative to this notebook's folder. Executed notebooks are written to
+        ``nborch-runs/<run id>/`` beside it (``--output-dir``); the view links to them.
+        Without ``--wait`` the cell returns at once and the view updates while you work
+        (Stop cancels the run); ``--wait`` blocks until the run ends (interrupt the kernel
+        to cancel). The Run is put in ``_nborch_run`` (``--out``), its handle in
+        ``_nborch_handle``.
+
+        Line magic: ``%orchestrate status [RUN_ID]`` redisplays a run (live while it runs),
+        ``%orchestrate runs [PIPELINE]`` lists recent runs of this folder's store.
+        """
         args = parse_argstring(self.orchestrate, line)
         words = list(args.words)
         if cell is None:

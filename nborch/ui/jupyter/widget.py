@@ -150,7 +150,8 @@ class RunView:
         self._labels_of: object = None
         self._labels: dict[str, str] = {}
         self.grid_panels.observe(self._panel_opened, "selected_index")
-        self.errors = w.HTML()
+        self.errors = w.VBox()  # one HTML per error: an unfolded one stays open
+        self._error_views: dict[str, w.HTML] = {}
         self._on_stop, self._on_retry = on_stop, on_retry
         self._stopping = False
         self._display = None  # the DisplayHandle of the output this view is drawn in
@@ -189,9 +190,12 @@ class RunView:
         notice = f" · {self.notice}" if self.notice else ""
         self.summary.value = htmlview.summary_line(htmlview.summary_text(run) + stopping + notice)
         self.graph.value = htmlview.graph_block(graph.draw(run) if graph else None)
-        self.table.value = htmlview.task_table(run, self.base, expand_grids=False)
+        # A scroll box only for a long table: the demo's five tasks are all in view.
+        rows = len(self._edges or ())
+        self.table.value = htmlview.task_table(run, self.base, expand_grids=False,
+                                               max_height="480px" if rows > 20 else None)
         self._show_grids(run)
-        self.errors.value = htmlview.errors_html(run)
+        self._show_errors(run)
         self.widget.summary = htmlview.text_summary(run)
         self.stop_button.disabled = not running or self._stopping
         self.stop_button.layout.display = "" if self._on_stop and running else "none"
@@ -206,6 +210,16 @@ class RunView:
         """The run has ended with tasks that did not succeed, and this view can resume it."""
         return self._on_retry is not None and self.run.status != State.RUNNING and any(
             t.status not in SUCCESSFUL for t in self.run.tasks.values())
+
+    def _show_errors(self, run: Run) -> None:
+        """Each error in its own element, re-sent only when that error changes."""
+        views = []
+        for task, block in htmlview.error_blocks(run).items():
+            view = self._error_views.setdefault(task, w.HTML())
+            view.value = block
+            views.append(view)
+        if tuple(views) != tuple(self.errors.children):
+            self.errors.children = tuple(views)
 
     def _show_grids(self, run: Run) -> None:
         grids = groups(run)
