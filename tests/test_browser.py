@@ -312,3 +312,101 @@ def test_a_tasks_notebook_link_opens_the_executed_notebook(server, page, front_e
     assert "the executed extract 42" in notebook.locator(".jp-Notebook").inner_text()
     notebook.close()
     server.stop_kernels()  # the opened notebook started one of its own
+
+
+CONTRAST_JS = """(selector) => {
+    // WCAG contrast of every piece of text in the views, as the browser computed its colours.
+    const parse = (c) => {
+        const m = c.match(/rgba?\\(([^)]*)\\)/);
+        if (!m) return null;
+        const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+        return [p[0], p[1], p[2], p.length > 3 ? p[3] : 1];
+    };
+    const over = (top, bottom) => top.slice(0, 3).map(
+        (t, i) => top[3] * t + (1 - top[3]) * bottom[i]).concat([1]);
+    const background = (el) => {
+        const layers = [];
+        for (let e = el; e; e = e.parentElement) {
+            const bg = parse(getComputedStyle(e).backgroundColor);
+            if (bg && bg[3] > 0) { layers.push(bg); if (bg[3] >= 1) break; }
+        }
+        let out = [255, 255, 255, 1];
+        for (const layer of layers.reverse()) out = over(layer, out);
+        return out;
+    };
+    const lum = (rgb) => {
+        const ch = rgb.slice(0, 3).map((v) => { v /= 255;
+            return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2];
+    };
+    const out = [];
+    for (const root of document.querySelectorAll(selector)) {
+        for (const el of root.querySelectorAll('*')) {
+            if (el.closest('svg') || !el.offsetParent) continue;
+            const text = [...el.childNodes].filter(n => n.nodeType === 3)
+                .map(n => n.textContent.trim()).join('');
+            if (!text) continue;
+            const back = background(el);
+            const fore = over(parse(getComputedStyle(el).color), back);
+            const [hi, lo] = [lum(fore), lum(back)].sort((a, b) => b - a);
+            out.push({text: text.slice(0, 40), ratio: (hi + 0.05) / (lo + 0.05)});
+        }
+    }
+    return out;
+}"""
+
+
+def set_theme(page, name: str, light: bool) -> None:
+    page.click(".lm-MenuBar-itemLabel:text-is('Settings')")
+    page.click(".lm-Menu-itemLabel:text-is('Theme')")
+    page.click(f".lm-Menu-itemLabel:text-is('{name}')")
+    page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'",
+                           timeout=30_000)
+
+
+def test_grid_filter_live_dashboard_and_contrast_in_both_themes(server, page, tmp_path):
+    folder = server.root / "grids"
+    write_notebook(folder / "tiny.ipynb", "assert n != 2, 'n=2 is bad'", parameters="n = 0")
+    write_notebook(folder / "one.ipynb", "print('one')")
+    (folder / "later.yaml").write_text("name: later\ntasks:\n  one: {notebook: one.ipynb}\n")
+    control_notebook(folder / "control.ipynb", "%load_ext nborch",
+                     "%%orchestrate --wait\nname: gridflow\ntasks:\n"
+                     "  tiny: {notebook: tiny.ipynb, grid: {n: [1, 2, 3]}}",
+                     "%orchestrate runs")
+    open_and_run_all(page, server, f"lab/tree/{folder.name}/control.ipynb")
+    view = page.locator(".nborch-run-view").first
+    view.get_by_role("button", name="Retry failed").wait_for(timeout=120_000)
+    # The failed instance is labelled with its parameters in the errors...
+    assert "tiny-1 (n=2) failed" in view.locator(".nborch-error").first.inner_text()
+    # ...and its grid's panel, opened, lists only it with the filter on.
+    view.locator(".nborch-grids").get_by_text("tiny (grid)").click()
+    rows = view.locator(".nborch-grids tr[data-task]")
+    rows.first.wait_for(timeout=30_000)
+    assert rows.count() == 3
+    view.locator(".nborch-failed-only input").check()
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'.nborch-run-view .nborch-grids tr[data-task]').length === 1")
+    assert "tiny-1 (n=2)" in rows.first.inner_text()
+    # The dashboard, displayed before, lists a run the CLI starts now.
+    board = page.locator(".nborch-runs-dashboard")
+    board.locator(".nborch-run-row").first.wait_for(timeout=60_000)
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    subprocess.run([sys.executable, "-m", "nborch", "run", "later.yaml"], cwd=folder, env=env,
+                   check=True, capture_output=True, timeout=120)
+    later = Store(folder / ".nborch").list_runs("later")[0]["run_id"]
+    board.locator(".nborch-run-row", has_text=later).wait_for(timeout=30_000)
+    board.locator(".nborch-run-row", has_text=later).click()
+    board.locator(f'.nborch-run-view [data-run="{later}"], .nborch-run-view :text("{later}")'
+                  ).first.wait_for(timeout=30_000)
+    # Every text of the views reads at 4.5:1 or better, in the light theme and the dark.
+    views = ".nborch-run-view, .nborch-runs-dashboard"
+    for theme, light, shot in (("JupyterLab Light", True, "jupyter-grid-light.png"),
+                               ("JupyterLab Dark", False, "jupyter-grid-dark.png")):
+        set_theme(page, theme, light)
+        texts = page.evaluate(CONTRAST_JS, views)
+        assert len(texts) > 20, texts
+        low = [t for t in texts if t["ratio"] < 4.5]
+        assert not low, (theme, low)
+        view.screenshot(path=str(screenshot_path(shot, tmp_path)))
+    set_theme(page, "JupyterLab Light", True)
+    server.stop_kernels()

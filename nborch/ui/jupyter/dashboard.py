@@ -39,7 +39,10 @@ class RunRow:
     def show(self, row: dict, selected: bool) -> None:
         self.run_id = row["run_id"]
         self.button.description = row["run_id"]
-        self.button.button_style = "info" if selected else ""
+        # The shown run's row: an icon and bold text in the theme's own button colours (a
+        # coloured button style reads at 3.5:1 in JupyterLab's light theme).
+        self.button.icon = "eye" if selected else ""
+        self.button.style.font_weight = "bold" if selected else ""
         self.state.value = htmlview.state_badge(row["status"])
         self.pipeline.value = row["pipeline"]
         self.started.value = htmlview.short_time(row["started_at"])
