@@ -500,12 +500,12 @@ def test_run_graph_writes_each_tasks_status_under_its_name():
     groups = dict(re.findall(r'<g id="([^"]+)" class="node">(.*?)</g>', svg, re.S))
     texts = {name: re.findall(r">([^<>]*)</text>", body) for name, body in groups.items()}
     assert texts["extract"] == ["extract", "4.2s"]
-    assert texts["clean"] == ["clean", "cell 7/20"]
+    assert texts["clean"] == ["clean", "cell 8/20"]  # 7 done: the 8th runs, In [8]
     assert texts["report"] == ["report", ""]  # pending: nothing under its name
-    assert 'xlink:title="clean: running · cell 7/20"' in svg
+    assert 'xlink:title="clean: running · cell 8/20"' in svg
     # The layout is reused: only the slots change from one state to the next.
     run.tasks["clean"].progress = {"cell": 8, "cells": 20, "line": ""}
-    assert graph.draw(run) == svg.replace("cell 7/20", "cell 8/20")
+    assert graph.draw(run) == svg.replace("cell 8/20", "cell 9/20")
 
 
 def test_svg_recolouring_handles_any_graphviz_shape():
@@ -560,7 +560,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     stopped = []
     view = RunView(run, on_stop=lambda: stopped.append(True))
     assert fills(view.graph.value) == {"a": COLOURS["running"].fill, "b": "#e5e7eb"}
-    assert "cell 7/20 · df = load(&#39;&lt;x&gt;&#39;)" in view.table.value
+    assert "cell 8/20 · df = load(&#39;&lt;x&gt;&#39;)" in view.table.value
     assert (view.bar.value, view.bar.max, view.bar.description) == (0, 2, "0/2")
     assert "0/2 tasks done · 1 pending, 1 running" in view.summary.value
     assert view.stop_button.description == "Stop" and not view.stop_button.disabled
@@ -585,7 +585,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     view.show(run)
     assert len(view.errors.children) == 2 and view.errors.children[0] is first
     assert first.value == before
-    assert "cell 7/20" not in view.table.value
+    assert "cell 8/20" not in view.table.value
 
 
 def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():

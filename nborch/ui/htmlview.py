@@ -31,7 +31,14 @@ from ..core.run import Run, _seconds_between
 from ..core.states import FINAL, LAST_ATTEMPT_FAILED, NOT_RUN, TASK_STATES, State, fill
 
 # layout, run_edges, states_of and status_lines are re-exported for the views.
-from .rungraph import SvgGraph, layout, run_edges, states_of, status_lines  # noqa: F401
+from .rungraph import (  # noqa: F401
+    SvgGraph,
+    layout,
+    run_edges,
+    running_cell,
+    states_of,
+    status_lines,
+)
 
 # -- the templates ---------------------------------------------------------------------------
 
@@ -172,7 +179,7 @@ def progress_text(task) -> str:
         return ""
     p = task.progress
     line = p.get("line") or ""
-    return f"cell {p['cell']}/{p['cells']}" + (f" · {line}" if line else "")
+    return running_cell(p) + (f" · {line}" if line else "")
 
 
 # -- the task table and the errors -------------------------------------------------------
