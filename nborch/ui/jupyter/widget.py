@@ -155,6 +155,7 @@ class RunView:
         self._on_stop, self._on_retry = on_stop, on_retry
         self._stopping = False
         self._display = None  # the DisplayHandle of the output this view is drawn in
+        self._rendering = threading.RLock()
         self.notice = ""  # a message shown beside the summary (a retry that could not start)
         self.stop_button.on_click(self._stop_clicked)
         self.retry_button.on_click(self._retry_clicked)
@@ -174,7 +175,13 @@ class RunView:
         return self._graph
 
     def show(self, run: Run) -> None:
-        """Render ``run``: only traits whose text changed are sent to the front end."""
+        """Render ``run``: only traits whose text changed are sent to the front end. The
+        view's thread and a button's click (the kernel's thread) both render: one at a time,
+        so that a render begun before the run ended cannot finish after the final one."""
+        with self._rendering:
+            self._show(run)
+
+    def _show(self, run: Run) -> None:
         graph = self.graph_for(run)
         total = len(run.tasks)
         self.run = run
@@ -259,14 +266,16 @@ class RunView:
         when the run can still be resumed, the widget stays first in the output, for its
         button. Without a live output yet (a recorded run), the final state is displayed."""
         from IPython.display import display
-        final = {"text/html": self.snapshot(), "text/plain": htmlview.text_summary(self.run)}
-        bundle = {**self.widget._repr_mimebundle_(), **final} if self.retryable else final
-        if self._display is None:
-            self._display = display(bundle, raw=True, display_id=True)
-        else:
-            self._display.update(bundle, raw=True)
-        if not self.retryable:
-            close_tree(self.widget)  # no output shows it any more
+        with self._rendering:
+            final = {"text/html": self.snapshot(), "text/plain": htmlview.text_summary(self.run)}
+            retryable = self.retryable
+            bundle = {**self.widget._repr_mimebundle_(), **final} if retryable else final
+            if self._display is None:
+                self._display = display(bundle, raw=True, display_id=True)
+            else:
+                self._display.update(bundle, raw=True)
+            if not retryable:
+                close_tree(self.widget)  # no output shows it any more
 
     def follow(self, run: Run, on_stop: Callable[[], None] | None) -> None:
         """Show another live run (a resume of this one) with its own Stop."""
