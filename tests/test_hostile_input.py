@@ -112,7 +112,7 @@ def test_pipeline_names_with_control_characters_are_refused(name):
 
 @pytest.mark.parametrize("name", ["p\n", "p!", "p\x1b]0;x\x07"])
 def test_the_magic_refuses_a_bad_name_option(tmp_path, name):
-    from nborch.ui.jupyter.magic import read_body
+    from nborch.ui.jupyter.cell import read_body
     for body in ("a.ipynb", "name: other\ntasks: {a: {notebook: a.ipynb}}"):
         with pytest.raises(SpecError, match="name"):
             read_body(body, tmp_path, "default", name, {})

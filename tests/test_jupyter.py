@@ -31,7 +31,7 @@ from nborch.core.states import COLOURS
 from nborch.spec.loader import from_arrows
 from nborch.ui import htmlview
 from nborch.ui.htmlview import SvgGraph, layout
-from nborch.ui.jupyter.magic import body_kind, marked_lines, notebook_stem
+from nborch.ui.jupyter.cell import body_kind, marked_lines, notebook_stem
 from nborch.ui.jupyter.widget import Refresher, RunView
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
@@ -127,9 +127,11 @@ def test_wait_runs_the_pipeline_and_shows_the_widget_and_snapshot(workdir: Path,
     assert seen["same"] and seen["default_unset"]               # --out named the variable
 
     run_cell = nb.cells[1]
-    kinds = [o["output_type"] for o in outputs(run_cell)]
-    assert kinds == ["display_data", "display_data"], kinds     # the widget, then the snapshot
-    assert WIDGET_MIME in outputs(run_cell)[0]["data"]
+    # One drawing: the live widget, whose output became the final state when the run ended
+    # (the widget first, for its Retry button; a plain copy for where widgets don't render).
+    [output] = outputs(run_cell)
+    assert output["output_type"] == "display_data"
+    assert set(output["data"]) == {WIDGET_MIME, "text/html", "text/plain"}
     # The saved widget state holds the graph as drawn last: the final colours.
     graphs = live_graph_svgs(nb)
     assert len(graphs) == 1
@@ -145,7 +147,10 @@ def test_wait_runs_the_pipeline_and_shows_the_widget_and_snapshot(workdir: Path,
     assert "<details" in snapshot and "bad data in row 7" in snapshot
     assert "raise ValueError" in snapshot                      # the failing cell
     assert 'data-task="clean"' in snapshot and ">clean.ipynb</a>" in snapshot
-    assert "sales_report run" in outputs(run_cell)[1]["data"]["text/plain"]
+    assert "sales_report run" in output["data"]["text/plain"]
+    assert "parameters: n=21" in output["data"]["text/plain"] and "parameters: n=21" in snapshot
+    assert "logical date 20" in snapshot and " UTC" in snapshot             # times say their zone
+    assert ": failed (3/3 tasks done" in output["data"]["text/plain"]  # not the first state
     # The run is recorded in the store beside the notebook.
     runs = Store(workdir / ".nborch").list_runs()
     assert [(r["pipeline"], r["status"]) for r in runs] == [("sales_report", "failed")]
@@ -198,8 +203,8 @@ def test_bad_bodies_give_short_messages_with_the_line_marked(workdir: Path):
         assert "Traceback" not in json.dumps(outputs(cell))
     # The offending line is the highlighted one (a validation problem names the task).
     raw = "\n".join(outputs(nb.cells[2])[0]["traceback"])
-    assert "\x1b[41;97m   2 | missing.ipynb >> clean.ipynb" in raw
-    assert "\x1b[41;97m   1 |" not in raw
+    assert "\x1b[1;4m   2 | missing.ipynb >> clean.ipynb" in raw
+    assert "\x1b[1;4m   1 |" not in raw
     assert Store(workdir / ".nborch").list_runs() == []
 
 
@@ -253,12 +258,18 @@ def test_background_run_returns_at_once_then_the_handle_waits(workdir: Path):
         "%%orchestrate\nslow.ipynb >> after.ipynb",
         f"status_then = _nborch_run.status\nopen({str(gate)!r}, 'w').close()\n"
         "run = _nborch_handle.wait(120)\n"
-        "print(status_then, run.status, run.values['after'], run is _nborch_run)")
+        "print(status_then, run.status, run.values['after'], run is _nborch_run)",
+        # The view's thread redraws the first cell's output at the end (nbclient, unlike
+        # Jupyter, drops output meant for a cell that is done): wait for it.
+        "import threading\nimport ipywidgets.widgets.widget as ww\n"
+        "for view in threading.enumerate():\n"
+        "    if view.name.startswith('nborch-view-'):\n        view.join(60)\n"
+        "print(sorted({type(w).__name__ for w in ww._instances.values()} & "
+        "{'Button', 'HTML', 'IntProgress', 'Accordion'}))")
     assert stdout_of(nb.cells[2]).split() == ["running", "success", "{'ok':", "True}", "True"]
     assert WIDGET_MIME in outputs(nb.cells[1])[0]["data"]
-    # The Stop button is there for a background run.
-    buttons = [m["state"] for m in widget_models(nb).values() if m["model_name"] == "ButtonModel"]
-    assert [b["description"] for b in buttons] == ["Stop", "Retry failed"]
+    # Its output became a plain copy of the end (nothing to retry): the widgets are closed.
+    assert stdout_of(nb.cells[3]).strip() == "[]"
 
 
 def test_retry_failed_button_resumes_the_run_in_the_same_view(workdir: Path):
@@ -319,6 +330,7 @@ def test_interrupt_under_wait_cancels_the_run(workdir: Path):
     message = error_text(nb.cells[1])
     assert f"run {run_id} cancelled: the kernel was interrupted" in message
     assert "Traceback" not in message
+    assert "Kernel died" not in stdout_of(nb.cells[1])  # a clean cancel says nothing of it
     assert 'class="nborch-snapshot"' in html_of(nb.cells[1])
     assert kernels_of(run_id) == []
 
@@ -344,12 +356,11 @@ def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
             workdir,
             "%load_ext nborch",
             f"%orchestrate status {first}",
-            "%orchestrate runs",
             "%orchestrate status",  # the latest: the slow run, still running: a live view
-            # The views above poll the store in threads that end once they have shown the
-            # run's end: wait for those threads, not for time to pass.
+            # The view above polls the store in a thread that ends once it has shown the
+            # run's end: wait for that thread, not for time to pass.
             "import threading\nfor view in threading.enumerate():\n"
-            "    if view.name == 'nborch-runs-dashboard' or view.name.startswith('nborch-poll-'):\n"
+            "    if view.name.startswith('nborch-poll-'):\n"
             "        view.join(120)\n        assert not view.is_alive(), view")
         assert slow.wait(60) == 0
     finally:
@@ -357,23 +368,85 @@ def test_status_and_runs_show_runs_of_other_processes(workdir: Path):
     finished = html_of(nb.cells[1])
     assert f'data-run="{first}"' in finished and fills(finished) == {"quick": GREEN}
     assert "<code>x</code> = 1" in finished                      # published values
-    board = outputs(nb.cells[2])[0]
-    assert WIDGET_MIME in board["data"] and "quick" in board["data"]["text/plain"]
     models = widget_models(nb)
-    selects = [m["state"] for m in models.values() if m["model_name"] == "SelectModel"]
-    assert len(selects) == 1 and len(selects[0]["_options_labels"]) == 2
-    # It kept polling the store while the slow run went on: its label shows the end.
-    assert any("slow" in label and "success" in label for label in selects[0]["_options_labels"])
-    runs_tables = [m["state"]["value"] for m in models.values() if m["model_name"] == "HTMLModel"
-                   and 'class="nborch-runs"' in m["state"].get("value", "")]
-    assert runs_tables and first in runs_tables[0]
-    # The live status view followed the slow run, from the store, to its end.
-    live = outputs(nb.cells[3])[0]
+    # The live status view followed the slow run, from the store, to its end (its output
+    # then becomes that end, which nbclient drops: the cell is done by then).
+    live = outputs(nb.cells[2])[0]
     assert WIDGET_MIME in live["data"]
     final = [m["state"]["value"] for m in models.values() if m["model_name"] == "HTMLModel"
              and "nborch-graph-live" in m["state"].get("_dom_classes", [])
              and 'id="slow"' in m["state"]["value"]]
     assert {"slow": GREEN, "quick": GREEN} in [fills(svg) for svg in final]
+
+
+DASHBOARD_HELPERS = """
+import time
+import ipywidgets as widgets
+import ipywidgets.widgets.widget as ww
+
+def poll(found, what, seconds=120):
+    deadline = time.monotonic() + seconds
+    while (value := found()) is None:
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+    return value
+
+def row_of(run_id, state):
+    # The dashboard's row of run_id once its state reads `state`: (its button, its state).
+    for grid in [x for x in list(ww._instances.values()) if isinstance(x, widgets.GridBox)]:
+        cells = list(grid.children)
+        for i, cell in enumerate(cells):
+            if isinstance(cell, widgets.Button) and cell.description == run_id \\
+                    and f'nborch-{state}' in cells[i + 1].value:
+                return cell, cells[i + 1]
+
+def button(name):
+    for x in list(ww._instances.values()):
+        if isinstance(x, widgets.Button) and x.description == name \\
+                and x.layout.display != 'none':
+            return x
+"""
+
+
+def test_runs_dashboard_lists_runs_started_later_and_retries_one(workdir: Path):
+    fixed = workdir / "fixed"
+    write_notebook(workdir / "quick.ipynb", "import nborch\nnborch.publish('x', 1)")
+    write_notebook(workdir / "flaky.ipynb",
+                   f"import os\nassert os.path.exists({str(fixed)!r}), 'not fixed yet'")
+    (workdir / "flow.yaml").write_text("name: flow\ntasks:\n  quick: {notebook: quick.ipynb}\n"
+                                       "  flaky: {notebook: flaky.ipynb, upstream: [quick]}\n")
+    env = {k: v for k, v in os.environ.items() if k != "NBORCH_HOME"}
+    cli = [sys.executable, "-m", "nborch", "run", "flow.yaml"]
+    nb = execute(
+        workdir,
+        "%load_ext nborch",
+        "%orchestrate runs",  # nothing recorded yet
+        DASHBOARD_HELPERS,
+        # A run of another process, started after the dashboard was displayed.
+        f"import subprocess\nsubprocess.run({cli!r}, cwd={str(workdir)!r}, env={env!r}, "
+        "timeout=120)\nfrom nborch import Store\nrun_id = Store().list_runs()[0]['run_id']\n"
+        "row, state = poll(lambda: row_of(run_id, 'failed'), 'the new run listed')\n"
+        "print('listed', run_id)",
+        # A click on its row opens its view, with Retry failed (and no Stop: it has ended).
+        "row.click()\nretry = poll(lambda: button('Retry failed'), 'Retry failed shown')\n"
+        "print('stop shown:', button('Stop') is not None)",
+        f"open({str(fixed)!r}, 'w').close()\nretry.click()\n"
+        "from nborch.ui.jupyter.actions import HANDLES\nresumed = HANDLES[run_id].wait(120)\n"
+        "poll(lambda: row_of(run_id, 'success'), 'the resumed run listed as a success')\n"
+        "print('resumed', resumed.status, resumed.run_id == run_id)")
+    assert "no runs recorded yet" in outputs(nb.cells[1])[0]["data"]["text/plain"]
+    run_id = stdout_of(nb.cells[3]).split()[1]
+    assert stdout_of(nb.cells[4]).split() == ["stop", "shown:", "False"]
+    assert stdout_of(nb.cells[5]).split() == ["resumed", "success", "True"]
+    # One list: the runs are buttons of the list, not also a table or a list box.
+    models = widget_models(nb)
+    assert not any(m["model_name"] == "SelectModel" for m in models.values())
+    rows = [m["state"]["description"] for m in models.values()
+            if "nborch-run-row" in m["state"].get("_dom_classes", [])]
+    assert rows == [run_id]
+    store = Store(workdir / ".nborch")
+    attempts = {(a["task"], a["attempt"]) for a in store.attempts(run_id)}
+    assert attempts == {("quick", 1), ("flaky", 1), ("flaky", 2)}
 
 
 def test_demo_notebook_runs_headless(tmp_path: Path, monkeypatch):
@@ -427,12 +500,12 @@ def test_run_graph_writes_each_tasks_status_under_its_name():
     groups = dict(re.findall(r'<g id="([^"]+)" class="node">(.*?)</g>', svg, re.S))
     texts = {name: re.findall(r">([^<>]*)</text>", body) for name, body in groups.items()}
     assert texts["extract"] == ["extract", "4.2s"]
-    assert texts["clean"] == ["clean", "cell 7/20"]
+    assert texts["clean"] == ["clean", "cell 8/20"]  # 7 done: the 8th runs, In [8]
     assert texts["report"] == ["report", ""]  # pending: nothing under its name
-    assert 'xlink:title="clean: running · cell 7/20"' in svg
+    assert 'xlink:title="clean: running · cell 8/20"' in svg
     # The layout is reused: only the slots change from one state to the next.
     run.tasks["clean"].progress = {"cell": 8, "cells": 20, "line": ""}
-    assert graph.draw(run) == svg.replace("cell 7/20", "cell 8/20")
+    assert graph.draw(run) == svg.replace("cell 8/20", "cell 9/20")
 
 
 def test_svg_recolouring_handles_any_graphviz_shape():
@@ -487,7 +560,7 @@ def test_run_view_shows_states_progress_and_the_stop_button():
     stopped = []
     view = RunView(run, on_stop=lambda: stopped.append(True))
     assert fills(view.graph.value) == {"a": COLOURS["running"].fill, "b": "#e5e7eb"}
-    assert "cell 7/20 · df = load(&#39;&lt;x&gt;&#39;)" in view.table.value
+    assert "cell 8/20 · df = load(&#39;&lt;x&gt;&#39;)" in view.table.value
     assert (view.bar.value, view.bar.max, view.bar.description) == (0, 2, "0/2")
     assert "0/2 tasks done · 1 pending, 1 running" in view.summary.value
     assert view.stop_button.description == "Stop" and not view.stop_button.disabled
@@ -499,9 +572,20 @@ def test_run_view_shows_states_progress_and_the_stop_button():
                                       "traceback": "KeyError: 'price'"}))
     view.show(run)
     assert fills(view.graph.value)["a"] == RED
-    assert "<details" in view.errors.value and "in cell 3" in view.errors.value
-    assert "df[&#39;price&#39;]" in view.errors.value
-    assert "cell 7/20" not in view.table.value
+    errors = "".join(e.value for e in view.errors.children)
+    assert "<details" in errors and "in cell 3" in errors
+    assert "df[&#39;price&#39;]" in errors
+    # Another failure adds its own element: the first error's is left as it was, so a
+    # user who unfolded it keeps it open.
+    [first] = view.errors.children
+    before = first.value
+    run.apply(TaskStateChanged("r1", "b", "running", 1, "2026-01-01T00:00:04+00:00"))
+    run.apply(TaskStateChanged("r1", "b", "failed", 1, "2026-01-01T00:00:05+00:00",
+                               error={"type": "OSError", "message": "disk"}))
+    view.show(run)
+    assert len(view.errors.children) == 2 and view.errors.children[0] is first
+    assert first.value == before
+    assert "cell 8/20" not in view.table.value
 
 
 def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
@@ -526,10 +610,25 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
                                        "report": "#e5e7eb"}
     assert view.table.value.count("<tr data-task=") == 3 and "region-7" not in view.table.value
     assert "37/500 done, 2 failed, 3 running, 458 pending" in view.table.value
-    [panel] = view.grid_panels.children
+    [panel] = view._panels
     assert view.grid_panels.titles == ("region (grid): 37/500 done, 2 failed, 3 running, "
                                        "458 pending",)
-    assert panel.value.count("<tr data-task=") == 500
+    # Folded, the instances' table is not rendered (nor sent); opened, it is.
+    assert panel.table.value == ""
+    view.grid_panels.selected_index = 0
+    assert panel.table.value.count("<tr data-task=") == 500
+    panel.failed_only.value = True  # the failed instances only
+    assert panel.table.value.count("<tr data-task=") == 2
+    assert 'data-task="region-37"' in panel.table.value
+    panel.failed_only.value = False
+    view.grid_panels.selected_index = None
+    run.tasks["region-0"].status = "failed"
+    view.show(run)
+    assert panel.table.value.count("<tr data-task=") == 500  # as last shown: not re-rendered
+    assert 'data-task="region-0" valign="top" style="border-top:1px solid var(--jp-border-' \
+        'color2,#e5e7eb)"><td><b>region-0</b></td><td><span class="nborch-state nborch-success' \
+        in panel.table.value
+    run.tasks["region-0"].status = "success"
     # A page that is not re-rendered folds the instances under the grid's row instead.
     page = htmlview.task_table(run)
     assert page.count("<details>") == 1 and page.count("<tr data-task=") == 503
@@ -539,6 +638,26 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
     assert view.grid_panels.titles[0] == ("region (grid): 37/500 done, 4 failed, 1 running, "
                                           "458 pending")
     assert "37/500 · 4 failed" in view.graph.value
+
+
+def test_grid_instances_are_labelled_with_their_parameters():
+    from types import SimpleNamespace
+    tasks = {f"tiny-{i}": TaskRun(f"tiny-{i}", status="failed" if i == 1 else "success",
+                                  grid="tiny", error={"type": "ValueError", "message": "odd"}
+                                  if i == 1 else None) for i in range(3)}
+    run = Run("r1", "p", status="failed", tasks=tasks)
+    run.pipeline_obj = SimpleNamespace(tasks={
+        f"tiny-{i}": SimpleNamespace(parameters={"n": 195 + i, "region": "eu", "out": "x"})
+        for i in range(3)})
+    # Only the parameters that tell the instances apart: in the table, the errors, the panel.
+    assert htmlview.instance_params(run) == {"tiny-0": "n=195", "tiny-1": "n=196",
+                                             "tiny-2": "n=197"}
+    assert "<b>tiny-1</b> <span" in htmlview.task_table(run) and "(n=196)" in \
+        htmlview.task_table(run)
+    assert "<b>tiny-1</b> (n=196) failed" in htmlview.errors_html(run)
+    view = RunView(run)
+    view.grid_panels.selected_index = 0
+    assert "(n=197)" in view._panels[0].table.value
 
 
 def test_arrow_form_builds_the_graph():
@@ -591,3 +710,11 @@ def test_pipeline_name_comes_from_the_notebook(monkeypatch):
     assert notebook_stem({"__session__": "/home/me/Daily sales (v2).ipynb"}) == "Daily_sales_v2"
     monkeypatch.setenv("JPY_SESSION_NAME", "reports/weekly.ipynb")
     assert notebook_stem({"__session__": "other.ipynb"}) == "weekly"
+
+
+def test_orchestrate_help_explains_the_cell_body_and_the_options():
+    from nborch.ui.jupyter.magic import OrchestrateMagics
+    text = OrchestrateMagics.orchestrate.__doc__  # what %%orchestrate? shows
+    for part in ("arrow form", "YAML pipeline", "pipeline file", "nborch-runs/<run id>/",
+                 "--output-dir", "--wait", "%orchestrate runs", "-p KEY=VALUE"):
+        assert part in text, part

@@ -26,6 +26,18 @@ log = logging.getLogger("nborch.nbclient")
 log.setLevel(logging.WARNING)
 
 
+class _NoKernelDiedLine(logging.Filter):
+    """nbclient logs "Kernel died while waiting for execute reply" before it raises
+    DeadKernelError. The attempt records that death itself, with its reason, and a cancel
+    stops kernels on purpose: in the caller's output (a notebook's cell) the line is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Kernel died")
+
+
+log.addFilter(_NoKernelDiedLine())
+
+
 class NborchClient(PapermillNotebookClient):
     """papermill's client on the attempt's own started kernel and client (nborch starts
     kernels itself, ahead of need), plus progress hooks, text outputs logged, and the

@@ -30,6 +30,7 @@ from ..core.states import (
     State,
     terminal_style,
 )
+from .rungraph import running_cell
 
 # C0 controls but tab and newline, DEL, C1 controls; in one-line text tab and newline too.
 _CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -186,7 +187,7 @@ class LiveProgress:
             if t.status in ACTIVE and t.name not in in_grid:
                 extra = ""
                 if t.progress:
-                    extra = f"cell {t.progress['cell']}/{t.progress['cells']} {t.progress['line']}"
+                    extra = f"{running_cell(t.progress)} {t.progress['line']}"
                 elif t.status in REASON_SHOWN and t.reason:
                     extra = t.reason
                 grid.add_row(Text.assemble((f"  {t.status:<9} ", terminal_style(t.status)),
@@ -263,7 +264,7 @@ def print_run(run: Run, console) -> None:
             continue
         status = styled(t.status)
         if t.status == State.RUNNING and t.progress:
-            status += f" cell {t.progress['cell']}/{t.progress['cells']}"
+            status += f" {running_cell(t.progress)}"
         table.add_row(markup(t.name, False), status, str(t.attempts), format_duration(t.duration),
                       markup(_short_path(t.output_path) if t.command is None
                              else _short_command(t.command), False))

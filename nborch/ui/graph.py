@@ -36,7 +36,7 @@ def digraph(edges: Mapping[str, Sequence[str]], states: Mapping[str, str] | None
                          node_attr={"shape": "box", "style": "rounded,filled",
                                     "fontname": "Helvetica", "fontsize": "11", "color": "#6b7280",
                                     "height": "0.35"},
-                         edge_attr={"color": "#9ca3af", "arrowsize": "0.7"})
+                         edge_attr={"color": "#6b7280", "arrowsize": "0.7"})
     for task in edges:
         state = (states or {}).get(task)
         label = (f'<{html.escape(task)}<BR/><FONT POINT-SIZE="{STATUS_FONT_SIZE}" COLOR="#374151">'

@@ -32,7 +32,14 @@ from ..core.run import Run, _seconds_between
 from ..core.states import FINAL, LAST_ATTEMPT_FAILED, REASON_SHOWN, TASK_STATES, State, fill
 
 # layout, run_edges, states_of and status_lines are re-exported for the views.
-from .rungraph import SvgGraph, layout, run_edges, states_of, status_lines  # noqa: F401
+from .rungraph import (  # noqa: F401
+    SvgGraph,
+    layout,
+    run_edges,
+    running_cell,
+    states_of,
+    status_lines,
+)
 
 # -- the templates ---------------------------------------------------------------------------
 
@@ -117,10 +124,27 @@ def summary_line(text: str) -> Markup:
     return _macros().summary_line(text)
 
 
+def zoned_time(iso: str | None) -> str:
+    """``2026-11-29 21:46:02 UTC``: an ISO time to the second, with its zone said."""
+    if not iso:
+        return ""
+    for utc in ("+00:00", "Z"):
+        if iso.endswith(utc):
+            return short_time(iso) + " UTC"
+    zone = re.search(r"[+-]\d\d:\d\d$", iso)
+    return short_time(iso) + (f" UTC{zone.group(0)}" if zone else " UTC")
+
+
+def params_text(params: dict) -> str:
+    """A run's parameters (``-p`` values) as ``n_rows=500, region=eu``."""
+    return ", ".join(f"{k}={_param_text(v)}" for k, v in params.items())
+
+
 def _run_data(run: Run) -> dict:
     return {"pipeline": run.pipeline, "run_id": run.run_id, "state": run.status,
-            "colour": fill(run.status), "started": short_time(run.started_at),
-            "trigger": triggers.shown(run.trigger)}
+            "colour": fill(run.status), "started": zoned_time(run.started_at),
+            "trigger": triggers.shown(run.trigger),
+            "logical_date": zoned_time(run.logical_date), "params": params_text(run.params)}
 
 
 def header(run: Run) -> Markup:
@@ -157,7 +181,7 @@ def progress_text(task) -> str:
         return ""
     p = task.progress
     line = p.get("line") or ""
-    return f"cell {p['cell']}/{p['cells']}" + (f" · {line}" if line else "")
+    return running_cell(p) + (f" · {line}" if line else "")
 
 
 # -- the task table and the errors -------------------------------------------------------
@@ -173,6 +197,7 @@ class TaskRow:
     command: str | None        # a command task's command line
     published: tuple           # (name, short JSON) of each published value
     progress: str              # the running cell, or why it did not run
+    params: str = ""           # a grid instance's own parameters: ``n=197``
     kind = "task"
 
 
@@ -186,7 +211,7 @@ class GridRow:
     kind = "grid"
 
 
-def task_data(t, base: Path | None) -> TaskRow:
+def task_data(t, base: Path | None, params: str = "") -> TaskRow:
     progress = progress_text(t)
     if not progress and t.reason and t.status in REASON_SHOWN:
         progress = t.reason
@@ -194,13 +219,16 @@ def task_data(t, base: Path | None) -> TaskRow:
     return TaskRow(t.name, state_badge(t.status), t.attempts or "",
                    format_duration(t.duration) if t.started_at else "",
                    link(t.output_path, base) if command is None else Markup(), command,
-                   tuple((k, short_json(v, 60)) for k, v in t.values.items()), progress)
+                   tuple((k, short_json(v, 60)) for k, v in t.values.items()), progress,
+                   params)
 
 
 def grid_data(run: Run, grid: str, names: list[str], expand: bool,
               base: Path | None) -> GridRow:
     states = [run.tasks[n].status for n in names]
-    instances = tuple(task_data(run.tasks[n], base) for n in names) if expand else None
+    labels = instance_params(run) if expand else {}
+    instances = tuple(task_data(run.tasks[n], base, labels.get(n, "")) for n in names) \
+        if expand else None
     return GridRow(grid, state_badge(grid_state(states)), grid_summary(states), instances)
 
 
@@ -232,15 +260,39 @@ def task_table(run: Run, base: Path | None = None, max_height: str | None = "360
     return _macros().task_table(rows, max_height)
 
 
-def instance_table(run: Run, names: list[str], base: Path | None = None) -> Markup:
+def instance_table(run: Run, names: list[str], base: Path | None = None,
+                   labels: dict[str, str] | None = None) -> Markup:
     """The rows of one grid's instances (the widget shows them in a folding panel)."""
-    return _macros().instance_table([task_data(run.tasks[n], base) for n in names])
+    labels = instance_params(run) if labels is None else labels
+    return _macros().instance_table([task_data(run.tasks[n], base, labels.get(n, ""))
+                                     for n in names])
 
 
-def error_data(task_name: str, error: dict, open_: bool = False, label: str = "failed") -> dict:
+def instance_params(run: Run) -> dict[str, str]:
+    """Each grid instance's own parameters (those whose values differ between the grid's
+    instances), as ``n=197, region=eu``: what tells ``tiny-197`` from ``tiny-198``. Known
+    for runs whose pipeline is at hand (started or resumed in this process)."""
+    pipeline = run.pipeline_obj
+    if pipeline is None:
+        return {}
+    out = {}
+    for names in groups(run).values():
+        params = [getattr(pipeline.tasks.get(n), "parameters", None) or {} for n in names]
+        keys = [k for k in params[0] if len({short_json(p.get(k)) for p in params}) > 1]
+        for name, values in zip(names, params):
+            out[name] = ", ".join(f"{k}={_param_text(values.get(k))}" for k in keys)
+    return out
+
+
+def _param_text(value: object) -> str:
+    return value if isinstance(value, str) else short_json(value, 40)
+
+
+def error_data(task_name: str, error: dict, open_: bool = False, label: str = "failed",
+               params: str = "") -> dict:
     message = error.get("message")
     multiline = bool(message) and "\n" in str(message).strip()
-    return {"task": task_name, "label": label, "open": open_,
+    return {"task": task_name, "params": params, "label": label, "open": open_,
             "cell": f" in cell {error['cell']}" if error.get("cell") is not None else "",
             "type": str(error.get("type")), "first_line": _first_line(message),
             "message": message if multiline else "",
@@ -254,12 +306,22 @@ def error_details(task_name: str, error: dict, open_: bool = False,
     return _macros().error_details(error_data(task_name, error, open_, label))
 
 
+def _errors_data(run: Run) -> list[dict]:
+    params = instance_params(run)
+    return [error_data(t.name, t.error, label="failed" if t.status == State.FAILED else
+                       f"attempt {t.attempts} failed, retrying", params=params.get(t.name, ""))
+            for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED]
+
+
 def errors_html(run: Run) -> Markup:
     """The error of every failed task (and the last error of a retrying one)."""
-    return _macros().errors([
-        error_data(t.name, t.error, label="failed" if t.status == State.FAILED else
-                   f"attempt {t.attempts} failed, retrying")
-        for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED])
+    return _macros().errors(_errors_data(run))
+
+
+def error_blocks(run: Run) -> dict[str, Markup]:
+    """The same errors one by one, by task: the widget draws each in its own element, so an
+    error the user unfolded stays open when another task fails."""
+    return {e["task"]: _macros().errors([e]) for e in _errors_data(run)}
 
 
 def _first_line(text: object) -> str:
@@ -279,10 +341,17 @@ def snapshot(run: Run, graph: SvgGraph | None, base: Path | None = None) -> Mark
 def text_summary(run: Run) -> str:
     """The same run as plain text, for front ends that show no HTML."""
     lines = [f"{run.pipeline} run {run.run_id}: {run.status} ({summary_text(run)})"]
+    if run.params:
+        lines.append(f"  parameters: {params_text(run.params)}")
     for t in run.tasks.values():
         extra = f" {progress_text(t)}" if progress_text(t) else ""
         lines.append(f"  {t.name:<24} {t.status}{extra}")
     return "\n".join(lines)
+
+
+def run_duration(row: dict) -> str:
+    """A listed run's duration (``Store.list_runs`` rows)."""
+    return format_duration(_seconds_between(row["started_at"], row["ended_at"]))
 
 
 def runs_table(rows: list[dict], selected: str | None = None) -> Markup:
@@ -291,8 +360,7 @@ def runs_table(rows: list[dict], selected: str | None = None) -> Markup:
         {"run_id": r["run_id"], "pipeline": r["pipeline"], "state": r["status"],
          "colour": fill(r["status"]), "started": short_time(r["started_at"]),
          "trigger": triggers.shown(r.get("trigger")),
-         "duration": format_duration(_seconds_between(r["started_at"], r["ended_at"])),
-         "selected": r["run_id"] == selected} for r in rows])
+         "duration": run_duration(r), "selected": r["run_id"] == selected} for r in rows])
 
 
 def dashboard_title(title: str, home: object) -> Markup:

@@ -126,7 +126,7 @@ def status_lines(run: Run) -> dict[str, str]:
         if t.grid:
             continue
         if t.status == State.RUNNING and t.progress:
-            out[name] = f"cell {t.progress['cell']}/{t.progress['cells']}"  # as progress_text
+            out[name] = running_cell(t.progress)
         elif t.status == State.RUNNING:
             out[name] = "starting"
         elif t.status == State.RETRYING:
@@ -134,6 +134,13 @@ def status_lines(run: Run) -> dict[str, str]:
         elif t.status in (State.SUCCESS, State.FAILED) and t.started_at and t.ended_at:
             out[name] = format_duration(t.duration)
     return out
+
+
+def running_cell(progress: Mapping) -> str:
+    """``cell 8/20``: the running cell, numbered as the executed notebook numbers it (In [8],
+    the injected parameters cell counted) and as a failed cell's error does (``in cell 8``).
+    ``progress["cell"]`` counts the cells done."""
+    return f"cell {progress['cell'] + 1}/{progress['cells']}"
 
 
 def run_edges(run: Run) -> dict[str, tuple[str, ...]]:

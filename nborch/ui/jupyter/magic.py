@@ -8,11 +8,7 @@ pipeline, or one line naming a ``.yaml`` file; paths are relative to the kernel'
 
 from __future__ import annotations
 
-import os
-import re
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
@@ -21,19 +17,30 @@ from IPython.display import display
 from ...core.errors import NborchError, SpecError
 from ...core.model import Pipeline
 from ...core.states import State
-from ...core.task import NAME_RE
+from . import actions
+from .cell import (
+    body_kind,
+    marked_lines,
+    notebook_stem,
+    pipeline_document,
+    read_body,
+    unquote,
+    write_pipeline_file,
+)
 
 DEFAULT_OUT = "_nborch_run"
+# Executed notebooks go beside the controlling notebook, in a folder Jupyter shows and serves:
+# the store's .nborch/ is hidden, and Jupyter Server refuses hidden paths by default.
+DEFAULT_OUTPUT_DIR = "nborch-runs"
 HANDLE_NAME = "_nborch_handle"
-YAML_KEY_RE = re.compile(r"^[A-Za-z_][\w.-]*\s*:(\s|$)")
-LINE_RE = re.compile(r"\bline (\d+)\b")
-TASK_RE = re.compile(r"\btask '([^']+)'")
-_HANDLES: dict[str, Any] = {}  # run id -> RunHandle, for runs started in this kernel
 
-RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[41;97m"
+# A marked line is bold and underlined in the theme's own text colour: a coloured background
+# (red, white text) reads poorly in some themes.
+RED, BOLD, DIM, RESET, MARK = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m", "\x1b[1;4m"
 USAGE = """\
 %%orchestrate [--wait] [--dry-run] [-p KEY=VALUE]... [--max-parallel N] [--name NAME]
               [--out NAME] [--executor local|dask|dask://HOST:PORT] [--incremental] [--schedule "CRON"]
+              [--output-dir DIR|URL]
 extract.ipynb >> clean.ipynb >> report.ipynb      (or a YAML pipeline, or pipeline.yaml)
 
 %orchestrate status [RUN_ID]     redisplay a run (live while it runs; default: the latest)
@@ -72,94 +79,6 @@ class OrchestrateError(Exception):
         return out
 
 
-def marked_lines(problems: list[str], body: str) -> set[int]:
-    """Body lines (1-based) that the problems point at: by line number or by task name."""
-    marks = {int(m) for p in problems for m in LINE_RE.findall(p)}
-    lines = body.splitlines()
-    for task in {t for p in problems if not LINE_RE.search(p) for t in TASK_RE.findall(p)}:
-        pattern = re.compile(rf"(^|[\s/>]){re.escape(task)}\.(ipynb|py)\b"
-                             rf"|^\s*{re.escape(task)}\s*:")
-        marks |= {n + 1 for n, line in enumerate(lines) if pattern.search(line)}
-    return {m for m in marks if 1 <= m <= len(lines)}
-
-
-def notebook_stem(user_ns: dict) -> str:
-    """The controlling notebook's file stem, made a valid pipeline name; else "notebook"."""
-    session = (os.environ.get("JPY_SESSION_NAME") or user_ns.get("__session__")
-               or user_ns.get("__vsc_ipynb_file__") or "")
-    stem = Path(str(session)).stem if session else ""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("_.")
-    return stem or "notebook"
-
-
-def unquote(value: str) -> str:
-    """IPython's magic argument parser keeps quotes: ``--schedule '0 6 * * *'``."""
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    return value
-
-
-def body_kind(body: str, root: Path) -> str:
-    """``arrows``, ``yaml`` (a pipeline in the cell) or ``file`` (one line naming a YAML file
-    or a folder of notebooks, read as ``nborch run`` reads it)."""
-    lines = [ln.strip() for ln in body.splitlines()
-             if ln.strip() and not ln.strip().startswith("#")]
-    if any(">>" in ln for ln in lines):
-        return "arrows"
-    if len(lines) == 1 and (lines[0].endswith((".yaml", ".yml", "/"))
-                            or (root / lines[0]).is_dir()):
-        return "file"
-    if lines and YAML_KEY_RE.match(lines[0]):
-        return "yaml"
-    return "arrows"
-
-
-def read_body(body: str, root: Path, default_name: str, name: str | None,
-              params: dict) -> Pipeline:
-    """The pipeline a cell body describes; ``params`` are the -p values (checked here for
-    the arrow form, whose notebooks declare them; a YAML pipeline declares its own)."""
-    from ...spec import loader as spec
-    from ...spec.yamltext import parse_yaml_text
-    kind = body_kind(body, root)
-    if kind == "file":
-        pipeline = spec.load(root / body.strip())
-    elif kind == "yaml":
-        data = parse_yaml_text(body, source="the cell")
-        pipeline = spec.from_mapping(data, source=root / "%%orchestrate", default_name=default_name)
-    else:
-        pipeline = spec.from_arrows(body, root, name or default_name)
-        if params:
-            arrow_parameters(pipeline, params)
-    if name is not None and pipeline.name != name:
-        if not NAME_RE.fullmatch(name):
-            raise SpecError(f"--name {name!r}: a pipeline name may only use letters, digits, "
-                            "'_', '.' and '-'")
-        pipeline.name = name
-    return pipeline
-
-
-def arrow_parameters(pipeline: Pipeline, params: dict) -> None:
-    """-p for the arrow form: each value goes to every notebook whose parameters cell
-    declares that name. A name no notebook declares is an error."""
-    from ...spec.notebooks import inspect_notebook
-    pipeline.parameters.update(params)
-    used: set[str] = set()
-    complete = True
-    for name, task in list(pipeline.tasks.items()):
-        try:
-            declared = inspect_notebook(task.notebook).parameters
-        except NborchError:
-            complete = False  # validation names the unreadable notebook
-            continue
-        mine = {key: "{{ params." + key + " }}" for key in params if key in declared}
-        if mine:
-            pipeline.tasks[name] = replace(task, parameters={**task.parameters, **mine})
-            used |= set(mine)
-    unused = [key for key in params if key not in used]
-    if unused and complete:
-        raise SpecError([f"-p {key}: no notebook of the cell declares {key!r} in its parameters "
-                         "cell" for key in unused])
-
 
 @magics_class
 class OrchestrateMagics(Magics):
@@ -178,13 +97,35 @@ class OrchestrateMagics(Magics):
               help="block the cell until the run ends (interrupt the kernel to cancel)")
     @argument("--out", default=DEFAULT_OUT, metavar="NAME",
               help=f"variable that receives the Run (default: {DEFAULT_OUT})")
+    @argument("--output-dir", default=DEFAULT_OUTPUT_DIR, metavar="DIR|URL",
+              help="where executed notebooks go, as DIR/<run id>/<task>.ipynb (default: "
+                   f"{DEFAULT_OUTPUT_DIR}/ beside this notebook)")
     @argument("--schedule", default=None, metavar="CRON",
               help="register as a schedule instead of running now")
     @argument("words", nargs="*",
               help="line magic: 'status [RUN_ID]', 'runs [PIPELINE]', or a one-line pipeline")
     @line_cell_magic
     def orchestrate(self, line: str, cell: str | None = None):
-        """Run a pipeline of notebooks and watch it live (see ``%orchestrate?``)."""
+        """Run a pipeline of notebooks and watch it live in the cell.
+
+        The cell body is one of:
+
+        - the arrow form, one chain per line: ``extract.ipynb >> clean.ipynb >> report.ipynb``.
+          Task names are the file stems; a notebook named on several lines is one task.
+          ``-p KEY=VALUE`` goes to every notebook whose ``parameters`` cell declares KEY.
+        - a YAML pipeline, as in a ``pipeline.yaml`` file (``name:``, ``tasks:`` ...).
+        - one line naming a pipeline file or a folder of notebooks (``flow/pipeline.yaml``).
+
+        Paths are relative to this notebook's folder. Executed notebooks are written to
+        ``nborch-runs/<run id>/`` beside it (``--output-dir``); the view links to them.
+        Without ``--wait`` the cell returns at once and the view updates while you work
+        (Stop cancels the run); ``--wait`` blocks until the run ends (interrupt the kernel
+        to cancel). The Run is put in ``_nborch_run`` (``--out``), its handle in
+        ``_nborch_handle``.
+
+        Line magic: ``%orchestrate status [RUN_ID]`` redisplays a run (live while it runs),
+        ``%orchestrate runs [PIPELINE]`` lists recent runs of this folder's store.
+        """
         args = parse_argstring(self.orchestrate, line)
         words = list(args.words)
         if cell is None:
@@ -217,7 +158,8 @@ class OrchestrateMagics(Magics):
                 return self._schedule(pipeline, body, root, params, unquote(args.schedule))
             from ...runtime.api import start_run
             handle = start_run(pipeline, params=params, max_parallel=args.max_parallel,
-                               executor=args.executor, incremental=args.incremental)
+                               executor=args.executor, incremental=args.incremental,
+                               output_dir=output_location(unquote(args.output_dir), root))
         except SpecError as exc:
             raise OrchestrateError(exc.problems, body, marked_lines(exc.problems, body)) from None
         except NborchError as exc:
@@ -237,21 +179,20 @@ class OrchestrateMagics(Magics):
 
     def _adopt(self, handle, out: str) -> None:
         """A run started in this kernel: known to ``status``, its Run in the namespace."""
-        _HANDLES[handle.run_id] = handle
+        actions.adopt(handle)
         self.shell.user_ns[out] = handle.run
         self.shell.user_ns[HANDLE_NAME] = handle
 
     def _retry_action(self, get_view, run, out: str, parent: dict | None):
         """The view's Retry-failed button: resume the run in the background and follow it
-        in the same view (its final snapshot lands in the cell that drew the view)."""
+        in the same view (whose output becomes the final state again when it ends)."""
         def retry() -> None:
-            from ...runtime.api import resume_run
-            from .widget import display_snapshot, follow_handle
+            from .widget import follow_handle
             view = get_view()
-            handle = resume_run(run.run_id, pipeline=run.pipeline_obj, home=run.home)
+            handle = actions.resume(run)
             self._adopt(handle, out)
             view.follow(handle.run, handle.cancel)
-            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+            follow_handle(view, handle, parent=parent, on_done=view.finish)
         return retry
 
     def _schedule(self, pipeline: Pipeline, body: str, root: Path, params: dict,
@@ -282,14 +223,14 @@ class OrchestrateMagics(Magics):
         display({"text/plain": text}, raw=True)
 
     def _watch(self, handle, args):
-        from .widget import RunView, display_snapshot, follow_handle
+        from .widget import RunView, follow_handle
         self._adopt(handle, args.out)
         parent = _parent(self.shell)
         view = RunView(handle.run, on_stop=None if args.wait else handle.cancel, base=Path.cwd(),
                        on_retry=self._retry_action(lambda: view, handle.run, args.out, parent))
-        display(view.widget)
+        view.display()
         if not args.wait:
-            follow_handle(view, handle, parent=parent, on_done=lambda: display_snapshot(view))
+            follow_handle(view, handle, parent=parent, on_done=view.finish)
             return None
         refresher = follow_handle(view, handle)
         interrupted = False
@@ -299,7 +240,7 @@ class OrchestrateMagics(Magics):
             interrupted = True
         refresher.mark()
         refresher.join()
-        display_snapshot(view)
+        view.finish()
         if interrupted:
             raise OrchestrateError(f"run {handle.run_id} cancelled: the kernel was interrupted "
                                    "(its kernels are stopped and its states recorded)")
@@ -309,74 +250,47 @@ class OrchestrateMagics(Magics):
 
     def _status(self, run_id: str | None):
         from ...store.store import Store
-        from .widget import RunView, display_snapshot, follow_handle, follow_store
+        from .widget import RunView, follow_handle, follow_store
         store = Store(readonly=True)
         try:
             run_id = latest_run_id(store) if run_id in (None, "latest", "last") else run_id
             run = store.get_run(run_id)
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
-        handle = _HANDLES.get(run_id)
+        handle = actions.HANDLES.get(run_id)
         if run.status != State.RUNNING and (handle is None or handle.done):
             shown = handle.run if handle else run
             view = RunView(shown, base=Path.cwd(), on_retry=self._retry_action(
                 lambda: view, shown, DEFAULT_OUT, _parent(self.shell)))
-            if view.retry_button.layout.display == "none":
-                display_snapshot(view)  # nothing will change: a plain copy is enough
-            else:
-                display(view.widget)
+            view.finish()  # nothing will change: the final state (with Retry, if it applies)
             return None
         if handle is not None and not handle.done:  # started in this kernel: follow its events
             view = RunView(handle.run, on_stop=handle.cancel, base=Path.cwd())
-            display(view.widget)
-            follow_handle(view, handle, parent=_parent(self.shell),
-                          on_done=lambda: display_snapshot(view))
+            view.display()
+            follow_handle(view, handle, parent=_parent(self.shell), on_done=view.finish)
         else:
             view = RunView(run, base=Path.cwd())
-            display(view.widget)
-            follow_store(view, store, run_id, parent=_parent(self.shell),
-                         on_done=lambda: display_snapshot(view))
+            view.display()
+            follow_store(view, store, run_id, parent=_parent(self.shell), on_done=view.finish)
         return None
 
     def _runs(self, pipeline: str | None):
         from ...store.store import Store
         from .dashboard import RunsDashboard
         try:
-            board = RunsDashboard(Store(readonly=True), pipeline=pipeline, base=Path.cwd())
+            board = RunsDashboard(Store(readonly=True), pipeline=pipeline, base=Path.cwd(),
+                                  parent=_parent(self.shell))
         except NborchError as exc:
             raise OrchestrateError(str(exc)) from None
         display(board.widget)
-        board.follow(parent=_parent(self.shell))
+        board.follow()
         return None
 
 
-GENERATED = "# written by %%orchestrate --schedule from a notebook cell; edits are kept\n"
-
-
-def pipeline_document(pipeline: Pipeline, body: str, root: Path, params: dict) -> str:
-    """The cell's pipeline as a YAML file in ``root``: a YAML body as it is, the arrow form
-    as tasks with their notebooks (relative to ``root``) and upstream tasks."""
-    import yaml
-    if body_kind(body, root) == "yaml":
-        return body if body.endswith("\n") else body + "\n"
-    tasks = {}
-    for name, task in pipeline.tasks.items():
-        entry: dict = {"notebook": os.path.relpath(task.notebook, root)}
-        if task.upstream:
-            entry["upstream"] = list(task.upstream)
-        if task.parameters:
-            entry["parameters"] = dict(task.parameters)
-        tasks[name] = entry
-    doc = {"name": pipeline.name, **({"parameters": params} if params else {}), "tasks": tasks}
-    return yaml.safe_dump(doc, sort_keys=False)
-
-
-def write_pipeline_file(path: Path, text: str) -> None:
-    """Write a generated pipeline file; never over a file the user wrote."""
-    if path.exists() and not path.read_text(encoding="utf-8").startswith(GENERATED):
-        raise NborchError(f"{path.name} exists and was not written by %%orchestrate "
-                          "--schedule; rename it, or schedule it with `nborch schedule add`")
-    path.write_text(GENERATED + text, encoding="utf-8")
+def output_location(output_dir: str, root: Path) -> str:
+    """``--output-dir`` made absolute against the controlling notebook's folder (a URL as is)."""
+    from ...execution.outputs import is_url
+    return output_dir if is_url(output_dir) else str(root / output_dir)
 
 
 def latest_run_id(store) -> str:

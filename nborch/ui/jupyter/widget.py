@@ -19,8 +19,9 @@ import ipywidgets as w
 from ...core.events import AttemptProgress, RunEnded, TaskStateChanged
 from ...core.grouping import groups
 from ...core.run import Run
-from ...core.states import COLOURS, SUCCESSFUL, State
+from ...core.states import COLOURS, FAILURES, FINAL, SUCCESSFUL, State
 from .. import htmlview
+from .gridpanel import GridPanel
 
 log = logging.getLogger("nborch")
 RENDER_INTERVAL = 0.25   # seconds between renders, at least: four a second at most
@@ -141,12 +142,20 @@ class RunView:
         self.legend = w.HTML(htmlview.legend())
         self.table = w.HTML()
         # One folding panel per grid, with its instances: a panel keeps its open state while
-        # its content is re-rendered (an HTML <details> would fold at every update).
+        # its content is re-rendered (an HTML <details> would fold at every update); its
+        # table is rendered only while it is open.
         self.grid_panels = w.Accordion(layout=w.Layout(display="none"))
         self.grid_panels.add_class("nborch-grids")
-        self.errors = w.HTML()
+        self._panels: list[GridPanel] = []
+        self._labels_of: object = None
+        self._labels: dict[str, str] = {}
+        self.grid_panels.observe(self._panel_opened, "selected_index")
+        self.errors = w.VBox()  # one HTML per error: an unfolded one stays open
+        self._error_views: dict[str, w.HTML] = {}
         self._on_stop, self._on_retry = on_stop, on_retry
         self._stopping = False
+        self._display = None  # the DisplayHandle of the output this view is drawn in
+        self._rendering = threading.RLock()
         self.notice = ""  # a message shown beside the summary (a retry that could not start)
         self.stop_button.on_click(self._stop_clicked)
         self.retry_button.on_click(self._retry_clicked)
@@ -166,13 +175,21 @@ class RunView:
         return self._graph
 
     def show(self, run: Run) -> None:
-        """Render ``run``: only traits whose text changed are sent to the front end."""
+        """Render ``run``: only traits whose text changed are sent to the front end. The
+        view's thread and a button's click (the kernel's thread) both render: one at a time,
+        so that a render begun before the run ended cannot finish after the final one."""
+        with self._rendering:
+            self._show(run)
+
+    def _show(self, run: Run) -> None:
         graph = self.graph_for(run)
         total = len(run.tasks)
         self.run = run
         self.header.value = htmlview.header(run)
         self.bar.max = max(total, 1)
-        self.bar.value = htmlview.finished_count(run)
+        # Cancelled tasks did not run: a cancelled run's bar is not full.
+        self.bar.value = sum(1 for t in run.tasks.values()
+                             if t.status in FINAL and t.status != State.CANCELLED)
         self.bar.description = f"{self.bar.value}/{total}"
         self.bar.bar_style = COLOURS[run.status].bar if run.status in COLOURS else "info"
         running = run.status == State.RUNNING
@@ -180,31 +197,85 @@ class RunView:
         notice = f" · {self.notice}" if self.notice else ""
         self.summary.value = htmlview.summary_line(htmlview.summary_text(run) + stopping + notice)
         self.graph.value = htmlview.graph_block(graph.draw(run) if graph else None)
-        self.table.value = htmlview.task_table(run, self.base, expand_grids=False)
+        # A scroll box only for a long table: the demo's five tasks are all in view.
+        rows = len(self._edges or ())
+        self.table.value = htmlview.task_table(run, self.base, expand_grids=False,
+                                               max_height="480px" if rows > 20 else None)
         self._show_grids(run)
-        self.errors.value = htmlview.errors_html(run)
+        self._show_errors(run)
         self.widget.summary = htmlview.text_summary(run)
         self.stop_button.disabled = not running or self._stopping
-        retryable = self._on_retry is not None and not running and any(
-            t.status not in SUCCESSFUL for t in run.tasks.values())
+        self.stop_button.layout.display = "" if self._on_stop and running else "none"
+        retryable = self.retryable
+        self.retry_button.description = "Retry failed" if any(
+            t.status in FAILURES for t in run.tasks.values()) else "Resume"
         self.retry_button.layout.display = "" if retryable else "none"
         self.retry_button.disabled = not retryable
 
+    @property
+    def retryable(self) -> bool:
+        """The run has ended with tasks that did not succeed, and this view can resume it."""
+        return self._on_retry is not None and self.run.status != State.RUNNING and any(
+            t.status not in SUCCESSFUL for t in self.run.tasks.values())
+
+    def _show_errors(self, run: Run) -> None:
+        """Each error in its own element, re-sent only when that error changes."""
+        views = []
+        for task, block in htmlview.error_blocks(run).items():
+            view = self._error_views.setdefault(task, w.HTML())
+            view.value = block
+            views.append(view)
+        if tuple(views) != tuple(self.errors.children):
+            self.errors.children = tuple(views)
+
     def _show_grids(self, run: Run) -> None:
         grids = groups(run)
-        if len(self.grid_panels.children) != len(grids):
-            self.grid_panels.children = [w.HTML() for _ in grids]
+        if len(self._panels) != len(grids):
+            self._panels = [GridPanel(self.base) for _ in grids]
+            self.grid_panels.children = [panel.widget for panel in self._panels]
             self.grid_panels.layout.display = "" if grids else "none"
+        if run.pipeline_obj is not self._labels_of:  # a grid instance's parameters, once
+            self._labels_of, self._labels = run.pipeline_obj, htmlview.instance_params(run)
         titles = []
-        for panel, (grid, names) in zip(self.grid_panels.children, grids.items()):
-            panel.value = htmlview.instance_table(run, names, self.base)
+        for i, (panel, (grid, names)) in enumerate(zip(self._panels, grids.items())):
+            panel.update(run, names, self._labels, self.grid_panels.selected_index == i)
             titles.append(f"{grid} (grid): "
                           + htmlview.grid_summary([run.tasks[n].status for n in names]))
         if tuple(titles) != tuple(self.grid_panels.titles):
             self.grid_panels.titles = tuple(titles)
 
+    def _panel_opened(self, change) -> None:
+        for i, panel in enumerate(self._panels):
+            panel.is_open = change["new"] == i
+            panel.render()
+
     def snapshot(self) -> str:
         return htmlview.snapshot(self.run, self.graph_for(self.run), self.base)
+
+    # -- the cell's output ----------------------------------------------------------------
+
+    def display(self) -> None:
+        """Draw the live view in the cell's output; ``finish`` redraws that same output."""
+        from IPython.display import display
+        self._display = display(self.widget, display_id=True)
+
+    def finish(self) -> None:
+        """The run has ended: its output becomes the final state, once, in place of the live
+        view. A plain HTML and text copy is what a saved notebook keeps and shows where
+        widgets do not render (GitHub, nbviewer, a notebook reopened without its kernel);
+        when the run can still be resumed, the widget stays first in the output, for its
+        button. Without a live output yet (a recorded run), the final state is displayed."""
+        from IPython.display import display
+        with self._rendering:
+            final = {"text/html": self.snapshot(), "text/plain": htmlview.text_summary(self.run)}
+            retryable = self.retryable
+            bundle = {**self.widget._repr_mimebundle_(), **final} if retryable else final
+            if self._display is None:
+                self._display = display(bundle, raw=True, display_id=True)
+            else:
+                self._display.update(bundle, raw=True)
+            if not retryable:
+                close_tree(self.widget)  # no output shows it any more
 
     def follow(self, run: Run, on_stop: Callable[[], None] | None) -> None:
         """Show another live run (a resume of this one) with its own Stop."""
@@ -230,11 +301,11 @@ class RunView:
             self.show(self.run)
 
 
-def display_snapshot(view: RunView) -> None:
-    """A plain HTML (and text) copy of the final view: what a saved notebook keeps."""
-    from IPython.display import display
-    display({"text/html": view.snapshot(), "text/plain": htmlview.text_summary(view.run)},
-            raw=True)
+def close_tree(widget: w.Widget) -> None:
+    """Close a widget and the widgets it contains (their models leave the front end)."""
+    for child in getattr(widget, "children", ()):
+        close_tree(child)
+    widget.close()
 
 
 def follow_handle(view: RunView, handle, *, parent: dict | None = None,
