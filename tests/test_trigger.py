@@ -72,7 +72,7 @@ def test_trigger_of_a_run_a_resume_and_a_backfill_and_the_views(workdir: Path):
     assert "<dt>trigger</dt><dd>resume</dd>" in (workdir / "report.html").read_text()
     # The Jupyter views (run header, dashboard's runs table) read the same record.
     store = Store(workdir / ".nborch", readonly=True)
-    assert "UTC (resume)</span>" in htmlview.header(store.get_run(resumed))
+    assert "UTC (resume) · logical date" in htmlview.header(store.get_run(resumed))
     assert htmlview.runs_table(store.list_runs()).count("<td>backfill</td>") == 1
 
 
