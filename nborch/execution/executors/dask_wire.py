@@ -21,11 +21,10 @@ from typing import Any
 from ..attempt import AttemptJob
 from ..kernels import KernelRequest
 
-SECRETS_WAIT = "30s"  # for the attempt's secrets on the worker (set before it was submitted)
-
 
 def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | None]:
-    """The attempt as bytes without its secrets, and the secrets (None when it has none)."""
+    """The attempt as bytes without its secrets, and the secrets (None when it has none);
+    ``dask_worker.unpack`` puts them back together on the worker."""
     values = set(job.secret_values)
     if not values:
         return pickle.dumps((job, request)), None
@@ -39,22 +38,6 @@ def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | 
     secrets = {"job_env": job_env, "request_env": request_env,
                "values": list(job.secret_values)}
     return pickle.dumps((public_job, public_request)), secrets
-
-
-def unpack(payload: bytes, secrets_name: str | None
-           ) -> tuple[AttemptJob, KernelRequest | None]:
-    """On the worker: the attempt, its secrets put back."""
-    job, request = pickle.loads(payload)
-    if secrets_name is None:
-        return job, request
-    import distributed
-    secrets = distributed.Variable(secrets_name, client=distributed.get_client()).get(
-        timeout=SECRETS_WAIT)
-    job = dataclasses.replace(job, env={**job.env, **secrets["job_env"]},
-                              secret_values=secrets["values"])
-    if request is not None:
-        request = dataclasses.replace(request, env={**request.env, **secrets["request_env"]})
-    return job, request
 
 
 def worker_entry() -> Callable[..., Any]:

@@ -12,6 +12,7 @@ never lands in a run that has moved on.
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import threading
 
 from ...core import events
@@ -22,16 +23,32 @@ from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .dask_lease import EXPIRY_SECONDS, LeaseWatch
 
+SECRETS_WAIT = "30s"  # for the attempt's secrets (set before it was submitted)
 WATCH_POLL = 0.5  # seconds between the watcher's looks at the worker's state
 WORKER_EVENTS = (events.KernelStarted, events.AttemptProgress, events.AttemptOutput)
 STARTED = "AttemptStarted"  # the message that the attempt left Dask's queue
 WANTED = {"executing", "long-running", "resumed"}  # a task's states while its run wants it
 
 
+def unpack(payload: bytes, secrets_name: str | None
+           ) -> tuple[AttemptJob, KernelRequest | None]:
+    """The attempt ``dask_wire.pack`` sent, its secrets put back."""
+    job, request = pickle.loads(payload)
+    if secrets_name is None:
+        return job, request
+    import distributed
+    secrets = distributed.Variable(secrets_name, client=distributed.get_client()).get(
+        timeout=SECRETS_WAIT)
+    job = dataclasses.replace(job, env={**job.env, **secrets["job_env"]},
+                              secret_values=secrets["values"])
+    if request is not None:
+        request = dataclasses.replace(request, env={**request.env, **secrets["request_env"]})
+    return job, request
+
+
 def run_packed(payload: bytes, secrets_name: str | None, topic: str, key: str,
                lease: str) -> AttemptResult:
     """``run_on_worker`` for an attempt as ``dask_wire.pack`` sent it."""
-    from .dask_wire import unpack
     job, request = unpack(payload, secrets_name)
     return run_on_worker(job, request, topic, key, lease)
 
