@@ -89,11 +89,15 @@ def test_failed_instance_then_resume_reruns_only_it(workdir: Path):
     assert states == {"by_region-0": "success", "by_region-1": "failed",
                       "join": "upstream_failed"}
     assert data["tasks"]["by_region-1"]["error"]["message"] == "no data for us"
-    assert "by_region-1: failed - RuntimeError: no data for us" in first.stderr
+    # A failing instance is named with its own parameters, recorded with the run.
+    assert "by_region-1 (region=us): failed - RuntimeError: no data for us" in first.stderr
+    assert data["tasks"]["by_region-1"]["own_values"] == {"region": "us"}
+    assert Store(workdir / ".nborch").get_run(data["run_id"]).tasks["by_region-0"].own_values \
+        == {"region": "eu"}
 
     shown = nborch("show", "latest", cwd=workdir).stdout
     assert "1/2 done, 1 failed" in shown
-    assert "by_region-1 failed" in shown and "no data for us" in shown
+    assert "by_region-1 (region=us) failed" in shown and "no data for us" in shown
 
     (workdir / "broken").unlink()
     second = nborch("resume", "latest", "--json", cwd=workdir)

@@ -641,14 +641,16 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
 
 
 def test_grid_instances_are_labelled_with_their_parameters():
-    from types import SimpleNamespace
+    from nborch.core.grouping import own_values
+    names = [f"tiny-{i}" for i in range(3)]
+    own = own_values({"tiny": names}, {f"tiny-{i}": {"n": 195 + i, "region": "eu", "out": "x"}
+                                       for i in range(3)})
+    assert own == {"tiny-0": {"n": 195}, "tiny-1": {"n": 196}, "tiny-2": {"n": 197}}
     tasks = {f"tiny-{i}": TaskRun(f"tiny-{i}", status="failed" if i == 1 else "success",
                                   grid="tiny", error={"type": "ValueError", "message": "odd"}
-                                  if i == 1 else None) for i in range(3)}
+                                  if i == 1 else None, own_values=own[f"tiny-{i}"])
+             for i in range(3)}
     run = Run("r1", "p", status="failed", tasks=tasks)
-    run.pipeline_obj = SimpleNamespace(tasks={
-        f"tiny-{i}": SimpleNamespace(parameters={"n": 195 + i, "region": "eu", "out": "x"})
-        for i in range(3)})
     # Only the parameters that tell the instances apart: in the table, the errors, the panel.
     assert htmlview.instance_params(run) == {"tiny-0": "n=195", "tiny-1": "n=196",
                                              "tiny-2": "n=197"}

@@ -6,8 +6,9 @@ name (``by_region  37/100 done, 2 failed``) so a 500-instance grid stays readabl
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 from .states import ACTIVE, SUCCESSFUL, State
 
@@ -25,6 +26,21 @@ def groups(run) -> dict[str, list[str]]:
     for name, task in run.tasks.items():
         if task.grid:
             out.setdefault(task.grid, []).append(name)
+    return out
+
+
+def own_values(grids: Mapping[str, Sequence[str]], parameters: Mapping[str, dict]
+               ) -> dict[str, dict]:
+    """Each grid instance's own parameters: those whose values differ between the instances
+    of its grid (``{"n": 197}``), what tells ``tiny-197`` from ``tiny-198``. ``grids``: grid
+    name -> its instances; ``parameters``: instance -> its parameters."""
+    out = {}
+    for names in grids.values():
+        params = [parameters.get(n) or {} for n in names]
+        keys = [k for k in params[0]
+                if len({json.dumps(p.get(k), sort_keys=True, default=str) for p in params}) > 1]
+        for name, values in zip(names, params):
+            out[name] = {k: values.get(k) for k in keys}
     return out
 
 

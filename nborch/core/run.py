@@ -43,6 +43,7 @@ class TaskRun:
     command: list | None = None  # a command task's argv
     products: dict = field(default_factory=dict)  # declared products: name -> path
     pool: str | None = None  # the pool whose slot it runs in
+    own_values: dict | None = None  # a grid instance's own parameters (grouping.own_values)
 
     @property
     def duration(self) -> float | None:
@@ -62,6 +63,8 @@ class TaskRun:
             data["products"] = self.products
         if self.pool:
             data["pool"] = self.pool
+        if self.own_values:
+            data["own_values"] = self.own_values
         if self.status == State.RUNNING and self.progress:
             data["progress"] = {"cell": self.progress["cell"], "cells": self.progress["cells"],
                                 "line": self.progress.get("line", "")}
@@ -132,7 +135,8 @@ class Run:
     def from_start(cls, event: RunStarted) -> Run:
         tasks = {name: TaskRun(name, upstream=tuple(t["upstream"]), notebook=t.get("notebook"),
                                grid=t.get("grid"), command=t.get("command"),
-                               products=t.get("products") or {}, pool=t.get("pool"))
+                               products=t.get("products") or {}, pool=t.get("pool"),
+                               own_values=t.get("own_values"))
                  for name, t in event.tasks.items()}
         return cls(event.run_id, event.pipeline, State.RUNNING, event.started_at, None,
                    event.logical_date, event.params, event.source, tasks,
@@ -181,7 +185,7 @@ def fold_resume(started: RunStarted, name: str) -> dict[str, Any]:
     record = started.tasks[name]
     changes: dict[str, Any] = {"grid": record.get("grid"), "command": record.get("command"),
                                "products": record.get("products") or {},
-                               "pool": record.get("pool")}
+                               "pool": record.get("pool"), "own_values": record.get("own_values")}
     if name in started.rerun:
         changes.update(status=State.PENDING, started_at=None, ended_at=None, error=None,
                        reason=None, progress=None, fingerprint=None, result_of=None)

@@ -33,7 +33,7 @@ from ..store.store import Store
 from . import lineage
 from .hooks import HookRunner
 from .incremental import Incremental
-from .jobs import Jobs, task_record
+from .jobs import Jobs, task_records
 from .pooling import PoolSlots
 from .recording import Recorder, store_wait
 
@@ -111,7 +111,7 @@ class Engine:
         started = RunStarted(
             run_id=prepared.run_id, pipeline=prepared.pipeline.name, started_at=utcnow(),
             logical_date=prepared.logical_date.isoformat(), params=prepared.params,
-            tasks={n: task_record(p) for n, p in prepared.tasks.items()},
+            tasks=task_records(prepared),
             source=str(prepared.pipeline.source) if prepared.pipeline.source else None,
             pid=os.getpid(), host=socket.gethostname(),
             resumes=previous.resumes + 1 if previous else 0, rerun=tuple(sorted(rerun or ())),

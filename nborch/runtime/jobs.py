@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ..core.grouping import own_values
 from ..core.run import Run
 from ..execution import outputs
 from ..execution.attempt import AttemptJob
@@ -76,6 +77,17 @@ class Jobs:
             timeout=p.task.timeout, secret_values=self.prepared.secret_values,
             resources=p.task.resources, command=p.command, products=p.products,
             **(convention.job_options(p.products) if convention is not None else {}))
+
+
+def task_records(prepared: PreparedRun) -> dict[str, dict]:
+    """The tasks as ``RunStarted`` announces them (and the store records them)."""
+    own = own_values(prepared.pipeline.grids,
+                     {n: p.task.parameters for n, p in prepared.tasks.items()})
+    records = {n: task_record(p) for n, p in prepared.tasks.items()}
+    for name, values in own.items():
+        if name in records and values:
+            records[name]["own_values"] = values
+    return records
 
 
 def task_record(p) -> dict:

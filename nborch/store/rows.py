@@ -22,7 +22,7 @@ def loads(text: str | None) -> Any:
 
 # TaskRun fields whose task_runs column is named otherwise, and those stored as JSON.
 _COLUMN = {"values": "vals"}
-_JSON = frozenset({"values", "error", "progress", "command", "products"})
+_JSON = frozenset({"values", "error", "progress", "command", "products", "own_values"})
 
 
 def task_run(row: sqlite3.Row) -> TaskRun:
@@ -34,7 +34,7 @@ def task_run(row: sqlite3.Row) -> TaskRun:
         progress=loads(row["progress"]), upstream=tuple(loads(row["upstream"])),
         notebook=row["notebook"], fingerprint=row["fingerprint"], result_of=row["result_of"],
         grid=row["grid"], command=loads(row["command"]), products=loads(row["products"]) or {},
-        pool=row["pool"])
+        pool=row["pool"], own_values=loads(row["own_values"]))
 
 
 def update_task(conn: sqlite3.Connection, run_id: str, task: str, changes: dict) -> None:

@@ -85,6 +85,9 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE schedules ADD COLUMN params TEXT NOT NULL DEFAULT '{}'",
         "CREATE INDEX runs_by_end ON runs (status, ended_at)",
     ],
+    [  # 10: a grid instance's own parameters, what tells it from the grid's others (JSON)
+        "ALTER TABLE task_runs ADD COLUMN own_values TEXT",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -96,9 +96,10 @@ class Store(TriggerRecords, PoolRecords):
                  time.time(), e.output_dir, e.trigger))
             conn.executemany(
                 "INSERT INTO task_runs (run_id, task, position, upstream, notebook, grid, command,"
-                " products, pool, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " products, pool, own_values, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(e.run_id, name, i, json.dumps(t["upstream"]), t.get("notebook"), t.get("grid"),
                   dumps(t.get("command")), dumps(t.get("products") or None), t.get("pool"),
+                  dumps(t.get("own_values")),
                   State.PENDING)
                  for i, (name, t) in enumerate(e.tasks.items())])
 

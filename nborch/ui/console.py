@@ -77,6 +77,7 @@ class PlainProgress:
         self._states: dict[str, str] = {}              # instance -> state
         self._counts: dict[str, Counter] = {}          # grid -> {state: instances in it}
         self._said: dict[str, tuple[float, str]] = {}  # grid -> (when, summary) last written
+        self._labels: dict[str, str] = {}              # instance -> name with its parameters
 
     def __call__(self, event) -> None:
         if isinstance(event, RunStarted):
@@ -93,6 +94,7 @@ class PlainProgress:
         for name, task in event.tasks.items():
             if task.get("grid"):
                 self._grid_of[name] = task["grid"]
+                self._labels[name] = labelled(name, task.get("own_values"))
                 kept = event.resumes and name not in event.rerun  # kept by a resume: done
                 self._states[name] = State.SUCCESS if kept else State.PENDING
                 self._counts.setdefault(task["grid"], Counter())[self._states[name]] += 1
@@ -103,7 +105,7 @@ class PlainProgress:
         counts[event.state] += 1
         self._states[event.task] = event.state
         if event.state in LAST_ATTEMPT_FAILED:
-            self._write(_task_line(event))
+            self._write(_task_line(event, self._labels[event.task]))
         last = self._said.get(grid)
         if last is None and event.state in UNSTARTED:
             return
@@ -118,8 +120,8 @@ class PlainProgress:
         self.stream.flush()
 
 
-def _task_line(event: TaskStateChanged) -> str:
-    line = f"{event.task}: {event.state}"
+def _task_line(event: TaskStateChanged, label: str | None = None) -> str:
+    line = f"{label or event.task}: {event.state}"
     if event.state == State.RUNNING:
         line += f" (attempt {event.attempt})"
     if event.error:
@@ -289,7 +291,8 @@ def print_run(run: Run, console) -> None:
     for t in _first_per_grid(run.tasks.values(), grid_of, lambda t: bool(t.error)):
         e = t.error
         cell = f" in cell {e['cell']}" if e.get("cell") is not None else ""
-        console.print(f"\n[red bold]{markup(t.name, False)}[/] failed{cell}: "
+        who = markup(labelled(t.name, t.own_values), False)
+        console.print(f"\n[red bold]{who}[/] failed{cell}: "
                       f"[bold]{markup(e['type'], False)}[/]: {markup(e['message'])}",
                       highlight=False)
         if e.get("cell_source"):
@@ -304,6 +307,14 @@ def print_run(run: Run, console) -> None:
     for (name, reason), count in reasons.items():
         many = f" ({count} instances)" if name in grids else ""
         console.print(f"[dim]{markup(name, False)}{many}: {markup(reason)}[/]", highlight=False)
+
+
+def labelled(name: str, own_values: dict | None) -> str:
+    """A task's name, a grid instance's with its own parameters: ``tiny-197 (n=197)``."""
+    if not own_values:
+        return name
+    shown = (v if isinstance(v, str) else _short_value(v) for v in own_values.values())
+    return f"{name} ({', '.join(f'{k}={v}' for k, v in zip(own_values, shown))})"
 
 
 def _grid_row(name: str, tasks: list) -> tuple[str, ...]:

@@ -269,19 +269,9 @@ def instance_table(run: Run, names: list[str], base: Path | None = None,
 
 
 def instance_params(run: Run) -> dict[str, str]:
-    """Each grid instance's own parameters (those whose values differ between the grid's
-    instances), as ``n=197, region=eu``: what tells ``tiny-197`` from ``tiny-198``. Known
-    for runs whose pipeline is at hand (started or resumed in this process)."""
-    pipeline = run.pipeline_obj
-    if pipeline is None:
-        return {}
-    out = {}
-    for names in groups(run).values():
-        params = [getattr(pipeline.tasks.get(n), "parameters", None) or {} for n in names]
-        keys = [k for k in params[0] if len({short_json(p.get(k)) for p in params}) > 1]
-        for name, values in zip(names, params):
-            out[name] = ", ".join(f"{k}={_param_text(values.get(k))}" for k in keys)
-    return out
+    """Each grid instance's own parameters (``grouping.own_values``, recorded when the run
+    started) as ``n=197, region=eu``: what tells ``tiny-197`` from ``tiny-198``."""
+    return {name: params_text(t.own_values) for name, t in run.tasks.items() if t.own_values}
 
 
 def _param_text(value: object) -> str:

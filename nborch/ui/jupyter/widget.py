@@ -234,8 +234,8 @@ class RunView:
             self._panels = [GridPanel(self.base) for _ in grids]
             self.grid_panels.children = [panel.widget for panel in self._panels]
             self.grid_panels.layout.display = "" if grids else "none"
-        if run.pipeline_obj is not self._labels_of:  # a grid instance's parameters, once
-            self._labels_of, self._labels = run.pipeline_obj, htmlview.instance_params(run)
+        if run.run_id != self._labels_of:  # a grid instance's parameters, once per run
+            self._labels_of, self._labels = run.run_id, htmlview.instance_params(run)
         titles = []
         for i, (panel, (grid, names)) in enumerate(zip(self._panels, grids.items())):
             panel.update(run, names, self._labels, self.grid_panels.selected_index == i)
