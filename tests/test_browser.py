@@ -364,6 +364,8 @@ def set_theme(page, name: str, light: bool) -> None:
     page.click(f".lm-Menu-itemLabel:text-is('{name}')")
     page.wait_for_function(f"() => document.body.dataset.jpThemeLight === '{str(light).lower()}'",
                            timeout=30_000)
+    # Lab shows its splash while the theme loads: gone before anything is measured or shot.
+    page.locator("#jupyterlab-splash").wait_for(state="detached", timeout=30_000)
 
 
 def test_grid_filter_live_dashboard_and_contrast_in_both_themes(server, page, tmp_path):
