@@ -215,6 +215,14 @@ def start_scheduler(workdir: Path, *args: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
+def wait_until(condition, what: str, timeout: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
 def wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120) -> list[str]:
     """Lines of the process's stdout up to the first that holds ``needle``; fails once
     ``deadline`` seconds pass without it, even if the process prints nothing more. Reads the

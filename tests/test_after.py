@@ -5,20 +5,12 @@ a failed one starts none; a restart neither repeats nor misses one."""
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
-from conftest import nborch, run_json, start_scheduler, wait_for_line, write_pipeline
+from conftest import nborch, run_json, start_scheduler, wait_for_line, wait_until, write_pipeline
 
 from nborch import Store
 from nborch.scheduling.schedules import Schedule
-
-
-def _wait_for(condition, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _pipelines(workdir: Path) -> None:
@@ -59,7 +51,7 @@ def test_each_success_of_the_upstream_starts_one_run_with_its_logical_date(workd
         failed = _ingest(workdir, "2026-01-02", code=1)
         first = _ingest(workdir, "2026-01-03")
         lines = wait_for_line(proc, "started for 2026-01-03T00:00:00+00:00")
-        _wait_for(lambda: "running" not in _report_runs(store).values(), "report to end")
+        wait_until(lambda: "running" not in _report_runs(store).values(), "report to end")
         out = _stop(proc)
     finally:
         proc.kill()
@@ -73,7 +65,7 @@ def test_each_success_of_the_upstream_starts_one_run_with_its_logical_date(workd
         wait_for_line(proc, "started for 2026-01-04T00:00:00+00:00")
         third = _ingest(workdir, "2026-01-05")
         wait_for_line(proc, "started for 2026-01-05T00:00:00+00:00")
-        _wait_for(lambda: "running" not in _report_runs(store).values(), "report to end")
+        wait_until(lambda: "running" not in _report_runs(store).values(), "report to end")
         _stop(proc)
     finally:
         proc.kill()

@@ -8,19 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
-from conftest import Receiver, nborch, run_json, start_scheduler, wait_for_line, write_pipeline
-
-
-def _wait_for(condition, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+from conftest import (
+    Receiver,
+    nborch,
+    run_json,
+    start_scheduler,
+    wait_for_line,
+    wait_until,
+    write_pipeline,
+)
 
 
 def _minutes_ago(minutes: int) -> str:
@@ -52,7 +52,7 @@ def test_a_slot_that_cannot_start_and_a_crashed_run_are_recorded_and_alerted(wor
                               cwd=workdir, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     crashed_id = victim.stdout.readline().split()[1]
-    _wait_for(started.exists, "the task to start")
+    wait_until(started.exists, "the task to start")
     os.killpg(victim.pid, signal.SIGKILL)
     victim.wait(timeout=30)
     gate.touch()  # the command the killed run left behind ends
@@ -60,7 +60,7 @@ def test_a_slot_that_cannot_start_and_a_crashed_run_are_recorded_and_alerted(wor
     proc = start_scheduler(workdir, "--grace", "30s")
     try:
         lines = wait_for_line(proc, "not started")
-        _wait_for(lambda: receiver.answered("/broken") and receiver.answered("/crashy"),
+        wait_until(lambda: receiver.answered("/broken") and receiver.answered("/crashy"),
                   "both alerts")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)

@@ -9,23 +9,15 @@ import os
 import signal
 import socket
 import sys
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from conftest import nborch, start_scheduler, wait_for_line, write_pipeline
+from conftest import nborch, start_scheduler, wait_for_line, wait_until, write_pipeline
 
 from nborch import Store
 from nborch.core.events import RunEnded, RunStarted
 from nborch.scheduling import sla
 from nborch.scheduling.schedules import Schedule
-
-
-def _wait_for(condition, what: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def _today() -> datetime:
@@ -47,7 +39,7 @@ def test_a_slot_never_started_and_a_slot_still_running_each_alert_once_across_a_
            check=True)
     proc = start_scheduler(workdir, "--grace", "1s")
     try:
-        _wait_for(lambda: len(receiver.answered("/sla")) >= 2, "two SLA alerts")
+        wait_until(lambda: len(receiver.answered("/sla")) >= 2, "two SLA alerts")
         lines = wait_for_line(proc, "missed its SLA")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
