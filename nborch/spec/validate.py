@@ -138,6 +138,7 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
                          f"environment or in {_dotenv_path(pipeline)}"
                          for var in missing_settings(listed, secret_env)]
     prepared: dict[str, PreparedTask] = {}
+    kernels = installed_kernels()  # looked up once per check, not per task
     for name, task in pipeline.tasks.items():
         if name not in infos and task.command is None:  # unreadable notebook: already reported
             continue
@@ -169,9 +170,9 @@ def prepare(pipeline: Pipeline, overrides: dict | None = None, *, run_id: str = 
         else:
             problems += parameter_problems(label(task), task, info, values)
         kernel = task.kernel or info.kernel_name or DEFAULT_KERNEL
-        if kernel not in installed_kernels():
+        if kernel not in kernels:
             problems.append(f"{label(task)}: kernel {kernel!r} is not installed (installed: "
-                            f"{', '.join(sorted(installed_kernels()))}); "
+                            f"{', '.join(sorted(kernels))}); "
                             "set 'kernel:' or install it")
         if product is not None and ("product" in info.parameters or convention is not None):
             values["product"] = product  # a notebook that declares `product` gets it
@@ -279,9 +280,10 @@ def label(task: Task) -> str:
 
 def graph_problems(pipeline: Pipeline) -> list[str]:
     problems = []
+    grid_of = {n: grid for grid, names in pipeline.grids.items() for n in names}
     for name, task in pipeline.tasks.items():
         for up in task.upstream:
-            if up == name or (task.grid is not None and up in pipeline.grids[task.grid]):
+            if up == name or (task.grid is not None and grid_of.get(up) == task.grid):
                 problems.append(f"{label(task)} lists itself as upstream")
             elif up not in pipeline.tasks:
                 problems.append(f"{label(task)}: unknown upstream task {up!r} "
