@@ -3,6 +3,7 @@ started ``dask scheduler`` with ``dask worker`` processes on 127.0.0.1."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -294,6 +295,35 @@ def test_a_worker_without_nborch_fails_the_attempt_clearly_and_logs_no_secret(wo
     assert "Failed to deserialize" not in log.read_text()
     assert value not in log.read_text()
     assert len(dask_processes.client.scheduler_info()["workers"]) == 1  # still up
+
+
+def test_a_worker_with_another_nborch_version_fails_the_attempt_naming_both(workdir: Path,
+                                                                           dask_processes):
+    """A worker whose nborch is another version than the orchestrator's (the attempt's
+    bytes are this version's classes): the attempt fails at once naming the worker, its
+    version and the one to install, and nothing runs there."""
+    from nborch.core.version import __version__
+    source = Path(importlib.util.find_spec("nborch").origin).parent
+    shadow = workdir / "shadow"
+    for path in source.rglob("*.py"):  # this nborch, but for its version
+        target = shadow / "nborch" / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if path.relative_to(source) == Path("core/version.py"):
+            target.write_text('__version__ = "0.0.1"\n')
+        else:
+            target.symlink_to(path)
+    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    dask_processes.worker(wrap=("env", f"PYTHONPATH={path}"))
+    pipeline = write_pipeline(workdir, {"name": "versions", "tasks": {
+        "touch": {"command": ["touch", str(workdir / "ran")]}}})
+    proc = nborch("run", str(pipeline), "--executor", f"dask://{dask_processes.address}",
+                  "--json", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr
+    error = run_json(proc)["tasks"]["touch"]["error"]
+    assert error["type"] == "NborchUnavailable"
+    assert "has nborch 0.0.1" in error["message"]
+    assert f"install nborch {__version__}" in error["message"]
+    assert not (workdir / "ran").exists()
 
 
 def test_a_retry_writes_to_a_memory_output_dir_on_the_workers(workdir: Path, local_cluster):

@@ -30,6 +30,7 @@ from ...core import events
 from ...core.clock import utcnow
 from ...core.errors import NborchError, SpecError, error_dict
 from ...core.states import State
+from ...core.version import __version__
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
@@ -125,7 +126,7 @@ class DaskExecutor(Executor):
             _import_distributed().Variable(secrets_name, client=self.client).set(secrets)
             self._secrets[(job.task, job.attempt)] = secrets_name
         future = self.client.submit(worker_entry(), payload, secrets_name, self._topic, key,
-                                    self._lease.name, key=key, pure=False,
+                                    self._lease.name, __version__, key=key, pure=False,
                                     resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
         started = utcnow()
@@ -224,10 +225,9 @@ def _result(future, started: str, cancelled: bool) -> AttemptResult:
     if future.status == "finished":
         result = future.result()
         if isinstance(result, dict):  # dask_wire.worker_entry: nborch missing there
-            from ...core.version import __version__
             return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
-                "NborchUnavailable", f"the Dask worker at {result['worker']} cannot import "
-                f"nborch ({result['unavailable']}); install nborch {__version__} (this "
+                "NborchUnavailable", f"the Dask worker at {result['worker']} "
+                f"{result['unavailable']}; install nborch {__version__} (the orchestrator's "
                 "version) in the workers' environment"))
         return result
     if cancelled or future.status == "cancelled":

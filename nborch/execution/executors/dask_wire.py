@@ -43,13 +43,19 @@ def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | 
 def worker_entry() -> Callable[..., Any]:
     """The function Dask runs on a worker (made here, so that cloudpickle sends it by
     value). It returns the ``AttemptResult``, or ``{"unavailable": why, "worker": address}``
-    when nborch cannot be imported there."""
-    def attempt(payload: bytes, secrets_name, topic: str, key: str, lease: str):
+    when nborch cannot be imported there or is another version than the orchestrator's
+    ``version`` (the attempt's bytes are another version's classes)."""
+    def attempt(payload: bytes, secrets_name, topic: str, key: str, lease: str,
+                version: str):
         import distributed
         try:
+            from nborch.core.version import __version__
             from nborch.execution.executors.dask_worker import run_packed
         except Exception as exc:  # not installed, or broken, in the worker's environment
-            return {"unavailable": f"{type(exc).__name__}: {exc}",
+            return {"unavailable": f"cannot import nborch ({type(exc).__name__}: {exc})",
+                    "worker": distributed.get_worker().address}
+        if __version__ != version:
+            return {"unavailable": f"has nborch {__version__}",
                     "worker": distributed.get_worker().address}
         return run_packed(payload, secrets_name, topic, key, lease)
     return attempt
