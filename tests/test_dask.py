@@ -441,12 +441,18 @@ def test_a_pipeline_runs_on_a_tls_cluster(workdir: Path, tmp_path_factory):
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": tls["cert"],
             "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls["key"],
             "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "true"})
+        # In Python, a client made with Dask's Security object (as docs/dask.md shows)
+        assert cluster.client.security.require_encryption
+        secured = Pipeline.load(str(path)).start(executor=cluster.client,
+                                                 home=workdir / ".nborch").wait(180)
     finally:
         cluster.stop()
     assert proc.returncode == 0, proc.stderr
     run = run_json(proc)
     assert run["tasks"]["a"]["values"]["worker_pid"] == worker
     assert run["tasks"]["b"]["values"]["twice"] == 2 * worker
+    assert secured.status == "success", {n: t.error for n, t in secured.tasks.items()}
+    assert secured.values["b"]["twice"] == 2 * worker
 
 
 def test_a_command_task_runs_on_a_worker(workdir: Path, local_cluster):
