@@ -140,6 +140,22 @@ def test_a_disk_that_stays_full_is_reported_with_the_true_outcome(workdir: Path)
             assert end in err, (end, err)
 
 
+def test_ctrl_c_on_a_full_disk_does_not_claim_the_states_recorded(workdir: Path):
+    """Cancelling while the store takes nothing: the command says the kernels stopped, not
+    that the states were recorded, and says what the store lacks."""
+    gated_pipeline(workdir)
+    with small_disk(workdir / "disk") as disk:
+        proc = _start(workdir, disk / "home", NBORCH_STORE_WAIT="1s")
+        _wait_for(lambda: all((workdir / f"started-{t}").exists() for t in "ab"),
+                  "both tasks to start", proc)
+        fill(disk)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1 and "Traceback" not in err, err  # as for any unrecorded end
+    assert "cancelled: kernels stopped" in err and "states recorded" not in err, err
+    assert "could not record" in err and "the run cancelled" in err, err
+
+
 @contextmanager
 def read_only_copy(home: Path, where: Path):
     """``home`` seen through a read-only bind mount at ``where``."""

@@ -81,7 +81,9 @@ def _follow(args, start, started_what: str) -> int:
             else:
                 run = handle.wait()
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (``Stopped``)
-            print("cancelled: kernels stopped, states recorded", file=sys.stderr)
+            recorded = not handle.unrecorded  # else said below, with what the store lacks
+            print("cancelled: kernels stopped" + (", states recorded" if recorded else ""),
+                  file=sys.stderr)
             run, stopped = handle.run, exc
         else:
             stopped = None
