@@ -21,13 +21,15 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import REPO, ipc_kernel_manager, kernels_of, write_notebook
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from nbclient import NotebookClient
 
 from nborch import Store
 from nborch.core.errors import SpecError
 from nborch.core.events import AttemptProgress, RunStarted, TaskStateChanged
 from nborch.core.run import Run, TaskRun
-from nborch.core.states import COLOURS
+from nborch.core.states import ACTIVE, COLOURS, TASK_STATES
 from nborch.spec.loader import from_arrows
 from nborch.ui import htmlview
 from nborch.ui.htmlview import SvgGraph, layout
@@ -616,7 +618,12 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
     # Folded, the instances' table is not rendered (nor sent); opened, it is.
     assert panel.table.value == ""
     view.grid_panels.selected_index = 0
-    assert panel.table.value.count("<tr data-task=") == 500
+    # Opened, it lists 200 of the 500: the failed and running ones among them, and says so.
+    assert panel.table.value.count("<tr data-task=") == 200
+    assert all(f'data-task="region-{i}"' in panel.table.value for i in range(37, 42))
+    assert 'data-task="region-300"' not in panel.table.value
+    assert "200 of 500 instances: the failed, then the running and queued" in \
+        panel.table.value and "`nborch show r1` lists them all" in panel.table.value
     panel.failed_only.value = True  # the failed instances only
     assert panel.table.value.count("<tr data-task=") == 2
     assert 'data-task="region-37"' in panel.table.value
@@ -624,7 +631,7 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
     view.grid_panels.selected_index = None
     run.tasks["region-0"].status = "failed"
     view.show(run)
-    assert panel.table.value.count("<tr data-task=") == 500  # as last shown: not re-rendered
+    assert panel.table.value.count("<tr data-task=") == 200  # as last shown: not re-rendered
     assert 'data-task="region-0" valign="top" style="border-top:1px solid var(--jp-border-' \
         'color2,#e5e7eb)"><td><b>region-0</b></td><td><span class="nborch-state nborch-success' \
         in panel.table.value
@@ -638,6 +645,26 @@ def test_a_500_instance_grid_is_one_node_one_row_and_one_folding_panel():
     assert view.grid_panels.titles[0] == ("region (grid): 37/500 done, 4 failed, 1 running, "
                                           "458 pending")
     assert "37/500 · 4 failed" in view.graph.value
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(sorted(TASK_STATES)), max_size=60), st.integers(0, 70))
+def test_a_grid_panel_lists_the_instances_that_need_an_eye_first(states, limit):
+    """Of a grid's instances the panel lists ``limit`` at most, in the grid's order: every
+    failed one first, then running or queued ones, then the others from the start."""
+    from nborch.ui.jupyter.gridpanel import SHOWN_AS_FAILED, first_shown
+    names = [f"g-{i}" for i in range(len(states))]
+    run = Run("r", "p", tasks={n: TaskRun(n, status=s, grid="g") for n, s in zip(names, states)})
+    shown = first_shown(run, names, limit)
+    assert len(shown) == min(limit, len(names))
+    assert shown == [n for n in names if n in set(shown)]  # in the grid's order
+    rank = {n: 0 if s in SHOWN_AS_FAILED else 1 if s in ACTIVE else 2
+            for n, s in zip(names, states)}
+    left_out = [n for n in names if n not in set(shown)]
+    if left_out and shown:  # nothing left out outranks what is shown
+        assert min(rank[n] for n in left_out) >= max(rank[n] for n in shown)
+    others = [n for n in shown if rank[n] == 2]  # and the others are the first ones
+    assert others == [n for n in names if rank[n] == 2][:len(others)]
 
 
 def test_grid_instances_are_labelled_with_their_parameters():

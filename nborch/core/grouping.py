@@ -21,12 +21,17 @@ _OTHERS = (State.FAILED, State.UPSTREAM_FAILED, State.CANCELLED, State.RUNNING,
 
 
 def groups(run) -> dict[str, list[str]]:
-    """Grid name -> its instances' names (in order) for every grid of ``run``."""
-    out: dict[str, list[str]] = {}
-    for name, task in run.tasks.items():
-        if task.grid:
-            out.setdefault(task.grid, []).append(name)
-    return out
+    """Grid name -> its instances' names (in order) for every grid of ``run``: worked out
+    once per run, since the views ask at every update (a run's tasks are set when it
+    starts; should they change, it is worked out again). Not to be changed by callers."""
+    key = (id(run.tasks), len(run.tasks))
+    if run.grid_cache is None or run.grid_cache[0] != key:
+        out: dict[str, list[str]] = {}
+        for name, task in run.tasks.items():
+            if task.grid:
+                out.setdefault(task.grid, []).append(name)
+        run.grid_cache = (key, out)
+    return run.grid_cache[1]
 
 
 def own_values(grids: Mapping[str, Sequence[str]], parameters: Mapping[str, dict]

@@ -89,6 +89,7 @@ class Run:
     # Where the run lives, so ``resume()`` can find it again; not part of the record.
     home: Any = field(default=None, repr=False, compare=False)
     pipeline_obj: Any = field(default=None, repr=False, compare=False)
+    grid_cache: Any = field(default=None, init=False, repr=False, compare=False)  # groups()
 
     @property
     def values(self) -> dict:

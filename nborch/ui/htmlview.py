@@ -261,11 +261,12 @@ def task_table(run: Run, base: Path | None = None, max_height: str | None = "360
 
 
 def instance_table(run: Run, names: list[str], base: Path | None = None,
-                   labels: dict[str, str] | None = None) -> Markup:
-    """The rows of one grid's instances (the widget shows them in a folding panel)."""
+                   labels: dict[str, str] | None = None, note: str | None = None) -> Markup:
+    """The rows of one grid's instances (the widget shows them in a folding panel), and a
+    ``note`` above them (when not all are listed)."""
     labels = instance_params(run) if labels is None else labels
     return _macros().instance_table([task_data(run.tasks[n], base, labels.get(n, ""))
-                                     for n in names])
+                                     for n in names], note)
 
 
 def instance_params(run: Run) -> dict[str, str]:
@@ -297,10 +298,11 @@ def error_details(task_name: str, error: dict, open_: bool = False,
 
 
 def _errors_data(run: Run) -> list[dict]:
-    params = instance_params(run)
+    failed = [t for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED]
+    params = instance_params(run) if failed else {}
     return [error_data(t.name, t.error, label="failed" if t.status == State.FAILED else
                        f"attempt {t.attempts} failed, retrying", params=params.get(t.name, ""))
-            for t in run.tasks.values() if t.error and t.status in LAST_ATTEMPT_FAILED]
+            for t in failed]
 
 
 def errors_html(run: Run) -> Markup:
@@ -329,11 +331,19 @@ def snapshot(run: Run, graph: SvgGraph | None, base: Path | None = None) -> Mark
 
 
 def text_summary(run: Run) -> str:
-    """The same run as plain text, for front ends that show no HTML."""
+    """The same run as plain text, for front ends that show no HTML: a line per task, and
+    one per grid (its instances summed up)."""
     lines = [f"{run.pipeline} run {run.run_id}: {run.status} ({summary_text(run)})"]
     if run.params:
         lines.append(f"  parameters: {params_text(run.params)}")
+    grids = groups(run)
     for t in run.tasks.values():
+        if t.grid:
+            if grids[t.grid][0] == t.name:
+                states = [run.tasks[n].status for n in grids[t.grid]]
+                lines.append(f"  {t.grid:<24} {grid_state(states)} (grid: "
+                             f"{grid_summary(states)})")
+            continue
         extra = f" {progress_text(t)}" if progress_text(t) else ""
         lines.append(f"  {t.name:<24} {t.status}{extra}")
     return "\n".join(lines)

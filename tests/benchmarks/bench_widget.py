@@ -3,6 +3,8 @@
 Not a test: run it by hand, ``.venv/bin/python tests/benchmarks/bench_widget.py [TASKS]``.
 The graph is laid out by Graphviz once; each update only rewrites node fills in the SVG
 text, so it must stay far below the 250 ms between two renders of the live view.
+``--grid N``: the view of a run of one task, a grid of N instances after it and a join
+(drawn as one node; its instances in the grid's panel), its panel closed and open.
 """
 
 from __future__ import annotations
@@ -76,5 +78,34 @@ def main(n: int = 500, repeat: int = 200) -> None:
           f"median {median_ms(one_update, 50):.1f} ms of 50")
 
 
+def grid(n: int, repeat: int = 50) -> None:
+    import ipywidgets  # noqa: F401
+
+    from nborch.ui.jupyter.widget import RunView
+    instances = [f"one-{i}" for i in range(n)]
+    tasks = {"first": {"upstream": []}, "join": {"upstream": instances},
+             **{name: {"upstream": ["first"], "grid": "one"} for name in instances}}
+    run = Run.from_start(RunStarted("r", "bench", "2026-01-01T00:00:00+00:00",
+                                    "2026-01-01T00:00:00+00:00", {}, tasks, None, 0, "h"))
+    start = time.perf_counter()
+    view = RunView(run)
+    view.show(run)
+    print(f"grid of {n:,}: first view {(time.perf_counter() - start) * 1000:.0f} ms")
+    rng = random.Random(1)
+
+    def one_update() -> None:
+        name = rng.choice(instances)
+        run.apply(TaskStateChanged("r", name, rng.choice(["running", "success"]), 1,
+                                   "2026-01-01T00:00:01+00:00"))
+        view.show(run)
+
+    print(f"  an update, grid panel closed: median {median_ms(one_update, repeat):.1f} ms")
+    view.grid_panels.selected_index = 0
+    print(f"  an update, grid panel open: median {median_ms(one_update, repeat):.1f} ms")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)
+    if sys.argv[1:2] == ["--grid"]:
+        grid(int(sys.argv[2]))
+    else:
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)

@@ -124,6 +124,7 @@ class RunView:
                  on_retry: Callable[[], None] | None = None, base: Path | None = None):
         self.base = base
         self._edges: dict | None = None
+        self._edges_of: tuple | None = None  # the run whose edges ``_edges`` are
         self._graph: htmlview.SvgGraph | None = None
         self.header = w.HTML()
         self.bar = w.IntProgress(min=0, max=1, value=0, bar_style="info",
@@ -169,9 +170,12 @@ class RunView:
     # -- rendering ----------------------------------------------------------------------
 
     def graph_for(self, run: Run) -> htmlview.SvgGraph | None:
-        edges = htmlview.run_edges(run)
-        if edges != self._edges:
-            self._edges, self._graph = edges, htmlview.layout(edges)
+        key = (run.run_id, len(run.tasks))  # a run's edges do not change: not per update
+        if key != self._edges_of:
+            edges = htmlview.run_edges(run)
+            if edges != self._edges:
+                self._edges, self._graph = edges, htmlview.layout(edges)
+            self._edges_of = key
         return self._graph
 
     def show(self, run: Run) -> None:
