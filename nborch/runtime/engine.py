@@ -86,9 +86,8 @@ class Engine:
     def __init__(self, prepared: PreparedRun, store: Store, executor: Executor,
                  max_parallel: int | None, fail_fast: bool = False, incremental: bool = False,
                  force: Iterable[str] = (), previous: Run | None = None,
-                 rerun: set[str] | None = None,
-                 output_dir: str | Path | None = None, run_timeout: float | None = None,
-                 trigger: Trigger = Trigger.MANUAL):
+                 rerun: set[str] | None = None, output_dir: str | Path | None = None,
+                 run_timeout: float | None = None, trigger: Trigger = Trigger.MANUAL):
         self.prepared = prepared
         self.run_timeout = run_timeout  # seconds the whole run may take, if limited
         self._timed_out = False
