@@ -68,7 +68,8 @@ def pipelines(draw):
         tasks[f"t{i}"] = Task(name=f"t{i}", notebook=None, upstream=tuple(ups),
                               trigger=draw(st.sampled_from(["all_success", "all_success",
                                                             "all_done", "one_failed"])),
-                              retries=draw(st.sampled_from([0, 0, 1])), retry_delay=0.0)
+                              retries=draw(st.sampled_from([0, 0, 1])), retry_delay=0.0,
+                              resources=draw(st.sampled_from([{}, {}, {"GPU": 1}, {"GPU": 2}])))
     return tasks
 
 
@@ -86,6 +87,9 @@ def test_the_planner_decides_as_a_full_scan_would(tasks, data):
         assert planner.state == expected
         queued = [n for n, s in planner.state.items() if s == State.QUEUED]
         assert planner.queued() == sorted(queued, key=lambda n: -priority[n])
+        closed = data.draw(st.sets(st.sampled_from([(), (("GPU", 1),), (("GPU", 2),)])))
+        assert list(planner.queued_where(lambda key, closed=closed: key not in closed)) == [
+            n for n in planner.queued() if planner.resource_set[n] not in closed]
         assert list(planner.soon_ready()) == scan_soon_ready(tasks, planner.state, priority)
         assert planner.done == all(s in FINAL for s in planner.state.values())
         if planner.done:
@@ -124,3 +128,27 @@ def test_only_the_tasks_downstream_of_an_ended_one_are_looked_at():
         planner.finish(name, True, 0)
         planner.advance(0)
     assert looked == ["join"] * 10_000 and planner.queued() == ["join"]
+
+
+def test_the_queued_tasks_of_a_full_resource_set_are_not_looked_at():
+    """10,000 GPU tasks queued ahead of a CPU task: while the GPU set is full, finding the
+    CPU task looks at none of them; a set that fills up while its tasks are taken gives
+    no more."""
+    tasks = {f"gpu{i}": Task(name=f"gpu{i}", notebook=None, resources={"GPU": 1})
+             for i in range(10_000)}
+    tasks["cpu"] = Task(name="cpu", notebook=None)
+    planner = Planner(tasks)
+    planner.advance(0)
+    gpu = (("GPU", 1),)
+    asked = []
+
+    def may_start(key):
+        asked.append(key)
+        return key != gpu
+    assert list(planner.queued_where(may_start)) == ["cpu"] and len(asked) <= 3
+    taken = []
+    for name in planner.queued_where(lambda key: key != gpu or len(taken) < 2):
+        planner.start(name)  # the caller starts what it is given
+        taken.append(name)
+    assert taken == ["gpu0", "gpu1", "cpu"]
+    assert planner.queued()[:2] == ["gpu2", "gpu3"] and len(planner.queued()) == 9_998

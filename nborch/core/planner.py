@@ -3,18 +3,21 @@ of its own; the engine feeds it outcomes and the current time and applies its de
 
 Its cost per event does not grow with the pipeline: it counts, for each task, the upstream
 tasks not yet final and those failed, and looks again only at the tasks downstream of one
-that just ended; the queued tasks are kept in priority order.
+that just ended; the queued tasks are kept in priority order, also per resource set.
 """
 
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator, Mapping
+import heapq
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from .dag import downstream_map, path_lengths
 from .states import FAILURES, FINAL, SUCCESSFUL, WAITING, State
 from .task import Task
+
+ResourceSet = tuple[tuple[str, float], ...]  # a task's ``resources``, sorted: a dict key
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,11 @@ class Planner:
         self._queued = sorted((n for n, s in self.state.items() if s == State.QUEUED),
                               key=self._key.__getitem__)
         self._active = {n for n, s in self.state.items() if s in (State.QUEUED, State.RUNNING)}
+        self.resource_set: dict[str, ResourceSet] = {
+            n: tuple(sorted(t.resources.items())) for n, t in tasks.items()}
+        self._by_set: dict[ResourceSet, list[str]] = {s: [] for s in self.resource_set.values()}
+        for name in self._queued:
+            self._by_set[self.resource_set[name]].append(name)
         self._final = sum(s in FINAL for s in self.state.values())
         self._unfinished = {n: sum(self.state[u] not in FINAL for u in t.upstream)
                             for n, t in tasks.items()}  # upstream tasks not final yet
@@ -59,6 +67,25 @@ class Planner:
     def queued(self) -> list[str]:
         """Queued tasks, the one with the longest path ahead of it first."""
         return list(self._queued)
+
+    def queued_where(self, may_start: Callable[[ResourceSet], bool]) -> Iterator[str]:
+        """Queued tasks in priority order, leaving out those of the resource sets where
+        ``may_start`` says no attempt may start now; asked again before each task, so a set
+        that fills up gives no more. The tasks of a full set are not looked at: the cost
+        follows what starts. Lazily, on copies (the caller may start the tasks given)."""
+        heads = [(self._key[queue[0]], 0, key, queue) for key, queue in (
+            (key, list(queue)) for key, queue in self._by_set.items() if queue and may_start(key))]
+        heapq.heapify(heads)
+        while heads:
+            _, at, key, queue = heads[0]
+            if not may_start(key):
+                heapq.heappop(heads)
+                continue
+            yield queue[at]
+            if at + 1 < len(queue):
+                heapq.heapreplace(heads, (self._key[queue[at + 1]], at + 1, key, queue))
+            else:
+                heapq.heappop(heads)
 
     def soon_ready(self) -> Iterator[str]:
         """Tasks worth a kernel now, nearest first: queued ones, then pending ones that will
@@ -153,10 +180,11 @@ class Planner:
     def _set(self, name: str, state: State, reason: str | None = None) -> Transition:
         before, self.state[name] = self.state[name], state
         if before == State.QUEUED:
-            del self._queued[bisect.bisect_left(self._queued, self._key[name],
-                                                key=self._key.__getitem__)]
+            for queue in (self._queued, self._by_set[self.resource_set[name]]):
+                del queue[bisect.bisect_left(queue, self._key[name], key=self._key.__getitem__)]
         if state == State.QUEUED:
             bisect.insort(self._queued, name, key=self._key.__getitem__)
+            bisect.insort(self._by_set[self.resource_set[name]], name, key=self._key.__getitem__)
         if state in (State.QUEUED, State.RUNNING):
             self._active.add(name)
         else:

@@ -161,7 +161,7 @@ def start_run(pipeline: model.Pipeline, *, params: dict, max_parallel: int | Non
     store.check_writable()  # before any kernel starts: nothing runs unrecorded
     store.mark_crashed()  # a writer records the runs whose process died (reads only show it)
     runner = get_executor(executor)
-    engine = Engine(prepared, store, runner, max_parallel or runner.parallelism(),
+    engine = Engine(prepared, store, runner, max_parallel,
                     fail_fast, incremental,
                     pipeline.expand(force), output_dir=output_dir, run_timeout=timeout,
                     trigger=trigger)
@@ -207,7 +207,7 @@ def resume_run(run_id: str, *, pipeline: model.Pipeline | None = None,
                        run_id=run_id, logical_date=parse_logical_date(previous.logical_date),
                        pools=store.known_pools(pipeline))
     runner = get_executor(executor)
-    engine = Engine(prepared, store, runner, max_parallel or runner.parallelism(),
+    engine = Engine(prepared, store, runner, max_parallel,
                     fail_fast, previous=previous, rerun=rerun, output_dir=previous.output_dir,
                     run_timeout=pipeline.run_timeout, trigger=Trigger.RESUME)
     return engine.start(listeners)

@@ -36,6 +36,7 @@ from .incremental import Incremental
 from .jobs import Jobs, task_records
 from .pooling import PoolSlots
 from .recording import Recorder, store_wait
+from .slots import AttemptSlots
 
 log = logging.getLogger("nborch")
 HEARTBEAT_SECONDS = 5.0
@@ -82,17 +83,16 @@ class RunHandle:
 
 
 class Engine:
-    def __init__(self, prepared: PreparedRun, store: Store, executor: Executor, max_parallel: int,
-                 fail_fast: bool = False, incremental: bool = False, force: Iterable[str] = (),
-                 previous: Run | None = None, rerun: set[str] | None = None,
-                 output_dir: str | Path | None = None, run_timeout: float | None = None,
-                 trigger: Trigger = Trigger.MANUAL):
+    def __init__(self, prepared: PreparedRun, store: Store, executor: Executor,
+                 max_parallel: int | None, fail_fast: bool = False, incremental: bool = False,
+                 force: Iterable[str] = (), previous: Run | None = None,
+                 rerun: set[str] | None = None, output_dir: str | Path | None = None,
+                 run_timeout: float | None = None, trigger: Trigger = Trigger.MANUAL):
         self.prepared = prepared
         self.run_timeout = run_timeout  # seconds the whole run may take, if limited
         self._timed_out = False
         self.store = store
         self.executor = executor
-        self.max_parallel = max_parallel
         self.bus = EventBus()
         self.run_dir = store.run_dir(prepared.run_id).resolve()
         self.output_dir = str(output_dir) if output_dir is not None else None
@@ -127,6 +127,7 @@ class Engine:
             self.planner = Planner(tasks, fail_fast, done=kept,
                                    attempts={n: t.attempts for n, t in previous.tasks.items()})
         self.run.home, self.run.pipeline_obj = store.home, prepared.pipeline
+        self._slots = AttemptSlots(executor, self.planner.resource_set, max_parallel)
         self.jobs = Jobs(prepared, self.run, store, self.run_dir, self.notebooks)
         self.incremental = Incremental(prepared, self.run, store, incremental, force)
         # The store and the live Run must follow every event; the rest is best-effort.
@@ -265,17 +266,20 @@ class Engine:
         return State.CANCELLED if self._cancel_requested else self.planner.run_status()
 
     def _dispatch(self) -> bool:
-        """Start queued tasks while slots are free; True when some were skipped instead."""
-        skipped = False
-        for name in self.planner.queued():
+        """Start queued tasks while slots are free (the rule: ``slots``); True when some were
+        skipped instead. With --incremental each queued task is first checked once."""
+        skipped, every = False, self.incremental.enabled
+        self._slots.refresh()
+        for name in (self.planner.queued() if every
+                     else self.planner.queued_where(self._slots.open)):
             if self._up_to_date(name):
                 skipped = True
-            elif len(self._running) < self.max_parallel:
+            elif self._slots.free(name):
                 if self._slot_for(name):
                     self._warming.discard(name)
                     self._launch(name)
-            elif not self.incremental.enabled:
-                break  # no free slot; with --incremental each is first checked once
+            elif not every and self._slots.full:
+                break
         self._prewarm()
         return skipped
 
@@ -316,6 +320,7 @@ class Engine:
 
     def _launch(self, name: str) -> None:
         move = self.planner.start(name)
+        self._slots.take(name)
         job = self.jobs.job(name, move.attempt, retried=self.planner.retried(name))
         if self.executor.queues:  # queued until it starts on a worker: `timeout:` too
             self._unstarted.add(name)
@@ -340,7 +345,7 @@ class Engine:
         if waited_for and not self.executor.forks_kernels:
             return
         warm = self.executor.warm()
-        budget = min(self.max_parallel - len(warm),
+        budget = min(self._slots.limit - len(warm),
                      (os.cpu_count() or 1) - spares_starting - waited_for)
         if budget <= 0 or not _memory_to_spare():
             return
@@ -366,6 +371,7 @@ class Engine:
         # An attempt that ended in the queue (cancelled, refused) is recorded as started then.
         self._started(name, self.planner.attempt[name], result.started_at)
         self._running.pop(name, None)
+        self._slots.give_back(name)
         self._pools.release(name)
         self.executor.release(name, self.planner.attempt[name])
         if result.status == State.CANCELLED or (self._cancel_requested

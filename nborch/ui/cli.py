@@ -203,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_run_options(p):
         p.add_argument("--max-parallel", type=int, default=None, metavar="N",
-                       help="tasks running at once (default: number of CPUs)")
+                       help="tasks running at once (default: number of CPUs; on Dask, "
+                            "the cluster's worker threads)")
         p.add_argument("--fail-fast", action="store_true", help="cancel the rest when a task fails")
         p.add_argument("--executor", default=None, metavar="EXECUTOR",
                        help="where tasks run: local, dask (a local Dask cluster), dask://HOST:PORT "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from ..attempt import AttemptJob, AttemptResult
@@ -48,8 +48,17 @@ class Executor(ABC):
 
     def parallelism(self) -> int:
         """How many attempts it runs at once: the default of ``--max-parallel`` (more would
-        only wait in its queue, and count against the limit while they wait)."""
+        only wait in its queue, and count against the limit while they wait). Read again
+        during a run, every few seconds at most (``runtime.slots``)."""
         return os.cpu_count() or 1
+
+    def capacity(self, resources: Mapping[str, float]) -> int | None:
+        """How many attempts needing ``resources`` (``{}``: none) it can run at once now, or
+        None when it has no limit of its own (``--max-parallel`` alone bounds them). The
+        engine keeps no more of them in flight (``runtime.slots``), so attempts that wait
+        in the executor's queue for a resource do not hold back the others. Read again
+        during a run, every few seconds at most."""
+        return None
 
     def release(self, task: str, attempt: int) -> None:  # noqa: B027
         """The engine has the attempt's result: free what the executor kept for it."""

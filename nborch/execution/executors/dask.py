@@ -22,8 +22,9 @@ import logging
 import os
 import queue
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ...core import events
@@ -39,6 +40,7 @@ from .dask_wire import pack, worker_entry
 from .dask_worker import STARTED
 
 log = logging.getLogger("nborch")
+WORKERS_SECONDS = 1.0
 
 
 def _import_distributed():
@@ -98,6 +100,8 @@ class DaskExecutor(Executor):
                                   "distributed.comm.tls.* in ~/.config/dask/") from None
             self._owns_client = True
         self._told = False  # `nborch run -v` said how kernels start
+        self._workers_seen: dict = {}
+        self._workers_at = -WORKERS_SECONDS
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
@@ -161,12 +165,33 @@ class DaskExecutor(Executor):
         return _result(future, started, cancelled)
 
     def parallelism(self) -> int:
-        """The cluster's worker threads when the run starts (workers that join later add
-        none; give --max-parallel to plan for them)."""
-        try:
-            return max(1, sum(self.client.nthreads().values()))
-        except Exception:  # a scheduler that went away says so at the first submit
-            return super().parallelism()
+        """The cluster's worker threads now (at least 1)."""
+        return max(1, self.capacity({}))
+
+    def capacity(self, resources: Mapping[str, float]) -> int:
+        """Attempts needing ``resources`` the running workers can run at once: on each, its
+        threads, or fewer if its resources hold fewer (``GPU=2`` holds two of ``GPU: 1``)."""
+        total = 0
+        for info in self._workers().values():
+            if info.get("status", "running") != "running":  # paused, closing
+                continue
+            offer = info.get("resources") or {}
+            total += min([info.get("nthreads", 0), *(int(offer.get(name, 0) // amount)
+                                                     for name, amount in resources.items())])
+        return total
+
+    def _workers(self) -> dict:
+        """The scheduler's workers (address -> what the worker says of itself), asked again
+        at most every ``WORKERS_SECONDS``: what one reading of the run's numbers shares."""
+        now = time.monotonic()
+        if now - self._workers_at >= WORKERS_SECONDS:
+            try:
+                info = self.client.scheduler_info(n_workers=-1)  # all (5 by default in some)
+                self._workers_seen = info.get("workers", {})
+            except Exception:  # a scheduler that went away says so at the next submit
+                pass
+            self._workers_at = now
+        return self._workers_seen
 
     def release(self, task: str, attempt: int) -> None:
         self._emitters.pop((task, attempt), None)

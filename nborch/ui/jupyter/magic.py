@@ -86,7 +86,8 @@ class OrchestrateMagics(Magics):
     @magic_arguments()
     @argument("--name", default=None, help="pipeline name (default: this notebook's file stem)")
     @argument("--max-parallel", type=int, default=None, metavar="N",
-              help="tasks running at once (default: number of CPUs)")
+              help="tasks running at once (default: number of CPUs; on Dask, the "
+                   "cluster's worker threads)")
     @argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE",
               help="a parameter (repeatable); value read as YAML: 4, true, eu")
     @argument("--executor", default=None,
