@@ -160,3 +160,19 @@ def test_an_executor_without_capacities_keeps_max_parallel_alone():
         assert rule.full and rule.open(GPU)
     finally:
         executor.shutdown()
+
+
+def test_a_given_max_parallel_leaves_plain_tasks_waiting_for_an_adaptive_cluster():
+    """With --max-parallel, plain tasks may wait in Dask's queue beyond what the workers run
+    now (an adaptive cluster grows on that work); resource sets stay capped."""
+    executor = Counted()
+    executor.threads, executor.caps = 1, {(): 1, GPU: 1}  # one worker so far
+    rule = AttemptSlots(executor, {f"t{i}": () for i in range(20)} | {"g": GPU, "h": GPU}, 10)
+    for i in range(9):
+        assert rule.free(f"t{i}")
+        rule.take(f"t{i}")
+    rule.take("g")
+    assert rule.full and not rule.open(GPU) and rule.open(())
+    without = AttemptSlots(executor, {"a": (), "b": ()}, None)  # the cluster's own number
+    without.take("a")
+    assert not without.free("b")

@@ -8,6 +8,10 @@
   of its own). A set nothing can run now (capacity 0) still gets one attempt in flight:
   the executor says what becomes of it (Dask: ``ResourceUnavailable`` when no worker
   offers the resources, a plain task waits for the first worker).
+- Except plain tasks under a ``--max-parallel`` that was given: those may all be in
+  flight, waiting in Dask's queue beyond what the workers run now, since an adaptive
+  cluster (``cluster.adapt()``) grows on the work it sees waiting; capped by what runs now,
+  it would never grow past the workers it has.
 
 An attempt submitted to Dask may wait in Dask's queue until a worker with its resources is
 free, and while it waits it holds its place under ``max_parallel``. The per-set cap keeps
@@ -53,7 +57,8 @@ class AttemptSlots:
             return
         self._read_at = now
         self.limit = self._given or self._executor.parallelism()
-        self._caps = {key: self._executor.capacity(dict(key)) for key in self._sets}
+        self._caps = {key: None if self._given and not key else
+                      self._executor.capacity(dict(key)) for key in self._sets}
 
     @property
     def full(self) -> bool:
