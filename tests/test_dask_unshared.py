@@ -12,13 +12,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import nborch, run_json, wait_until, write_notebook, write_pipeline
 from dask_cluster import DaskProcesses
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nborch import Store
+from nborch import Pipeline, Store
 from nborch.execution.attempt import AttemptJob, AttemptResult
 from nborch.execution.executors import dask_log
 from nborch.execution.executors.dask_log import RelayedLogs
@@ -154,6 +155,36 @@ def test_without_an_output_dir_such_a_worker_fails_the_attempt_clearly(workdir: 
         f"{home}, where a run without --output-dir writes its executed notebooks and " \
         "artifacts: give the run an --output-dir every worker can write" in error["message"]
     assert (home / "nborch.db").is_file()  # the store stays on the orchestrator's disk
+
+
+def test_a_cancelled_attempt_on_such_a_worker_ends_its_log_cancelled(workdir: Path,
+                                                                      unshared):
+    """The run gave the attempt up: the orchestrator ends the log at once, and what the
+    worker still sends before its kernel is stopped is not appended after the end."""
+    cluster, home = unshared
+    pid = workdir / "kernel.pid"
+    write_notebook(workdir / "slow.ipynb",
+                   f"import os, time\nopen({str(pid)!r}, 'w').write(str(os.getpid()))\n"
+                   "print('working', flush=True)\nwhile True:\n"
+                   "    print('still working', flush=True)\n    time.sleep(0.05)")
+    p = Pipeline("cancelme", root=workdir)
+    p.notebook("slow.ipynb")
+    handle = p.start(executor=f"dask://{cluster.address}", home=home,
+                     output_dir=workdir / "out")
+    log = Store(home).log_path(handle.run_id, "slow")
+    wait_until(lambda: log.exists() and "still working" in log.read_text(),
+               "the output to reach the log")
+    kernel = int(pid.read_text())
+    handle.cancel()
+    assert handle.wait(120).tasks["slow"].status == "cancelled"
+    wait_until(lambda: not psutil.pid_exists(kernel)
+               or psutil.Process(kernel).status() == psutil.STATUS_ZOMBIE,
+               "the kernel on the worker to stop")
+    wait_until(lambda: not any(cluster.client.processing().values()),
+               "the worker to let the attempt go")
+    text = log.read_text()
+    assert text.startswith("--- attempt 1 started ") and "working\n" in text
+    assert text.splitlines()[-1].endswith(": Cancelled ---")
 
 
 def _environ() -> dict:
