@@ -1,8 +1,9 @@
 """An attempt's log file: the task's stdout and stderr, masked, written as they come and
 streamed as output events; a line marks each attempt's start and end.
 
-On a Dask worker the attempt writes no file (``AttemptJob.relayed_log``): its masked output
-goes only as events, and the orchestrator writes the log from them (``dask_log``)."""
+On a Dask worker that does not see the run's folder the attempt writes no file
+(``AttemptJob.relayed_log``): its masked output goes only as events, and the orchestrator
+writes the log from them (``dask_log``)."""
 
 from __future__ import annotations
 
