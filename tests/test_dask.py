@@ -359,44 +359,6 @@ def test_a_notebook_a_worker_cannot_write_fails_its_attempt(workdir: Path, local
         "clobber": "failed", "other": "success", "after": "upstream_failed"}
 
 
-def test_a_worker_that_cannot_see_the_home_fails_the_attempt_clearly(workdir: Path,
-                                                                     dask_processes):
-    """A worker on another host without the shared folder: here, a worker in a mount
-    namespace of its own, with an empty folder mounted over the home."""
-    home = workdir / "home"
-    home.mkdir()
-    hide = ("unshare", "--mount", "--propagation", "private", "sh", "-c",
-            f'mount -t tmpfs none {home} && exec "$0" "$@"')
-    if subprocess.run([*hide[:-1], "exit 0"]).returncode != 0 or \
-            subprocess.run([*hide, "true"]).returncode != 0:
-        pytest.skip("needs unshare and mount (root, or a user namespace)")
-    dask_processes.worker(wrap=hide)
-    write_notebook(workdir / "a.ipynb", "pass")
-    path = write_pipeline(workdir, {"name": "unseen", "tasks": {"a": {"notebook": "a.ipynb"}}})
-    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
-                  "--output-dir", str(workdir / "out"), cwd=workdir,
-                  env={"NBORCH_HOME": str(home)})
-    assert proc.returncode == 1, proc.stderr
-    run = run_json(proc)
-    error = run["tasks"]["a"]["error"]
-    assert error["type"] == "HomeNotShared"
-    assert f"cannot see {home / 'runs' / run['run_id']}, the run's folder in nborch's home " \
-        f"{home}" in error["message"]
-    assert "shared file system" in error["message"]
-    # As docs/dask.md says: the store's database stays on the orchestrator's disk, and only
-    # the runs folder, a link to a shared folder, is seen by the workers.
-    shutil.rmtree(home / "runs")
-    (home / "runs").symlink_to(workdir / "shared", target_is_directory=True)
-    (workdir / "shared").mkdir()
-    proc = nborch("run", str(path), "--executor", f"dask://{dask_processes.address}", "--json",
-                  "--output-dir", str(workdir / "out"), cwd=workdir,
-                  env={"NBORCH_HOME": str(home)})
-    assert proc.returncode == 0, proc.stderr
-    run_id = run_json(proc)["run_id"]
-    assert "ended" in (workdir / "shared" / run_id / "a.log").read_text()
-    assert (home / "nborch.db").is_file()
-
-
 def certificates(folder: Path) -> dict:
     """A certificate authority and one certificate it signed for 127.0.0.1 (server and
     client), made by the ``openssl`` command."""

@@ -10,6 +10,8 @@ import nbformat
 from conftest import nborch, run_json, write_notebook, write_pipeline
 
 from nborch import Pipeline, Store
+from nborch.execution.attempt import AttemptJob, AttemptResult
+from nborch.execution.offhome import run_off_home
 
 
 def flaky_pipeline(folder: Path) -> Pipeline:
@@ -124,3 +126,50 @@ def test_an_engine_that_fails_leaves_no_task_running(workdir: Path, monkeypatch)
         assert {n: t.status for n, t in record.tasks.items()} == {"slow": "failed",
                                                                   "quick": "failed"}
     assert kernels_of(run.run_id) == []
+
+
+# -- an attempt on a machine that does not see the run's folder (a remote Dask worker) -----
+
+def away_from_home(folder: Path, location: str, secret: str = "") -> AttemptJob:
+    """An attempt whose run's folder (under ``folder``) is not there, as a remote worker
+    sees it, and whose artifacts go to ``location``."""
+    return AttemptJob(run_id="r1", task="t", attempt=1, notebook="", parameters={}, kernel="",
+                      cwd=str(folder), output_path="", secret_values=[secret] if secret else [],
+                      log_path=str(folder / "home" / "runs" / "r1" / "t.log"),
+                      artifact_location=location)
+
+
+def writes_artifacts(seen: dict):
+    """An attempt's ``run`` that writes two artifacts, then succeeds."""
+    def run(job: AttemptJob, request) -> AttemptResult:
+        folder = Path(job.env["NBORCH_ARTIFACT_DIR"])
+        (folder / "deep").mkdir(parents=True)
+        (folder / "deep" / "table.csv").write_text("a,b\n")
+        (folder / "top.txt").write_text("top")
+        seen.update(folder=folder, private=Path(job.private_folder()), relayed=job.relayed_log)
+        return AttemptResult("success", "T0", "T1", None)
+    return run
+
+
+def test_artifacts_away_from_the_home_are_put_to_the_output_location(tmp_path: Path):
+    seen: dict = {}
+    url = "memory://nborch-artifacts/r1/artifacts/t"
+    result = run_off_home(away_from_home(tmp_path, url), None, "here", writes_artifacts(seen))
+    assert result.status == "success" and result.error is None
+    assert result.artifacts == url and result.relayed_log and seen["relayed"]
+    fs = fsspec.filesystem("memory")
+    assert fs.cat("/nborch-artifacts/r1/artifacts/t/deep/table.csv") == b"a,b\n"
+    assert fs.cat("/nborch-artifacts/r1/artifacts/t/top.txt") == b"top"
+    assert seen["folder"].parent == seen["private"] and not seen["private"].exists()
+
+
+def test_artifacts_that_cannot_be_copied_fail_the_attempt_masked(tmp_path: Path):
+    secret = "c0py-s3cr3t"
+    blocked = tmp_path / f"blocked-{secret}"
+    blocked.write_text("a file where a folder should be")
+    result = run_off_home(away_from_home(tmp_path, str(blocked / "artifacts"), secret), None,
+                          "here", writes_artifacts({}))
+    assert result.status == "failed" and result.error["type"] == "ArtifactCopyError"
+    assert result.error["message"].startswith(
+        f"cannot copy the task's artifacts to {tmp_path}/blocked-***/artifacts: ")
+    assert secret not in result.error["message"] and result.artifacts is None

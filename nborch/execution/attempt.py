@@ -25,7 +25,7 @@ from ..core.events import AttemptProgress, KernelStarted, Throttle
 from ..core.secrecy import Masker
 from ..core.states import State
 from ..inside import PUBLISH_MIME, publish_preview
-from .attemptlog import LogSinks
+from .attemptlog import ABANDONED, LogSinks
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 from .notebook_product import export_product
 
@@ -58,6 +58,14 @@ class AttemptJob:
     export_options: dict = field(default_factory=dict)  # nbconvert exporter options
     check_products: bool = False  # a success that leaves a declared product missing fails
     retry_output_path: str | None = None  # the notebook of a failure that will be retried
+    relayed_log: bool = False  # the orchestrator writes the log, from the output events
+    artifact_location: str | None = None  # where the artifacts go from a machine that does
+    #                                       not see the run's folder (--output-dir's)
+    private_dir: str | None = None  # for unmasked files (a command's values): the run's folder
+    #                                 by default
+
+    def private_folder(self) -> str:
+        return self.private_dir or os.path.dirname(self.log_path)
 
 
 @dataclass
@@ -68,6 +76,8 @@ class AttemptResult:
     output_path: str | None
     values: dict = field(default_factory=dict)
     error: dict | None = None
+    artifacts: str | None = None  # where its artifacts were copied, when not the run's folder
+    relayed_log: bool = False  # the orchestrator writes its log (see offhome.py)
 
 
 def make_product_dirs(job: AttemptJob) -> None:
@@ -107,7 +117,7 @@ class AttemptRunner:
     def abandon(self, reason: str) -> None:
         """The run gave this attempt up (its orchestrator or scheduler is gone): stop the
         kernel and write nothing more than the log's end line: no notebook, no values."""
-        self._abandoned = error_dict("AttemptAbandoned", reason)
+        self._abandoned = error_dict(ABANDONED, reason)
         self._stop("abandon", signal.SIGKILL)
 
     def _on_timeout(self) -> None:
@@ -178,7 +188,7 @@ class AttemptRunner:
             if abandoned:  # its result may reach nobody: the log says why
                 error = self._abandoned
             ended = utcnow()
-            sinks.close(ended, error, why=error["message"] if abandoned else None)
+            sinks.close(ended, error)
         if abandoned:
             return AttemptResult(State.FAILED, started, ended, None, {}, error)
         status = State.SUCCESS if error is None else (

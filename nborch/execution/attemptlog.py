@@ -1,5 +1,9 @@
 """An attempt's log file: the task's stdout and stderr, masked, written as they come and
-streamed as output events; a line marks each attempt's start and end."""
+streamed as output events; a line marks each attempt's start and end.
+
+On a Dask worker that does not see the run's folder the attempt writes no file
+(``AttemptJob.relayed_log``): its masked output goes only as events, and the orchestrator
+writes the log from them (``dask_log``)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,20 @@ from typing import Any
 from ..core import private
 from ..core.events import AttemptOutput
 from ..core.secrecy import Masker, StreamMasker
+
+ABANDONED = "AttemptAbandoned"  # the error of an attempt its run gave up (its log says why)
+
+
+def start_line(attempt: int, started: str) -> str:
+    return f"--- attempt {attempt} started {started} ---\n"
+
+
+def end_line(attempt: int, ended: str, error: dict | None) -> str:
+    """The last line of an attempt: ok, or the error's type; with the reason for an attempt
+    its run gave up, which nothing else may say (its result may reach nobody)."""
+    outcome = "ok" if error is None else error["type"] + (
+        f" ({error['message']})" if error["type"] == ABANDONED else "")
+    return f"--- attempt {attempt} ended {ended}: {outcome} ---\n"
 
 
 class LogSinks:
@@ -22,28 +40,33 @@ class LogSinks:
         self.job, self.emit, self.started = job, emit, started
         self.lock = threading.Lock()
         self.handle = None
+        self.open = False  # output after the end line (stderr can trail it) is dropped
         self._sinks = {s: _LogSink(self, s, masker.stream()) for s in ("stdout", "stderr")}
 
     def __enter__(self) -> LogSinks:
-        self.handle = open(self.job.log_path, "a", encoding="utf-8", opener=private.opener)
-        self.handle.write(f"--- attempt {self.job.attempt} started {self.started} ---\n")
-        self.handle.flush()
+        if not self.job.relayed_log:
+            self.handle = open(self.job.log_path, "a", encoding="utf-8", opener=private.opener)
+            self.handle.write(start_line(self.job.attempt, self.started))
+            self.handle.flush()
+        self.open = True
         return self
 
     def __getitem__(self, stream: str) -> _LogSink:
         return self._sinks[stream]
 
-    def close(self, ended: str, error: dict | None, why: str | None = None) -> None:
-        """The end line: ok, or the error's type and ``why`` (when nothing else may say it)."""
+    def close(self, ended: str, error: dict | None) -> None:
+        """Flush what the maskers held back, then the end line."""
         for sink in self._sinks.values():
             sink.drain()
-        outcome = "ok" if error is None else error["type"] + (f" ({why})" if why else "")
         with self.lock:
-            self.handle.write(f"--- attempt {self.job.attempt} ended {ended}: {outcome} ---\n")
+            if self.handle is not None:
+                self.handle.write(end_line(self.job.attempt, ended, error))
 
     def __exit__(self, *exc_info) -> None:
         with self.lock:
-            self.handle.close()
+            self.open = False
+            if self.handle is not None:
+                self.handle.close()
 
 
 class _LogSink:
@@ -65,10 +88,11 @@ class _LogSink:
 
     def _write(self, text: str) -> None:  # with the log's lock held
         log = self.log
-        if not text or log.handle is None or log.handle.closed:  # stderr can trail the end
+        if not text or not log.open:
             return
-        log.handle.write(text)
-        log.handle.flush()
+        if log.handle is not None:
+            log.handle.write(text)
+            log.handle.flush()
         job = log.job
         log.emit(AttemptOutput(job.run_id, job.task, job.attempt, self.stream, text))
 

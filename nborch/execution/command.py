@@ -23,7 +23,7 @@ from ..core.private import FILE_MODE
 from ..core.secrecy import Masker, search_path, task_environment
 from ..core.states import State
 from .attempt import AttemptJob, AttemptResult, make_product_dirs
-from .attemptlog import LogSinks
+from .attemptlog import ABANDONED, LogSinks
 from .limits import OutputLimit, ValueTooLarge, json_size, max_output, max_value
 
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL of a command's process group
@@ -52,7 +52,7 @@ class CommandRunner:
 
     def abandon(self, reason: str) -> None:
         """The run gave this attempt up (see ``AttemptRunner.abandon``)."""
-        self._abandoned = error_dict("AttemptAbandoned", reason)
+        self._abandoned = error_dict(ABANDONED, reason)
         self._stop("abandon")
 
     def _stop(self, reason: str) -> None:
@@ -77,9 +77,9 @@ class CommandRunner:
     def run(self) -> AttemptResult:
         job = self.job
         make_product_dirs(job)
-        # Beside the log, in the run's private folder: the values are not masked yet, and a
-        # killed nborch must not leave them where other users can read them (/tmp).
-        values_file = os.path.join(os.path.dirname(job.log_path),
+        # In a private folder (the run's): the values are not masked yet, and a killed nborch
+        # must not leave them where other users can read them (/tmp).
+        values_file = os.path.join(job.private_folder(),
                                    f"{job.task}.attempt-{job.attempt}.values.jsonl")
         os.close(os.open(values_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE))
         env = task_environment({**job.env, VALUES_ENV: values_file}, job.withheld_env)
@@ -93,8 +93,7 @@ class CommandRunner:
                 error = error_dict("CommandNotStarted", f"{job.command[0]}: {exc.strerror or exc}")
             limit.finish()
             ended = utcnow()
-            abandoned = self._stop_reason == "abandon"  # its result may reach nobody
-            sinks.close(ended, error, why=error["message"] if abandoned else None)
+            sinks.close(ended, error)
         try:
             values = self.masker.data(_read_values(values_file, max_value(job.env)))
         except ValueTooLarge as exc:  # `nborch publish` checks; this catches a bypass

@@ -12,6 +12,7 @@ place.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 from ..core.private import FILE_MODE, is_private
@@ -51,6 +52,24 @@ def write_text(location: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8", opener=lambda p, flags: os.open(p, flags, mode)) as out:
         out.write(text)
     os.replace(tmp, path)
+
+
+def put_folder(folder: str, location: str) -> int:
+    """Copy the files under the local ``folder`` to the folder ``location`` (a path or an
+    fsspec URL), at the same relative paths; how many. Nothing is renamed here either."""
+    files = sorted(path for path in Path(folder).rglob("*") if path.is_file())
+    if not files:
+        return 0
+    if is_url(location):
+        fs, base = _fs(location)
+        for path in files:
+            fs.put_file(str(path), f"{base.rstrip('/')}/{path.relative_to(folder).as_posix()}")
+        return len(files)
+    for path in files:
+        target = Path(join(location, *path.relative_to(folder).parts))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+    return len(files)
 
 
 def read_text(location: str) -> str:

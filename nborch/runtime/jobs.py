@@ -11,6 +11,7 @@ from ..core.run import Run
 from ..execution import outputs
 from ..execution.attempt import AttemptJob
 from ..execution.kernels import KernelRequest
+from ..execution.offhome import ARTIFACT_ENV
 from ..spec.validate import PreparedRun
 from ..store.store import Store
 
@@ -22,6 +23,8 @@ class Jobs:
         self.prepared, self.run, self.store = prepared, run, store
         self.run_dir, self.notebooks = run_dir, notebooks
         self.home = str(store.home.resolve())  # as workers elsewhere must find it
+        # --output-dir given: there too go the artifacts of a worker without the run's folder
+        self.output_location = notebooks if notebooks != str(run_dir) else None
 
     def env(self, name: str, attempt: int) -> dict:
         """What a task's kernel or command gets on top of nborch's environment (less
@@ -33,7 +36,7 @@ class Jobs:
             "NBORCH_TASK": name,
             "NBORCH_ATTEMPT": str(attempt),
             "NBORCH_LOGICAL_DATE": self.prepared.logical_date.isoformat(),
-            "NBORCH_ARTIFACT_DIR": str(self.run_dir / "artifacts" / name),
+            ARTIFACT_ENV: str(self.run_dir / "artifacts" / name),
             "NBORCH_HOME": self.home,
             **p.secrets,
         }
@@ -73,6 +76,8 @@ class Jobs:
             retry_output_path=outputs.join(self.notebooks, f"{name}.attempt-{attempt}.ipynb")
             if retried else None,
             log_path=str(self.store.log_path(self.run.run_id, name).resolve()),  # workers elsewhere
+            artifact_location=outputs.join(self.output_location, "artifacts", name)
+            if self.output_location else None,
             env=env, withheld_env=tuple(sorted(self.prepared.withheld_env)),
             timeout=p.task.timeout, secret_values=self.prepared.secret_values,
             resources=p.task.resources, command=p.command, products=p.products,

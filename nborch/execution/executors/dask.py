@@ -10,9 +10,11 @@ attempt's future; the watcher on the worker then stops its kernel, as it does wh
 run's lease (``dask_lease``) lapses or the worker loses its scheduler.
 
 Secrets travel with the attempt in memory (pickled over Dask's connection) and are never
-written on the worker. Workers write the executed notebook and the log where the store
-says: on one machine that just works; across hosts the run's folder in the store must be a
-path every worker sees (a shared file system), else the attempt fails with HomeNotShared.
+written on the worker. Workers write the executed notebook where the run says
+(``--output-dir``, else the run's folder in the store), and the log and the artifacts in the
+run's folder; a worker that does not see it (another host) needs only the output location:
+the orchestrator writes the log from the masked output the worker sends (``dask_log``),
+and the artifacts go to the output location (``offhome``).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
 from .dask_lease import Lease, lease_name
+from .dask_log import DRAINED, RELAYED, RelayedLogs
 from .dask_wire import pack, worker_entry
 from .dask_worker import STARTED
 
@@ -106,7 +109,8 @@ class DaskExecutor(Executor):
         self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
         self._secrets: dict[tuple, str] = {}  # (task, attempt) -> its secrets' Variable
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue = queue.Queue()  # the workers' events; callables to run
+        self._logs = RelayedLogs(self._events.put)
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
         self.client.subscribe_topic(self._topic, self._events.put)
 
@@ -120,6 +124,7 @@ class DaskExecutor(Executor):
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
+        self._logs.add(key, job)
         if request is not None and not self._told:
             self._told = True
             log.info("kernels: started the usual way on the Dask workers, not forked")
@@ -134,8 +139,13 @@ class DaskExecutor(Executor):
                                     resources=dict(job.resources) or None)
         attempt = DaskAttempt(self.client, future, key)
         started = utcnow()
-        future.add_done_callback(lambda f: done(self._result(f, started, attempt.cancelled)))
+        future.add_done_callback(lambda f: self._ended(f, started, attempt, done))
         return attempt
+
+    def _ended(self, future, started: str, attempt: DaskAttempt,
+               done: Callable[[AttemptResult], None]) -> None:
+        result = self._result(future, started, attempt.cancelled)
+        self._events.put(lambda: self._logs.end(attempt.key, result, lambda: done(result)))
 
     def _unoffered(self, resources: dict) -> dict | None:
         """An error when no worker offers ``resources`` (a typo, a GPU worker that is down):
@@ -220,16 +230,33 @@ class DaskExecutor(Executor):
             self.client.close()
 
     def _dispatch(self) -> None:
-        """Hand the workers' events to the run, in order, off Dask's event loop."""
+        """Hand the workers' events to the run and the logs, in order, off Dask's event
+        loop; and end the attempts' logs (``dask_log``)."""
         while (item := self._events.get()) is not None:
-            _, message = item
-            if message["type"] == STARTED:
-                self.on_attempt_started(**message["fields"])
-                continue
-            event = getattr(events, message["type"])(**message["fields"])
-            emit = self._emitters.get((event.task, event.attempt))
-            if emit is not None:
-                emit(event)
+            try:
+                if callable(item):
+                    item()
+                else:
+                    self._handle(item[1])
+            except Exception:  # one bad event must not stop the others
+                log.exception("nborch: a Dask worker's event could not be handled")
+        self._logs.close()
+
+    def _handle(self, message: dict) -> None:
+        fields = message["fields"]
+        if message["type"] in (RELAYED, DRAINED):
+            self._logs.relayed(fields["key"], drained=message["type"] == DRAINED)
+            return
+        if message["type"] == STARTED:
+            self._logs.started(fields["task"], fields["attempt"], fields["at"])
+            self.on_attempt_started(**fields)
+            return
+        event = getattr(events, message["type"])(**fields)
+        if isinstance(event, events.AttemptOutput):
+            self._logs.output(event.task, event.attempt, event.text)
+        emit = self._emitters.get((event.task, event.attempt))
+        if emit is not None:
+            emit(event)
 
 
 class DaskAttempt:

@@ -22,6 +22,7 @@ from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .dask_lease import EXPIRY_SECONDS, LeaseWatch
+from .dask_log import DRAINED, RELAYED
 
 SECRETS_WAIT = "30s"  # for the attempt's secrets (set before it was submitted)
 WATCH_POLL = 0.5  # seconds between the watcher's looks at the worker's state
@@ -48,9 +49,24 @@ def unpack(payload: bytes, secrets_name: str | None
 
 def run_packed(payload: bytes, secrets_name: str | None, topic: str, key: str,
                lease: str) -> AttemptResult:
-    """``run_on_worker`` for an attempt as ``dask_wire.pack`` sent it."""
+    """``run_on_worker`` for an attempt as ``dask_wire.pack`` sent it. On a worker that does
+    not see the run's folder (``offhome``) the orchestrator writes the log: this says so
+    before the attempt, and that all its output was sent after it (``dask_log``)."""
+    import distributed
+
+    from ..offhome import run_off_home
     job, request = unpack(payload, secrets_name)
-    return run_on_worker(job, request, topic, key, lease)
+    worker = distributed.get_worker()
+
+    def run(job: AttemptJob, request: KernelRequest | None) -> AttemptResult:
+        if not job.relayed_log:
+            return run_on_worker(job, request, topic, key, lease)
+        worker.log_event(topic, {"type": RELAYED, "fields": {"key": key}})
+        try:
+            return run_on_worker(job, request, topic, key, lease)
+        finally:
+            worker.log_event(topic, {"type": DRAINED, "fields": {"key": key}})
+    return run_off_home(job, request, f"the Dask worker at {worker.address}", run)
 
 
 def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, key: str,
@@ -58,11 +74,9 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
     import distributed
 
     from ..kernels import Kernel
-    from ..runners import home_unseen, make_runner
+    from ..runners import make_runner
 
     worker = distributed.get_worker()
-    if (unseen := home_unseen(job, f"the Dask worker at {worker.address}")) is not None:
-        return AttemptResult(State.FAILED, utcnow(), utcnow(), None, {}, unseen)
 
     def emit(event) -> None:
         if isinstance(event, WORKER_EVENTS):
