@@ -34,7 +34,7 @@ from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
 from .base import Executor
 from .dask_lease import Lease, lease_name
-from .dask_wire import pack, worker_entry
+from .dask_wire import pack, spare_dropper, worker_entry, worker_plugin
 from .dask_worker import STARTED
 
 log = logging.getLogger("nborch")
@@ -96,7 +96,9 @@ class DaskExecutor(Executor):
                                   "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY, or "
                                   "distributed.comm.tls.* in ~/.config/dask/") from None
             self._owns_client = True
-        self._told = False  # `nborch run -v` said how kernels start
+        self._told: set[str] = set()  # how kernels start on the workers, said by `run -v`
+        self._run_ids: set[str] = set()  # whose warm kernels the workers drop at the end
+        self._install_plugin()
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
@@ -104,6 +106,16 @@ class DaskExecutor(Executor):
         self._events: queue.Queue = queue.Queue()
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
         self.client.subscribe_topic(self._topic, self._events.put)
+
+    def _install_plugin(self) -> None:
+        """nborch's worker plugin (``dask_kernels``: kernel templates and warm kernels),
+        once per cluster; without it attempts start their kernels the usual way."""
+        try:
+            self.client.register_plugin(worker_plugin())
+        except Exception as exc:  # an older or restricted scheduler
+            log.warning("kernels: nborch's worker plugin could not be registered on the Dask "
+                        "cluster (%s: %s); kernels start the usual way on its workers",
+                        type(exc).__name__, exc)
 
     def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
                done: Callable[[AttemptResult], None]) -> DaskAttempt:
@@ -115,9 +127,7 @@ class DaskExecutor(Executor):
             done(AttemptResult("failed", utcnow(), utcnow(), None, {}, missing))
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
-        if request is not None and not self._told:
-            self._told = True
-            log.info("kernels: started the usual way on the Dask workers, not forked")
+        self._run_ids.add(job.run_id)
         payload, secrets = pack(job, request)
         secrets_name = None
         if secrets is not None:  # apart from the task: Dask logs a failing task's arguments
@@ -185,6 +195,8 @@ class DaskExecutor(Executor):
         self._events.put(None)
         self._lease.end()
         try:
+            for run_id in self._run_ids:
+                self.client.run(spare_dropper(run_id), wait=False)
             self.client.unsubscribe_topic(self._topic)
             for topic in self.client.run_on_scheduler(_topic_sweeper(self._topic)):
                 _import_distributed().Variable(lease_name(topic), client=self.client).delete()
@@ -201,9 +213,17 @@ class DaskExecutor(Executor):
                 self.on_attempt_started(**message["fields"])
                 continue
             event = getattr(events, message["type"])(**message["fields"])
+            if "kernel" in message:
+                self._tell(message["kernel"])
             emit = self._emitters.get((event.task, event.attempt))
             if emit is not None:
                 emit(event)
+
+
+    def _tell(self, how: str) -> None:
+        if how not in self._told:
+            self._told.add(how)
+            log.info("kernels on the Dask workers: %s", how)
 
 
 class DaskAttempt:
