@@ -24,6 +24,7 @@ from ..kernels import KernelRequest
 from .slots import KernelSlot, import_runner
 
 log = logging.getLogger("nborch")
+PLUGIN_NAME = "nborch-kernels"  # the worker plugin that keeps a WorkerKernels (dask_wire)
 IDLE_SECONDS = 60.0  # a spare nobody took for this long is stopped
 DEFAULT_KERNEL = "python3"  # whose template is started with the worker
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from ..attempt import AttemptJob
 from ..kernels import KernelRequest
+from .dask_kernels import PLUGIN_NAME
 
 
 def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | None]:
@@ -57,8 +58,6 @@ def worker_entry() -> Callable[..., Any]:
         return run_packed(payload, secrets_name, topic, key, lease)
     return attempt
 
-
-PLUGIN_NAME = "nborch-kernels"
 
 
 def worker_plugin():

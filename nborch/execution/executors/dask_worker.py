@@ -23,8 +23,8 @@ from ...core.clock import utcnow
 from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
+from .dask_kernels import PLUGIN_NAME
 from .dask_lease import EXPIRY_SECONDS, LeaseWatch
-from .dask_wire import PLUGIN_NAME
 from .slots import KernelSlot
 
 SECRETS_WAIT = "30s"  # for the attempt's secrets (set before it was submitted)
