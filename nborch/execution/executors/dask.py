@@ -1,7 +1,9 @@
 """Run attempts on a Dask distributed cluster.
 
-Each attempt is one Dask task: on a worker it starts a fresh kernel and runs the notebook
-through the same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
+Each attempt is one Dask task: on a worker it takes a fresh kernel (forked from the
+worker's kernel template, often ahead of need: ``dask_kernels``, kept by nborch's worker
+plugin, which the executor registers as it connects) and runs the notebook through the
+same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
 secrets; see ``dask_worker``). The orchestrating process keeps the DAG, the store and every
 state change; the worker says when the attempt leaves Dask's queue, sends progress and
 output back as Dask events (``Worker.log_event``, received by ``Client.subscribe_topic``)
@@ -218,7 +220,6 @@ class DaskExecutor(Executor):
             emit = self._emitters.get((event.task, event.attempt))
             if emit is not None:
                 emit(event)
-
 
     def _tell(self, how: str) -> None:
         if how not in self._told:

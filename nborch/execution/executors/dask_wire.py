@@ -59,7 +59,6 @@ def worker_entry() -> Callable[..., Any]:
     return attempt
 
 
-
 def worker_plugin():
     """The Dask worker plugin that keeps each worker's kernels (``dask_kernels``): a kernel
     template started with the worker, warm kernels; registered once per cluster (Dask
