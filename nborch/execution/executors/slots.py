@@ -117,15 +117,15 @@ class KernelSlot:
             done(AttemptResult(status, started, utcnow(), None, {},
                                error_dict("KernelStartError", message)))
             return
-        runner = make_runner(job, self.kernel, emit)
-        with self._lock:
-            self.runner = runner
-            abandoned = self._abandoned
-        if self._cancelled:
-            runner.cancel()
-        elif abandoned is not None:
-            runner.abandon(abandoned)
         try:
+            runner = make_runner(job, self.kernel, emit)
+            with self._lock:
+                self.runner = runner
+                abandoned = self._abandoned
+            if self._cancelled:
+                runner.cancel()
+            elif abandoned is not None:
+                runner.abandon(abandoned)
             result = runner.run()
         except Exception as exc:  # a bug of ours must still end the attempt
             log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
