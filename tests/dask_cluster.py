@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import free_port
 
@@ -60,3 +61,18 @@ class DaskProcesses:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def forked_on_workers(client) -> list[int]:
+    """The live kernels forked on the cluster's workers: children of their kernel templates
+    (``python -m nborch.execution.forkserver``, children of the worker processes)."""
+    found = []
+    for worker in client.run(os.getpid).values():
+        try:
+            templates = [p for p in psutil.Process(worker).children()
+                         if "nborch.execution.forkserver" in " ".join(p.cmdline())]
+            found += [k.pid for t in templates for k in t.children()
+                      if k.status() != psutil.STATUS_ZOMBIE]
+        except psutil.Error:  # gone meanwhile
+            pass
+    return found

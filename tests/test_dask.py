@@ -23,8 +23,12 @@ from nborch import Pipeline, Store
 
 distributed = pytest.importorskip("distributed")
 
-# The kernel of a task runs under the worker process: its parent's pid says which worker.
-PUBLISH_WORKER = "import os, nborch\nnborch.publish('worker_pid', os.getppid())"
+# The kernel of a task runs under the worker process (forked from the worker's kernel
+# template, a child of the worker): the first ancestor that is not the template says which.
+WORKER_PID = ("import psutil\nworker = psutil.Process().parent()\n"
+              "if 'nborch.execution.forkserver' in worker.cmdline():\n"
+              "    worker = worker.parent()\n")
+PUBLISH_WORKER = WORKER_PID + "import nborch\nnborch.publish('worker_pid', worker.pid)"
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +175,12 @@ def test_a_worker_killed_mid_task_is_survived(workdir: Path, dask_processes):
     marks.mkdir()
     # Each execution leaves its worker's pid; the first one then waits to be killed.
     write_notebook(workdir / "victim.ipynb",
-                   f"import os, time\nmarks = {str(marks)!r}\nfirst = not os.listdir(marks)\n"
-                   "tmp = marks + '.tmp'\nopen(tmp, 'w').write(str(os.getpid()))\n"
-                   "os.replace(tmp, os.path.join(marks, str(os.getppid())))\n"
+                   WORKER_PID + f"import os, time\nmarks = {str(marks)!r}\n"
+                   "first = not os.listdir(marks)\n"
+                   "tmp = marks + '.tmp'\nopen(tmp, 'w').write(f'{os.getpid()} {os.getppid()}')\n"
+                   "os.replace(tmp, os.path.join(marks, str(worker.pid)))\n"
                    "if first:\n    time.sleep(300)\n"
-                   "import nborch\nnborch.publish('done_on', os.getppid())")
+                   "import nborch\nnborch.publish('done_on', worker.pid)")
     write_notebook(workdir / "after.ipynb", "pass")
     p = Pipeline("survivor", root=workdir, retries=1, retry_delay="1s")
     victim = p.notebook("victim.ipynb")
@@ -186,16 +191,21 @@ def test_a_worker_killed_mid_task_is_survived(workdir: Path, dask_processes):
         assert time.monotonic() < deadline, "the task never started"
         time.sleep(0.1)
     doomed = int(os.listdir(marks)[0])
-    orphan = int((marks / str(doomed)).read_text())  # the kernel the dead worker started
-    os.kill(doomed, signal.SIGKILL)  # the worker process, with the kernel under it
+    # the kernel the dead worker forked, and its kernel template
+    orphan, template = map(int, (marks / str(doomed)).read_text().split())
+    assert template != doomed and psutil.Process(template).ppid() == doomed
+    os.kill(doomed, signal.SIGKILL)  # the worker process, with the template and kernel under it
     run = handle.wait(240)
     assert run.status == "success", {n: t.error for n, t in run.tasks.items()}
     assert run.values["victim"]["done_on"] != doomed
     assert len(os.listdir(marks)) == 2  # ran again, elsewhere, once
-    deadline = time.monotonic() + 30  # a kernel notices its parent is gone and exits
-    while psutil.pid_exists(orphan) and psutil.Process(orphan).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the dead worker's kernel is still running"
-        time.sleep(0.2)
+    # The template reads its stdin, a pipe from the worker: the killed worker closed it; a
+    # kernel notices its parent is gone and exits.
+    for pid, what in ((template, "kernel template"), (orphan, "kernel")):
+        deadline = time.monotonic() + 30
+        while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, f"the dead worker's {what} is still running"
+            time.sleep(0.2)
 
 
 def test_an_unreachable_scheduler_is_a_clear_error(workdir: Path):

@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 from conftest import nborch, run_json, write_notebook, write_pipeline
-from dask_cluster import DaskProcesses
+from dask_cluster import DaskProcesses, forked_on_workers
 
 from nborch import Pipeline, Store
 
@@ -108,6 +108,8 @@ def test_killing_the_orchestrator_stops_the_kernel_and_resume_runs_it_once(workd
     orchestrator.wait()
     wait_for(lambda: gone(kernel) and gone(command), "the task outlived its run on the worker",
              60)
+    # nor a kernel forked ahead for the run's next attempt (a warm one)
+    wait_for(lambda: not forked_on_workers(cluster.client), "a warm kernel outlived its run", 60)
     run_id = only_run(workdir)
     for task in ("hang", "wait"):
         assert_abandoned_and_nothing_late(workdir, run_id, gate, task)

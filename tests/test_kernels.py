@@ -10,12 +10,15 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from conftest import forked_kernels, hanging_pipeline, kernel_templates, kernels_of, write_notebook
+from hypothesis import given
+from hypothesis import strategies as st
 
 from nborch import Pipeline
 from nborch.execution.attempt import AttemptJob
 from nborch.execution.executors.local import LocalExecutor
-from nborch.execution.kernels import KernelRequest
+from nborch.execution.kernels import ATTEMPT_VARIABLES, Kernel, KernelRequest
 
 
 def test_every_task_gets_a_fresh_kernel_of_its_own(workdir: Path):
@@ -136,3 +139,51 @@ def test_a_killed_orchestrator_takes_its_forked_kernels_with_it(workdir: Path):
     proc.wait()
     gone, alive = psutil.wait_procs(left, timeout=20)
     assert not alive, f"still running after the orchestrator died: {alive}"
+
+
+ENV_NAMES = st.sampled_from(["NBORCH_TASK", "NBORCH_ATTEMPT", "NBORCH_ARTIFACT_DIR",
+                             "NBORCH_RUN_ID", "TOKEN", "PATH", "X"])
+
+
+@given(st.dictionaries(ENV_NAMES, st.text()), st.dictionaries(ENV_NAMES, st.text()))
+def test_requests_of_one_kind_differ_only_in_the_variables_naming_the_attempt(one, other):
+    """A warm kernel is handed only to a request equal to its own but for the attempt's
+    task, number and artifact folder: never across runs, secrets or environments."""
+    a, b = KernelRequest("python3", "/w", one), KernelRequest("python3", "/w", other)
+    outside = {k for k in one.keys() | other.keys() if k not in ATTEMPT_VARIABLES}
+    assert a.same_kind(b) == all(one.get(k) == other.get(k) for k in outside)
+    assert not a.same_kind(KernelRequest("python3", "/elsewhere", one))
+    assert not a.same_kind(KernelRequest("python3", "/w", one, frozenset({"TOKEN"})))
+
+
+def test_a_warm_kernel_takes_the_attempt_variables_of_the_request_it_serves(workdir: Path):
+    """``adopt``: the kernel started for task ``a`` serves task ``b`` of the same run with
+    ``b``'s variables (and a request of another kind is refused)."""
+    from jupyter_core.utils import run_sync
+
+    from nborch.execution.forking import KernelForker
+    base = {"NBORCH_RUN_ID": "r1", "TOKEN": "t"}
+    first = KernelRequest("python3", str(workdir), {**base, "NBORCH_TASK": "a",
+                                                    "NBORCH_ATTEMPT": "1"})
+    forker = KernelForker()
+    kernel = Kernel(first, forker)
+    try:
+        kernel.start()
+        assert kernel.forked
+        with pytest.raises(ValueError):
+            kernel.adopt(KernelRequest("python3", str(workdir), {**base, "TOKEN": "u"}))
+        kernel.adopt(KernelRequest("python3", str(workdir), {**base, "NBORCH_TASK": "b"}))
+        kernel.kc.execute("import os\nprint(os.environ.get('NBORCH_TASK'), "
+                          "os.environ.get('NBORCH_ATTEMPT'), os.environ['TOKEN'])")
+        text = ""
+        while True:
+            message = run_sync(kernel.kc.get_iopub_msg)(timeout=30)
+            if message["msg_type"] == "stream":
+                text += message["content"]["text"]
+            if message["msg_type"] == "status" and \
+                    message["content"]["execution_state"] == "idle" and text:
+                break
+        assert text.split() == ["b", "None", "t"]
+    finally:
+        kernel.shutdown()
+        forker.close()

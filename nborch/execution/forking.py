@@ -181,9 +181,9 @@ class KernelForker:
         self.prepare(kernelspec_command(name))
 
     def launch(self, name: str, argv: list[str], cwd: str | None,
-               env: dict) -> ForkedKernel | None:
-        """Fork the kernel ``name`` with this command line and environment, or return None
-        when it must be started the usual way (and say why, once)."""
+               env: dict) -> ForkedKernel | str:
+        """Fork the kernel ``name`` with this command line and environment, or say why it
+        must be started the usual way (and say it once on the log)."""
         options, arguments, why = fork_plan(argv, env, self.python)
         if options is not None:
             try:
@@ -191,12 +191,12 @@ class KernelForker:
                 kernel = template.spawn(arguments, cwd, env)
             except OSError as exc:  # no template after all: start the kernel as usual
                 self.tell(name, f"started the usual way: {exc}", logging.WARNING)
-                return None
+                return f"started the usual way: {exc}"
             command = " ".join([os.path.basename(self.python), *options])
             self.tell(name, f"forked from a kernel template ({command} -m ipykernel_launcher)")
             return kernel
         self.tell(name, f"started the usual way, not forked: {why}")
-        return None
+        return f"started the usual way, not forked: {why}"
 
     def tell(self, name: str, what: str, level: int = logging.INFO) -> None:
         with self._lock:
@@ -228,12 +228,14 @@ def _provisioner_class():
 
     class ForkProvisioner(LocalProvisioner):
         forker: KernelForker
+        not_forked = ""  # why its kernel was started the usual way
 
         async def launch_kernel(self, cmd, **kwargs):
             # kwargs["env"]: the task's environment with the kernelspec's "env" entries
             env = dict(kwargs.get("env") or os.environ)
             process = self.forker.launch(self.parent.kernel_name, cmd, kwargs.get("cwd"), env)
-            if process is None:
+            if isinstance(process, str):
+                self.not_forked = process
                 return await super().launch_kernel(cmd, **kwargs)
             self.process = process
             self.pid = self.pgid = self.process.pid  # the kernel leads its own session

@@ -18,6 +18,10 @@ from ..core.secrecy import task_environment
 STARTUP_TIMEOUT = 60.0
 IPC_BASE_MAX = 60  # characters of the folder for IPC sockets (a socket path has 107 at most)
 IOPUB_LOOK = 0.02  # seconds to wait for an iopub message before asking again
+# The variables of a kernel's environment that name its attempt (see runtime.jobs.Jobs.env):
+# a kernel started ahead for another attempt of the same kind takes them as it is handed
+# over (``Kernel.adopt``); nothing reads them as the process starts.
+ATTEMPT_VARIABLES = ("NBORCH_TASK", "NBORCH_ATTEMPT", "NBORCH_ARTIFACT_DIR")
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,17 @@ class KernelRequest:
     def same_as(self, other: KernelRequest) -> bool:
         return ((self.name, self.cwd, self.env, self.withheld)
                 == (other.name, other.cwd, other.env, other.withheld))
+
+    def same_kind(self, other: KernelRequest) -> bool:
+        """The same but for the variables naming the attempt (``ATTEMPT_VARIABLES``): a
+        kernel started for one serves the other once it adopted them. Secrets, the run,
+        the task's own ``env`` must be equal."""
+        return ((self.name, self.cwd, _kind_env(self.env), self.withheld)
+                == (other.name, other.cwd, _kind_env(other.env), other.withheld))
+
+
+def _kind_env(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k not in ATTEMPT_VARIABLES}
 
 
 _ipc_folders: dict[int, str] = {}  # pid -> that process's private folder for IPC sockets
@@ -103,6 +118,8 @@ class Kernel:
         self.pid: int | None = None
         self.pgid: int | None = None
         self.process = None
+        self.forked = False  # forked from a kernel template (see forking.py)
+        self.how = "started the usual way"  # once started: forked, or why not
         self._stderr_lock = threading.Lock()
         self._stderr_sink = None
         self._stderr_early: list[str] = []
@@ -133,6 +150,11 @@ class Kernel:
         self.process = getattr(provisioner, "process", None)
         self.pid = getattr(provisioner, "pid", None)
         self.pgid = getattr(provisioner, "pgid", None) or self.pid
+        if self.forker is not None:
+            from .forking import ForkedKernel
+            self.forked = isinstance(self.process, ForkedKernel)
+            self.how = "forked from a kernel template" if self.forked else \
+                (provisioner.not_forked or self.how)
         if self.process is not None and self.process.stderr is not None:
             threading.Thread(target=self._drain, daemon=True).start()
         kc = km.client()
@@ -146,6 +168,31 @@ class Kernel:
             raise
         kc.allow_stdin = False
         self.kc = kc
+
+    def adopt(self, request: KernelRequest, timeout: float = STARTUP_TIMEOUT) -> None:
+        """Give this started kernel the attempt variables of ``request``, a request of the
+        same kind as its own (a warm kernel handed to the next attempt). In the owning
+        thread, before the attempt runs."""
+        if not request.same_kind(self.request):
+            raise ValueError("a kernel serves only a request of the kind it was started for")
+        wanted = {k: request.env.get(k) for k in ATTEMPT_VARIABLES}
+        changed = {k: v for k, v in wanted.items() if v != self.request.env.get(k)}
+        if changed:
+            from jupyter_core.utils import run_sync
+            code = ("import os as _nborch_os\n"
+                    f"for _k, _v in {changed!r}.items():\n"
+                    "    _nborch_os.environ.pop(_k, None) if _v is None else "
+                    "_nborch_os.environ.__setitem__(_k, _v)\n"
+                    "del _nborch_os, _k, _v")
+            sent = self.kc.execute(code, silent=True, store_history=False)
+            while True:
+                reply = run_sync(self.kc.get_shell_msg)(timeout=timeout)
+                if reply["parent_header"].get("msg_id") == sent:
+                    break
+            if reply["content"].get("status") != "ok":
+                raise RuntimeError(f"the warm kernel did not take the attempt's variables: "
+                                   f"{reply['content'].get('evalue', '')}")
+        self.request = request
 
     def attach_stderr(self, sink) -> None:
         """Send what the kernel process writes to stderr (crash messages) to ``sink``."""

@@ -33,11 +33,14 @@ PM_SEQ, PM_THREADS, PM_CLI = ("papermill API, sequential", "papermill API, threa
 PL_SERIAL, PL_PARALLEL = "ploomber build (serial)", "ploomber build (parallel)"
 NOT_FORKED = "nborch, kernels not forked"
 COMMAND, INSTALLED = "nborch run", "nborch run, ipykernel install"  # the command, imports included
+# the same run on a LocalCluster of the same parallelism, started outside the timing
+DASK, DASK_AGAIN = "nborch (dask executor)", "nborch (dask executor, second run)"
 COMMANDS = (COMMAND, INSTALLED, PM_CLI, PL_SERIAL, PL_PARALLEL)  # timed as whole processes
 PLAN = {  # scenario -> systems measured (nborch first)
-    "chain10": ["nborch", INSTALLED, COMMAND, NOT_FORKED, PM_SEQ, PM_CLI, PL_SERIAL, PL_PARALLEL],
-    "fan16": ["nborch", INSTALLED, COMMAND, NOT_FORKED, "nborch (dask executor)", PM_SEQ,
-              PM_THREADS, PL_PARALLEL],
+    "chain10": ["nborch", INSTALLED, COMMAND, NOT_FORKED, DASK, DASK_AGAIN, PM_SEQ, PM_CLI,
+                PL_SERIAL, PL_PARALLEL],
+    "fan16": ["nborch", INSTALLED, COMMAND, NOT_FORKED, DASK, DASK_AGAIN, PM_SEQ, PM_THREADS,
+              PL_PARALLEL],
     "dag50": ["nborch", INSTALLED, COMMAND, NOT_FORKED, PM_SEQ, PM_THREADS, PL_SERIAL,
               PL_PARALLEL],
     "imports": ["nborch", PM_SEQ, PM_CLI],

@@ -1,7 +1,9 @@
 """Run attempts on a Dask distributed cluster.
 
-Each attempt is one Dask task: on a worker it starts a fresh kernel and runs the notebook
-through the same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
+Each attempt is one Dask task: on a worker it takes a fresh kernel (forked from the
+worker's kernel template, often ahead of need: ``dask_kernels``, kept by nborch's worker
+plugin, which the executor registers as it connects) and runs the notebook through the
+same ``AttemptRunner`` as the local executor (papermill, timeouts, masking of
 secrets; see ``dask_worker``). The orchestrating process keeps the DAG, the store and every
 state change; the worker says when the attempt leaves Dask's queue, sends progress and
 output back as Dask events (``Worker.log_event``, received by ``Client.subscribe_topic``)
@@ -39,7 +41,7 @@ from ..kernels import KernelRequest
 from .base import Executor
 from .dask_lease import Lease, lease_name
 from .dask_log import DRAINED, RELAYED, RelayedLogs
-from .dask_wire import pack, worker_entry
+from .dask_wire import pack, spare_dropper, worker_entry, worker_plugin
 from .dask_worker import STARTED
 
 log = logging.getLogger("nborch")
@@ -102,9 +104,11 @@ class DaskExecutor(Executor):
                                   "CA_FILE, ..._CLIENT__CERT and ..._CLIENT__KEY, or "
                                   "distributed.comm.tls.* in ~/.config/dask/") from None
             self._owns_client = True
-        self._told = False  # `nborch run -v` said how kernels start
+        self._told: set[str] = set()  # how kernels start on the workers, said by `run -v`
+        self._run_ids: set[str] = set()  # whose warm kernels the workers drop at the end
         self._workers_seen: dict = {}
         self._workers_at = -WORKERS_SECONDS
+        self._install_plugin()
         self._topic = f"nborch-{uuid.uuid4().hex}"
         self._lease = Lease(self.client, lease_name(self._topic))
         self._emitters: dict[tuple, Callable] = {}  # (task, attempt) -> the run's emit
@@ -113,6 +117,16 @@ class DaskExecutor(Executor):
         self._logs = RelayedLogs(self._events.put)
         threading.Thread(target=self._dispatch, name="nborch-dask-events", daemon=True).start()
         self.client.subscribe_topic(self._topic, self._events.put)
+
+    def _install_plugin(self) -> None:
+        """nborch's worker plugin (``dask_kernels``: kernel templates and warm kernels),
+        once per cluster; without it attempts start their kernels the usual way."""
+        try:
+            self.client.register_plugin(worker_plugin())
+        except Exception as exc:  # an older or restricted scheduler
+            log.warning("kernels: nborch's worker plugin could not be registered on the Dask "
+                        "cluster (%s: %s); kernels start the usual way on its workers",
+                        type(exc).__name__, exc)
 
     def submit(self, job: AttemptJob, request: KernelRequest, emit: Callable,
                done: Callable[[AttemptResult], None]) -> DaskAttempt:
@@ -125,9 +139,7 @@ class DaskExecutor(Executor):
             return DaskAttempt(self.client, None, key)
         self._emitters[(job.task, job.attempt)] = emit
         self._logs.add(key, job)
-        if request is not None and not self._told:
-            self._told = True
-            log.info("kernels: started the usual way on the Dask workers, not forked")
+        self._run_ids.add(job.run_id)
         payload, secrets = pack(job, request)
         secrets_name = None
         if secrets is not None:  # apart from the task: Dask logs a failing task's arguments
@@ -221,6 +233,8 @@ class DaskExecutor(Executor):
         self._events.put(None)
         self._lease.end()
         try:
+            for run_id in self._run_ids:
+                self.client.run(spare_dropper(run_id), wait=False)
             self.client.unsubscribe_topic(self._topic)
             for topic in self.client.run_on_scheduler(_topic_sweeper(self._topic)):
                 _import_distributed().Variable(lease_name(topic), client=self.client).delete()
@@ -252,11 +266,18 @@ class DaskExecutor(Executor):
             self.on_attempt_started(**fields)
             return
         event = getattr(events, message["type"])(**fields)
+        if "kernel" in message:
+            self._tell(message["kernel"])
         if isinstance(event, events.AttemptOutput):
             self._logs.output(event.task, event.attempt, event.text)
         emit = self._emitters.get((event.task, event.attempt))
         if emit is not None:
             emit(event)
+
+    def _tell(self, how: str) -> None:
+        if how not in self._told:
+            self._told.add(how)
+            log.info("kernels on the Dask workers: %s", how)
 
 
 class DaskAttempt:

@@ -9,6 +9,9 @@ The attempt's secrets (its environment's secret values, the values to mask) are 
 those bytes: they wait in a Dask ``Variable`` of the attempt, read on the worker once nborch
 runs there and deleted when the attempt ends. Dask logs the arguments of a task that fails;
 they never hold a secret.
+
+nborch's worker plugin (``worker_plugin``) crosses the same way: on a worker without nborch
+its setup does nothing, and the attempts there return the plain error.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from ..attempt import AttemptJob
 from ..kernels import KernelRequest
+from .dask_kernels import PLUGIN_NAME
 
 
 def pack(job: AttemptJob, request: KernelRequest | None) -> tuple[bytes, dict | None]:
@@ -59,3 +63,41 @@ def worker_entry() -> Callable[..., Any]:
                     "worker": distributed.get_worker().address}
         return run_packed(payload, secrets_name, topic, key, lease)
     return attempt
+
+
+def worker_plugin():
+    """The Dask worker plugin that keeps each worker's kernels (``dask_kernels``): a kernel
+    template started with the worker, warm kernels; registered once per cluster (Dask
+    keeps it for the workers that join later). Made here, so that cloudpickle sends it by
+    value: a worker without nborch, or with an nborch that cannot, just goes without."""
+    import distributed
+
+    class NborchKernels(distributed.WorkerPlugin):
+        idempotent = True  # registered by each run: the first registration stays
+        name = PLUGIN_NAME
+
+        def setup(self, worker):
+            self.kernels = None
+            try:
+                from nborch.execution.executors.dask_kernels import WorkerKernels
+                self.kernels = WorkerKernels(worker.state.nthreads,
+                                             f" on the Dask worker {worker.address}")
+            except Exception:  # the attempts there say nborch is unavailable
+                pass
+
+        def teardown(self, worker):
+            if getattr(self, "kernels", None) is not None:
+                self.kernels.close()
+
+    return NborchKernels()
+
+
+def spare_dropper(run_id: str) -> Callable[..., Any]:
+    """A function for ``Client.run`` that stops the warm kernels the run ``run_id`` left on a
+    worker (sent by value, as ``worker_entry``; a coroutine, which Dask runs without making
+    the caller wait)."""
+    async def drop(dask_worker) -> None:
+        kernels = getattr(dask_worker.plugins.get(PLUGIN_NAME), "kernels", None)
+        if kernels is not None:
+            kernels.drop_run(run_id)
+    return drop

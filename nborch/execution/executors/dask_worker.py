@@ -1,5 +1,6 @@
-"""One attempt on a Dask worker: a fresh kernel, the notebook (or the command), the kernel
-stopped; and a watcher that stops the attempt as soon as its run no longer wants it.
+"""One attempt on a Dask worker: a fresh kernel (forked from the worker's template, or a
+warm one: ``dask_kernels``), the notebook (or the command), the kernel stopped; and a
+watcher that stops the attempt as soon as its run no longer wants it.
 
 The run gives an attempt up when its future is cancelled (a cancel, or the orchestrator's
 client gone: the scheduler releases what it wanted), when this worker closes (it lost the
@@ -13,16 +14,18 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import queue
 import threading
+from collections.abc import Callable
 
 from ...core import events
 from ...core.clock import utcnow
-from ...core.errors import error_dict
-from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
 from ..kernels import KernelRequest
+from .dask_kernels import PLUGIN_NAME
 from .dask_lease import EXPIRY_SECONDS, LeaseWatch
 from .dask_log import DRAINED, RELAYED
+from .kernel_slot import KernelSlot
 
 SECRETS_WAIT = "30s"  # for the attempt's secrets (set before it was submitted)
 WATCH_POLL = 0.5  # seconds between the watcher's looks at the worker's state
@@ -73,49 +76,59 @@ def run_on_worker(job: AttemptJob, request: KernelRequest | None, topic: str, ke
                   lease: str) -> AttemptResult:
     import distributed
 
-    from ..kernels import Kernel
-    from ..runners import make_runner
-
     worker = distributed.get_worker()
-
-    def emit(event) -> None:
-        if isinstance(event, WORKER_EVENTS):
-            worker.log_event(topic, {"type": type(event).__name__,
-                                     "fields": dataclasses.asdict(event)})
-
     started = utcnow()
     worker.log_event(topic, {"type": STARTED, "fields": {
         "task": job.task, "attempt": job.attempt, "at": started}})
-    kernel = Kernel(request) if request is not None else None
-    try:
-        if kernel is not None:
-            kernel.start()
-    except Exception as exc:
-        kernel.shutdown()
-        return AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
-            "KernelStartError",
-            f"kernel {request.name!r} did not start on {worker.address}: {exc}"))
-    runner = make_runner(job, kernel, emit)
+    kernels = getattr(worker.plugins.get(PLUGIN_NAME), "kernels", None)
+    slot = _slot(worker, kernels, (job.task, job.attempt), request)
+
+    def emit(event) -> None:
+        if isinstance(event, WORKER_EVENTS):
+            message = {"type": type(event).__name__, "fields": dataclasses.asdict(event)}
+            if isinstance(event, events.KernelStarted):  # for `nborch run -v`
+                message["kernel"] = slot.kernel.how
+            worker.log_event(topic, message)
+
+    outcome: queue.Queue = queue.Queue()
     finished = threading.Event()
     watch = LeaseWatch(distributed.get_client(), lease)
-    threading.Thread(target=_watch, args=(worker, key, watch, runner, finished),
+
+    def give_up(reason: str) -> None:
+        slot.abandon(f"stopped on the Dask worker {worker.address}: {reason}")
+        if kernels is not None:  # the run's warm kernels: it will not come for them
+            kernels.drop_run(job.run_id)
+
+    threading.Thread(target=_watch, args=(worker, key, watch, give_up, finished),
                      name=f"nborch-watch-{job.task}-{job.attempt}", daemon=True).start()
+    slot.run(job, emit, outcome.put, request)
     try:
-        return runner.run()
+        return outcome.get()  # the slot's thread then stops the kernel, off the critical path
     finally:
         finished.set()
-        if kernel is not None:
-            kernel.shutdown()
 
 
-def _watch(worker, key: str, lease: LeaseWatch, runner, finished: threading.Event) -> None:
+def _slot(worker, kernels, key: tuple, request: KernelRequest | None) -> KernelSlot:
+    """The attempt's kernel: from this worker's kernels (nborch's worker plugin: a warm one,
+    or forked), else started the usual way (a cluster that refused the plugin)."""
+    if kernels is not None:
+        return kernels.slot(key, request)
+    slot = KernelSlot(key, request, where=f" on {worker.address}")
+    if slot.kernel is not None:
+        slot.kernel.how = "started the usual way: the worker has no kernel template (nborch's " \
+            "worker plugin is not registered on the cluster)"
+    return slot
+
+
+def _watch(worker, key: str, lease: LeaseWatch, give_up: Callable[[str], None],
+           finished: threading.Event) -> None:
     while not finished.wait(WATCH_POLL):
         try:
             reason = _given_up(worker, key, lease)
         except Exception:  # the worker is being torn down under us
             reason = "the Dask worker is shutting down"
         if reason is not None:
-            runner.abandon(f"stopped on the Dask worker {worker.address}: {reason}")
+            give_up(reason)
             return
 
 

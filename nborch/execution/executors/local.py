@@ -9,104 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
-import traceback
 from collections.abc import Callable
 
-from ...core.clock import utcnow
-from ...core.errors import error_dict
-from ...core.states import State
 from ..attempt import AttemptJob, AttemptResult
-from ..kernels import Kernel, KernelRequest
-from ..runners import make_runner
+from ..kernels import KernelRequest
 from .base import Executor
+from .kernel_slot import KernelSlot
 
 log = logging.getLogger("nborch")
-
-
-class _Slot:
-    """A thread holding one kernel for one attempt: start the kernel, wait for the job,
-    run it, report, then shut the kernel down (after reporting, off the critical path).
-    A command task's slot (``request`` None) has no kernel."""
-
-    def __init__(self, key: tuple, request: KernelRequest | None, on_ready: Callable[[], None],
-                 forker=None):
-        self.key = key
-        self.request = request
-        self.ready = threading.Event()
-        self.kernel = Kernel(request, forker) if request is not None else None
-        self.runner = None
-        self.claimed = False  # given its job (or discarded)
-        self._jobs: queue.Queue = queue.Queue()
-        self._on_ready = on_ready
-        self._start_error: Exception | None = None
-        self._cancelled = False
-        self.thread = threading.Thread(target=self._main, name=f"nborch-{key[0]}-{key[1]}",
-                                       daemon=True)
-        self.thread.start()
-
-    def run(self, job: AttemptJob, emit: Callable, done: Callable[[AttemptResult], None]) -> None:
-        self.claimed = True
-        self._jobs.put((job, emit, done))
-
-    def discard(self) -> None:
-        self.claimed = True
-        self._jobs.put(None)
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        if self.runner is not None:
-            self.runner.cancel()
-        elif self.kernel is not None:
-            self.kernel.kill()
-
-    def _main(self) -> None:
-        if self.kernel is not None:
-            try:
-                self.kernel.start(meanwhile=_import_runner)
-            except Exception as exc:
-                self._start_error = exc
-        self.ready.set()
-        if self.kernel is not None:
-            self._on_ready()
-        item = self._jobs.get()
-        try:
-            if item is not None:
-                self._attempt(*item)
-        finally:
-            try:
-                if self.kernel is not None:
-                    self.kernel.shutdown()
-            except Exception:
-                log.debug("kernel shutdown failed", exc_info=True)
-
-    def _attempt(self, job: AttemptJob, emit: Callable, done: Callable) -> None:
-        started = utcnow()
-        if self._start_error is not None or self._cancelled:
-            status = State.CANCELLED if self._cancelled else State.FAILED
-            message = "the run was cancelled" if self._cancelled else \
-                f"kernel {self.request.name!r} did not start: {self._start_error}"
-            done(AttemptResult(status, started, utcnow(), None, {},
-                               error_dict("KernelStartError", message)))
-            return
-        self.runner = make_runner(job, self.kernel, emit)
-        if self._cancelled:
-            self.runner.cancel()
-        try:
-            result = self.runner.run()
-        except Exception as exc:  # a bug of ours must still end the attempt
-            log.error("attempt %s/%s crashed:\n%s", job.task, job.attempt, traceback.format_exc())
-            result = AttemptResult(State.FAILED, started, utcnow(), None, {}, error_dict(
-                "NborchInternalError", f"{type(exc).__name__}: {exc}",
-                traceback=traceback.format_exc()))
-        done(result)
-
-
-def _import_runner() -> None:
-    """Import papermill and the attempt's engine (a third of a second, once per process)
-    while the first kernel starts, not after it."""
-    from .. import papermill_engine  # noqa: F401
 
 
 class LocalExecutor(Executor):
@@ -114,8 +25,8 @@ class LocalExecutor(Executor):
     prewarms = True
 
     def __init__(self, fork_kernels: bool | None = None):
-        self._slots: dict[tuple, _Slot] = {}  # (task, attempt) -> slot
-        self._finishing: list[_Slot] = []  # attempts done, kernels shutting down
+        self._slots: dict[tuple, KernelSlot] = {}  # (task, attempt) -> slot
+        self._finishing: list[KernelSlot] = []  # attempts done, kernels shutting down
         self._lock = threading.Lock()
         self._not_forked = "turned off"  # why kernels are not forked, when they are not
         if fork_kernels is None:
@@ -130,7 +41,7 @@ class LocalExecutor(Executor):
         """Whether kernels are forked from a template (cheap to start; see forkserver.py)."""
         return self._fork_kernels
 
-    def _new_slot(self, key: tuple, request: KernelRequest | None) -> _Slot:
+    def _new_slot(self, key: tuple, request: KernelRequest | None) -> KernelSlot:
         """A slot for ``key`` (call with the lock held)."""
         if request is not None and request.name not in self._kernel_names:
             self._kernel_names.add(request.name)
@@ -142,10 +53,10 @@ class LocalExecutor(Executor):
                     from ..forking import KernelForker, take_early
                     self._forker = take_early() or KernelForker()
                 self._forker.prepare_kernel(request.name)  # its template starts now
-        return _Slot(key, request, self._ready, self._forker)
+        return KernelSlot(key, request, self._ready, self._forker)
 
     def submit(self, job: AttemptJob, request: KernelRequest | None, emit: Callable,
-               done: Callable[[AttemptResult], None]) -> _Slot:
+               done: Callable[[AttemptResult], None]) -> KernelSlot:
         """Run ``job``; ``done(result)`` is called from the attempt's thread. Uses the kernel
         warmed for it when it matches ``request`` (None: a command, no kernel). Returns a
         handle with ``cancel()``."""
@@ -187,7 +98,7 @@ class LocalExecutor(Executor):
                 slot.discard()
                 self._finish(slot)
 
-    def _ready(self) -> None:
+    def _ready(self, slot: KernelSlot) -> None:
         self.on_kernel_ready()
 
     def release(self, task: str, attempt: int) -> None:
@@ -197,7 +108,7 @@ class LocalExecutor(Executor):
             if slot is not None:
                 self._finish(slot)
 
-    def _finish(self, slot: _Slot) -> None:
+    def _finish(self, slot: KernelSlot) -> None:
         """Keep ``slot`` until its kernel is gone, for ``shutdown`` to wait for; forget
         those whose thread has ended (call with the lock held). Kept for the whole run,
         finished slots held every attempt's notebook: 468 MB at 10,000 tasks."""
