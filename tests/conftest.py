@@ -245,3 +245,11 @@ def wait_for_line(proc: subprocess.Popen, needle: str, deadline: float = 120) ->
                 if needle in lines[-1]:
                     return lines
     raise AssertionError(f"{needle!r} not printed within {deadline:g}s; got {lines}")
+
+
+# The kernel of a task runs under the worker process (forked from the worker's kernel
+# template, a child of the worker): the first ancestor that is not the template says which.
+WORKER_PID = ("import psutil\nworker = psutil.Process().parent()\n"
+              "if 'nborch.execution.forkserver' in worker.cmdline():\n"
+              "    worker = worker.parent()\n")
+PUBLISH_WORKER = WORKER_PID + "import nborch\nnborch.publish('worker_pid', worker.pid)"

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import free_port, nborch, run_json, write_notebook, write_pipeline
+from conftest import (
+    PUBLISH_WORKER,
+    WORKER_PID,
+    free_port,
+    nborch,
+    run_json,
+    write_notebook,
+    write_pipeline,
+)
 from dask_cluster import DaskProcesses
 from test_outputs import clobbering_pipeline, flaky_pipeline
 
@@ -23,12 +31,6 @@ from nborch import Pipeline, Store
 
 distributed = pytest.importorskip("distributed")
 
-# The kernel of a task runs under the worker process (forked from the worker's kernel
-# template, a child of the worker): the first ancestor that is not the template says which.
-WORKER_PID = ("import psutil\nworker = psutil.Process().parent()\n"
-              "if 'nborch.execution.forkserver' in worker.cmdline():\n"
-              "    worker = worker.parent()\n")
-PUBLISH_WORKER = WORKER_PID + "import nborch\nnborch.publish('worker_pid', worker.pid)"
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import os
 from datetime import datetime
 
 import pytest
-from conftest import write_notebook
+from conftest import PUBLISH_WORKER, write_notebook
 from dask_cluster import DaskProcesses
 
 from nborch import Pipeline
@@ -16,7 +16,6 @@ from nborch import Pipeline
 distributed = pytest.importorskip("distributed")
 
 # The kernel of a task runs under the worker process: its parent's pid says which worker.
-PUBLISH_WORKER = "import os, nborch\nnborch.publish('worker_pid', os.getppid())"
 
 
 def executor_seeing(workers: dict):

@@ -11,7 +11,14 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from conftest import nborch, run_json, small_pipeline, start_scheduler, wait_for_line
+from conftest import (
+    PUBLISH_WORKER,
+    nborch,
+    run_json,
+    small_pipeline,
+    start_scheduler,
+    wait_for_line,
+)
 
 from nborch import Store
 from nborch.core.errors import SpecError
@@ -254,8 +261,8 @@ def test_backfill_runs_each_slot_oldest_first_and_skips_successes(workdir: Path)
 
 # -- where scheduled runs go ---------------------------------------------------------------------
 
-# The kernel of a task on a Dask worker runs under the worker process: its parent's pid.
-PUBLISH_PARENT = "import os, nborch\nnborch.publish('parent', os.getppid())"
+# The kernel of a task on a Dask worker runs under the worker process.
+PUBLISH_PARENT = PUBLISH_WORKER.replace("'worker_pid'", "'parent'")
 
 
 @pytest.fixture(scope="module")
