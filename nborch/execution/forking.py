@@ -19,8 +19,13 @@ import subprocess
 import sys
 import threading
 
-from .forkplan import (fork_plan, kernelspec_command, same_python, split_kernel_command,
-                       template_environment)
+from .forkplan import (
+    fork_plan,
+    kernelspec_command,
+    same_python,
+    split_kernel_command,
+    template_environment,
+)
 from .forkserver import READY
 
 log = logging.getLogger("nborch")
@@ -161,8 +166,8 @@ class KernelForker:
 
     def spec_manager(self):
         """A jupyter_client KernelSpecManager that looks each kernelspec up once for the
-        executor's kernels (jupyter_client makes a manager per kernel, which looks for its
-        folders again: a tenth of a kernel's start)."""
+        executor's kernels (jupyter_client makes a manager per kernel, which works out
+        Jupyter's data folders and reads the kernelspec again for each)."""
         with self._lock:
             if self._specs is None:
                 self._specs = _cached_specs_class()()

@@ -62,7 +62,7 @@ _contexts: dict[int, object] = {}  # pid -> that process's zmq context for kerne
 def _zmq_context():
     """One zmq context for every kernel of this process (a forked child makes its own).
     jupyter_client gives each kernel manager and each client a context of their own, each
-    with an I/O thread started and stopped per attempt: a tenth of an attempt's CPU."""
+    with I/O threads started and stopped for every attempt."""
     import zmq
     import zmq.asyncio
     with _ipc_lock:

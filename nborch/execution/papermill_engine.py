@@ -15,11 +15,13 @@ from collections import OrderedDict
 from nbformat.v4 import new_output
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
-from papermill.execute import prepare_notebook_metadata, raise_for_execution_errors, \
-    remove_error_markers
+from papermill.execute import (
+    prepare_notebook_metadata,
+    raise_for_execution_errors,
+    remove_error_markers,
+)
 from papermill.iorw import load_notebook_node, local_file_io_cwd
-from papermill.parameterize import add_builtin_parameters, parameterize_notebook, \
-    parameterize_path
+from papermill.parameterize import add_builtin_parameters, parameterize_notebook, parameterize_path
 
 from ..inside import PUBLISH_MIME
 from .limits import KERNEL_SETUP, json_size
