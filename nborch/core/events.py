@@ -159,7 +159,7 @@ class _Timers:
     """One thread for the trailing calls of every ``Throttle`` of the process: a
     ``threading.Timer`` each would start a thread for nearly every attempt."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._cond = threading.Condition()
         self._due: list = []  # heap of (when, number, [callback or None when cancelled])
         self._count = 0
