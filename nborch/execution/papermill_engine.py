@@ -49,7 +49,7 @@ class _NoKernelDiedLine(logging.Filter):
 log.addFilter(_NoKernelDiedLine())
 SOURCES_KEPT = 16  # parsed source notebooks kept, each of at most SOURCE_KEPT_SIZE bytes
 SOURCE_KEPT_SIZE = 1024 * 1024
-_sources: OrderedDict = OrderedDict()  # (path, mtime, size) -> the notebook as papermill loads it
+_sources: OrderedDict = OrderedDict()  # (path, stat) -> the notebook as papermill loads it
 _sources_lock = threading.Lock()
 
 
@@ -77,14 +77,14 @@ def execute_notebook(source, parameters: dict, kernel_name: str, **engine_kwargs
 
 def _load(source):
     """A fresh copy of the source notebook, from the one parsed before if its file is the
-    same (path, modification time, size)."""
+    same (path, inode, modification and change times, size)."""
     try:
         stat = os.stat(source) if isinstance(source, str) else None
     except OSError:
         stat = None
     if stat is None or stat.st_size > SOURCE_KEPT_SIZE:
         return load_notebook_node(source)
-    key = (source, stat.st_mtime_ns, stat.st_size)
+    key = (source, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
     with _sources_lock:
         nb = _sources.get(key)
         if nb is not None:
