@@ -34,6 +34,8 @@ def test_chain_values_flow_downstream(workdir: Path):
     executed = nbformat.read(out, as_version=4)
     injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "upstream" in injected[0].source
+    # Taken from the kernel's answer as it started, not asked again after the cells.
+    assert executed.metadata["language_info"]["name"] == "python"
     # The store holds the same story.
     stored = Store(workdir / ".nborch").get_run(run.run_id)
     assert stored.to_dict()["tasks"] == run.to_dict()["tasks"]
@@ -376,3 +378,15 @@ def test_kernel_choice_task_wins_then_kernelspec_then_python3(workdir: Path):
     run = p.run()
     assert run.status == "success"
     assert run.values == {"nospec": {"ok": 1}, "odd": {"ok": 2}}
+
+
+def test_an_edited_source_notebook_is_read_anew_and_each_attempt_gets_its_own_copy(
+        workdir: Path):
+    from nborch.execution.papermill_engine import _load
+    path = workdir / "nb.ipynb"
+    write_notebook(path, "x = 1")
+    first = _load(str(path))
+    first.cells[0].source = "changed by an attempt"
+    assert _load(str(path)).cells[0].source == "x = 1"
+    write_notebook(path, "y = 22")  # another size: another file, whatever the clock says
+    assert _load(str(path)).cells[0].source == "y = 22"

@@ -141,6 +141,21 @@ def test_throttle_coalesces_a_burst_and_delivers_the_last_value():
     assert got[0] == 0 and got[-1] == 1999 and len(got) <= 5
 
 
+def test_a_closed_throttle_drops_its_trailing_call():
+    """Trailing calls come from one timer thread, in the order they are due: once a later
+    one has come, a cancelled earlier one would have come before it."""
+    got, later = [], threading.Event()
+    closed = Throttle(got.append, 0.05)
+    closed(1)
+    closed(2)  # pending, due in 0.05 s
+    closed.close()
+    other = Throttle(lambda value: later.set() if value == "b" else None, 0.1)
+    other("a")
+    other("b")  # due in 0.1 s, after the cancelled one
+    assert later.wait(5)
+    assert got == [1]
+
+
 def test_a_secret_never_reaches_files_or_cli_output(workdir: Path):
     value = "pa55-Word-from-dotenv"
     (workdir / ".env").write_text(f"DB_PASSWORD={value}\n")

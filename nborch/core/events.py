@@ -155,6 +155,53 @@ class EventBus:
                 return
 
 
+class _Timers:
+    """One thread for the trailing calls of every ``Throttle`` of the process: a
+    ``threading.Timer`` each would start a thread for nearly every attempt."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._due: list = []  # heap of (when, number, [callback or None when cancelled])
+        self._count = 0
+        self._thread: threading.Thread | None = None
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> list:
+        """Call ``callback`` in ``delay`` seconds; returns a handle for ``cancel``."""
+        import heapq
+        import time
+        handle = [callback]
+        with self._cond:
+            self._count += 1
+            heapq.heappush(self._due, (time.monotonic() + delay, self._count, handle))
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._serve, name="nborch-timers",
+                                                daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        return handle
+
+    @staticmethod
+    def cancel(handle: list) -> None:
+        handle[0] = None
+
+    def _serve(self) -> None:
+        import heapq
+        import time
+        while True:
+            with self._cond:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    self._cond.wait(self._due[0][0] - time.monotonic() if self._due else None)
+                callback = heapq.heappop(self._due)[2][0]
+            if callback is not None:
+                try:
+                    callback()
+                except Exception:
+                    log.exception("nborch: a delayed call failed")
+
+
+_timers = _Timers()
+
+
 class Throttle:
     """Calls ``emit(latest)`` at most once per ``interval`` seconds, always delivering the
     latest value in the end (a trailing call), so a burst of updates costs a few calls and
@@ -166,7 +213,7 @@ class Throttle:
         self._lock = threading.Lock()
         self._latest: Any = None
         self._last = 0.0
-        self._timer: threading.Timer | None = None
+        self._timer: list | None = None  # the pending trailing call's handle
 
     def __call__(self, value: Any) -> None:
         import time
@@ -175,9 +222,7 @@ class Throttle:
             wait = self._last + self.interval - time.monotonic()
             if wait > 0:
                 if self._timer is None:
-                    self._timer = threading.Timer(wait, self._fire)
-                    self._timer.daemon = True
-                    self._timer.start()
+                    self._timer = _timers.call_later(wait, self._fire)
                 return
             self._last = time.monotonic()
         self._emit(value)
@@ -193,5 +238,5 @@ class Throttle:
         """Drop a pending trailing call (the step it would report is over)."""
         with self._lock:
             if self._timer is not None:
-                self._timer.cancel()
+                _timers.cancel(self._timer)
                 self._timer = None

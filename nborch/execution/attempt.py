@@ -147,10 +147,9 @@ class AttemptRunner:
     # -- the attempt ------------------------------------------------------------------
 
     def run(self) -> AttemptResult:
-        import papermill
         from papermill.exceptions import PapermillExecutionError
 
-        from .papermill_engine import ENGINE_NAME
+        from .papermill_engine import execute_notebook
 
         job = self.job
         make_product_dirs(job)
@@ -164,9 +163,8 @@ class AttemptRunner:
             self.output_limit = OutputLimit(max_output(job.env), sinks["stderr"])
             self.kernel.attach_stderr(self.output_limit.wrap(sinks["stderr"]))
             try:
-                papermill.execute_notebook(
-                    _source(job), None, parameters=job.parameters, engine_name=ENGINE_NAME,
-                    kernel_name=job.kernel, progress_bar=False, request_save_on_cell_execute=False,
+                execute_notebook(
+                    _source(job), job.parameters, job.kernel,
                     stdout_file=sinks["stdout"], stderr_file=sinks["stderr"],
                     nborch_attempt=self, km=self.kernel.km, nborch_kc=self.kernel.kc)
             except PapermillExecutionError as exc:

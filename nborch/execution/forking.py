@@ -19,7 +19,13 @@ import subprocess
 import sys
 import threading
 
-from .forkplan import fork_plan, kernelspec_command, split_kernel_command, template_environment
+from .forkplan import (
+    fork_plan,
+    kernelspec_command,
+    same_python,
+    split_kernel_command,
+    template_environment,
+)
 from .forkserver import READY
 
 log = logging.getLogger("nborch")
@@ -155,6 +161,17 @@ class KernelForker:
         self._lock = threading.Lock()
         self._told: set[tuple] = set()
         self._closed = False
+        self._same: dict[tuple, bool] = {}  # (argv[0], PATH) -> same_python's answer
+        self._specs = None  # kernelspecs, each looked up once (see spec_manager)
+
+    def spec_manager(self):
+        """A jupyter_client KernelSpecManager that looks each kernelspec up once for the
+        executor's kernels (jupyter_client makes a manager per kernel, which works out
+        Jupyter's data folders and reads the kernelspec again for each)."""
+        with self._lock:
+            if self._specs is None:
+                self._specs = _cached_specs_class()()
+            return self._specs
 
     def template(self, options: tuple[str, ...] = ()) -> KernelTemplate:
         """The template for these interpreter options, started now if it is not yet."""
@@ -184,7 +201,11 @@ class KernelForker:
                env: dict) -> ForkedKernel | str:
         """Fork the kernel ``name`` with this command line and environment, or say why it
         must be started the usual way (and say it once on the log)."""
-        options, arguments, why = fork_plan(argv, env, self.python)
+        key = (argv[0] if argv else "", env.get("PATH"))
+        same = self._same.get(key)
+        if same is None:  # symlinks resolved once per run, not per kernel
+            same = self._same[key] = bool(argv) and same_python(argv[0], self.python, key[1])
+        options, arguments, why = fork_plan(argv, env, self.python, same=same)
         if options is not None:
             try:
                 template = self.template(options)
@@ -243,6 +264,21 @@ def _provisioner_class():
             return self.connection_info
 
     return ForkProvisioner
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_specs_class():
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    class CachedSpecs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):
+            specs = self.__dict__.setdefault("_nborch_specs", {})
+            spec = specs.get(kernel_name)
+            if spec is None:
+                spec = specs[kernel_name] = super().get_kernel_spec(kernel_name)
+            return spec
+
+    return CachedSpecs
 
 
 _early: KernelForker | None = None

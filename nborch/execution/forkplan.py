@@ -56,12 +56,14 @@ def _environment_of(executable: str) -> str | None:
 
 
 def split_kernel_command(argv: list[str], python: str = sys.executable,
-                         path: str | None = None) -> tuple[tuple[str, ...], list[str]] | str:
+                         path: str | None = None, same: bool | None = None
+                         ) -> tuple[tuple[str, ...], list[str]] | str:
     """``(interpreter options, ipykernel's arguments)`` when ``argv`` is ``PYTHON [OPTIONS]
-    -m ipykernel_launcher ARGS`` with ``python`` as PYTHON; else why not, as a phrase."""
+    -m ipykernel_launcher ARGS`` with ``python`` as PYTHON; else why not, as a phrase.
+    ``same``: ``same_python``'s answer for ``argv[0]``, if known."""
     if not argv:
         return "its kernelspec has no command"
-    if not same_python(argv[0], python, path):
+    if not (same_python(argv[0], python, path) if same is None else same):
         return f"its kernelspec runs {argv[0]}, not nborch's own Python ({python})"
     options: list[str] = []
     i = 1
@@ -101,11 +103,12 @@ def _startup_values(env: dict, options: tuple[str, ...]) -> dict[str, str]:
 
 
 def fork_plan(argv: list[str], env: dict, python: str = sys.executable,
-              template_env: dict | None = None) -> tuple[tuple[str, ...] | None, list[str], str]:
+              template_env: dict | None = None, same: bool | None = None
+              ) -> tuple[tuple[str, ...] | None, list[str], str]:
     """Whether a kernel started with ``argv`` and ``env`` can be forked from a template of
     ``python``: ``(the template's interpreter options, ipykernel's arguments, "")``, or
-    ``(None, [], why not)``."""
-    split = split_kernel_command(argv, python, env.get("PATH"))
+    ``(None, [], why not)``. ``same``: ``same_python``'s answer for ``argv[0]``, if known."""
+    split = split_kernel_command(argv, python, env.get("PATH"), same)
     if isinstance(split, str):
         return None, [], split
     options, arguments = split

@@ -45,7 +45,7 @@ READY = b"nborch-forkserver ready\n"
 # imports nothing more). None of them starts a thread, so the template stays fork-safe.
 PRELOAD = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger",
            "IPython.core.debugger", "IPython.core.completerlib", "IPython.extensions.storemagic",
-           "sqlite3", "tornado.queues", "tornado.platform.asyncio")
+           "sqlite3", "tornado.queues", "tornado.platform.asyncio", "nborch.execution.limits")
 
 
 def serve(path: str) -> None:
@@ -164,10 +164,16 @@ def _become_kernel(request: dict, stderr_fd: int | None) -> None:
         import random
         random.seed()  # not the template's state
         from ipykernel import kernelapp
+
+        from .limits import split_stream_output
         sys.argv = [kernelapp.__file__, *request["argv"]]
-        # The parent poller ends the kernel when the template (its parent) dies.
-        kernelapp.launch_new_instance(argv=[*request["argv"],
-                                            f"--IPKernelApp.parent_handle={os.getppid()}"])
+        # What launch_new_instance does, with the kernel's stream output split into pieces
+        # before it starts (the orchestrator need not ask: see Kernel.streams_split). The
+        # parent poller ends the kernel when the template (its parent) dies.
+        app = kernelapp.IPKernelApp.instance()
+        app.initialize([*request["argv"], f"--IPKernelApp.parent_handle={os.getppid()}"])
+        split_stream_output()
+        app.start()
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

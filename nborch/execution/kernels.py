@@ -71,14 +71,32 @@ def _ipc_prefix() -> str:
     return os.path.join(folder, secrets.token_hex(4))
 
 
+_contexts: dict[int, object] = {}  # pid -> that process's zmq context for kernel sockets
+
+
+def _zmq_context():
+    """One zmq context for every kernel of this process (a forked child makes its own).
+    jupyter_client gives each kernel manager and each client a context of their own, each
+    with I/O threads started and stopped for every attempt."""
+    import zmq
+    import zmq.asyncio
+    with _ipc_lock:
+        context = _contexts.get(os.getpid())
+        if context is None:
+            context = _contexts[os.getpid()] = zmq.asyncio.Context()
+            context.linger = 100  # a socket closed with messages to a dead kernel: no hang
+    return context
+
+
 def _remove_ipc_folder(pid: int, folder: str) -> None:
     if os.getpid() == pid:  # not in a forked child, whose parent still uses it
         import shutil
         shutil.rmtree(folder, ignore_errors=True)
 
 
-async def _await_ready(km, kc, timeout: float) -> None:
-    """Return once the kernel answers on its shell channel and its iopub messages reach us.
+async def _await_ready(km, kc, timeout: float) -> dict:
+    """Return the kernel's ``kernel_info_reply`` content once the kernel answers on its
+    shell channel and its iopub messages reach us.
 
     jupyter_client's ``wait_for_ready`` does the same, but gives iopub 0.2 s per try and
     usually needs a second try (the first status messages go out before our subscription
@@ -97,7 +115,7 @@ async def _await_ready(km, kc, timeout: float) -> None:
         if reply is not None and reply["msg_type"] == "kernel_info_reply":
             try:
                 await kc.get_iopub_msg(timeout=IOPUB_LOOK)
-                return
+                return reply["content"]
             except Empty:
                 pass
         if not await km.is_alive():
@@ -120,6 +138,8 @@ class Kernel:
         self.process = None
         self.forked = False  # forked from a kernel template (see forking.py)
         self.how = "started the usual way"  # once started: forked, or why not
+        self.streams_split = False  # sends stream output in pieces already (limits.PIECE)
+        self.info: dict = {}  # its kernel_info_reply's content (language_info, ...)
         self._stderr_lock = threading.Lock()
         self._stderr_sink = None
         self._stderr_early: list[str] = []
@@ -132,8 +152,10 @@ class Kernel:
 
         # IPC sockets: no TCP ports to pick, so no port race between kernels started at once
         # (papermill#511), and nothing listening on the network.
+        context = _zmq_context()
+        shared = {"kernel_spec_manager": self.forker.spec_manager()} if self.forker else {}
         km = AsyncKernelManager(kernel_name=self.request.name, transport="ipc",
-                                ip=_ipc_prefix())
+                                ip=_ipc_prefix(), context=context, **shared)
         if self.forker is not None:
             import uuid
 
@@ -150,21 +172,23 @@ class Kernel:
         self.process = getattr(provisioner, "process", None)
         self.pid = getattr(provisioner, "pid", None)
         self.pgid = getattr(provisioner, "pgid", None) or self.pid
-        if self.forker is not None:
+        if self.forker is not None:  # a forked kernel split its output as it started
             from .forking import ForkedKernel
-            self.forked = isinstance(self.process, ForkedKernel)
+            self.forked = self.streams_split = isinstance(self.process, ForkedKernel)
             self.how = "forked from a kernel template" if self.forked else \
                 (provisioner.not_forked or self.how)
         if self.process is not None and self.process.stderr is not None:
             threading.Thread(target=self._drain, daemon=True).start()
-        kc = km.client()
-        kc.start_channels()
+        kc = km.client(context=context)
+        # nbclient uses the shell and iopub channels only; the kernel's liveness comes from
+        # its process (the manager), not a heartbeat thread.
+        kc.start_channels(stdin=False, hb=False, control=False)
         try:
             if meanwhile is not None:
                 meanwhile()
-            run_sync(_await_ready)(km, kc, timeout)
+            self.info = run_sync(_await_ready)(km, kc, timeout)
         except Exception:
-            kc.stop_channels()
+            _stop_channels(kc)
             raise
         kc.allow_stdin = False
         self.kc = kc
@@ -223,7 +247,7 @@ class Kernel:
     def shutdown(self) -> None:
         from jupyter_core.utils import run_sync
         if self.kc is not None:
-            self.kc.stop_channels()
+            _stop_channels(self.kc)
             self.kc = None
         if self.km is not None:
             try:
@@ -231,12 +255,16 @@ class Kernel:
             except Exception:  # already dead; make sure the group is gone
                 self.kill()
             run_sync(self.km.cleanup_resources)()
-            # The manager made its own zmq context (sockets, an I/O thread) and would free it
-            # only when garbage-collected: a scheduler starting runs for months frees it now.
-            if getattr(self.km, "_created_context", False):
-                self.km.context.destroy(linger=0)
             self.km = None
         _close_thread_loop()
+
+
+def _stop_channels(kc) -> None:
+    """``kc.stop_channels()`` for the channels ``start`` opened (that method would make the
+    others, sockets included, only to find them not running)."""
+    for channel in (kc.shell_channel, kc.iopub_channel):
+        if channel.is_alive():
+            channel.stop()
 
 
 def _close_thread_loop() -> None:

@@ -6,11 +6,22 @@ a second, so only the attempt runner imports it).
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import threading
+from collections import OrderedDict
 
 from nbformat.v4 import new_output
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.execute import (
+    prepare_notebook_metadata,
+    raise_for_execution_errors,
+    remove_error_markers,
+)
+from papermill.iorw import load_notebook_node, local_file_io_cwd
+from papermill.parameterize import add_builtin_parameters, parameterize_notebook, parameterize_path
 
 from ..inside import PUBLISH_MIME
 from .limits import KERNEL_SETUP, json_size
@@ -36,6 +47,55 @@ class _NoKernelDiedLine(logging.Filter):
 
 
 log.addFilter(_NoKernelDiedLine())
+SOURCES_KEPT = 16  # parsed source notebooks kept, each of at most SOURCE_KEPT_SIZE bytes
+SOURCE_KEPT_SIZE = 1024 * 1024
+_sources: OrderedDict = OrderedDict()  # (path, stat) -> the notebook as papermill loads it
+_sources_lock = threading.Lock()
+
+
+def execute_notebook(source, parameters: dict, kernel_name: str, **engine_kwargs):
+    """``papermill.execute_notebook`` as an attempt uses it, less what it would throw away:
+    no output path (the attempt writes the notebook itself, masked), so no serializing of it
+    for nothing; no check of the parameters against the notebook's (papermill only logs it,
+    and its log is silenced); the source notebook parsed once while its file is unchanged (a
+    grid's instances share one). Raises ``PapermillExecutionError`` for a failed cell."""
+    path = source if isinstance(source, str) else None
+    if path is not None:
+        source = parameterize_path(path, add_builtin_parameters(parameters))
+    with local_file_io_cwd():
+        nb = _load(source)
+    if parameters:
+        nb = parameterize_notebook(nb, parameters, kernel_name=kernel_name,
+                                   engine_name=ENGINE_NAME)
+    nb = remove_error_markers(prepare_notebook_metadata(nb, source, None))
+    nb = papermill_engines.execute_notebook_with_engine(
+        ENGINE_NAME, nb, input_path=source, output_path=None, kernel_name=kernel_name,
+        progress_bar=False, log_output=False, **engine_kwargs)
+    raise_for_execution_errors(nb, None)
+    return nb
+
+
+def _load(source):
+    """A fresh copy of the source notebook, from the one parsed before if its file is the
+    same (path, inode, modification and change times, size)."""
+    try:
+        stat = os.stat(source) if isinstance(source, str) else None
+    except OSError:
+        stat = None
+    if stat is None or stat.st_size > SOURCE_KEPT_SIZE:
+        return load_notebook_node(source)
+    key = (source, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
+    with _sources_lock:
+        nb = _sources.get(key)
+        if nb is not None:
+            _sources.move_to_end(key)
+    if nb is None:
+        nb = load_notebook_node(source)
+        with _sources_lock:
+            _sources[key] = nb
+            while len(_sources) > SOURCES_KEPT:
+                _sources.popitem(last=False)
+    return copy.deepcopy(nb)
 
 
 class NborchClient(PapermillNotebookClient):
@@ -58,8 +118,21 @@ class NborchClient(PapermillNotebookClient):
         self._kept: dict[int, int] = {}  # cell index -> bytes of its outputs kept
         self._markers: dict[int, tuple] = {}  # cell index -> (marker output, count, bytes)
 
+    def execute(self, **kwargs):
+        """papermill's ``execute``, less its ``kernel_info`` round trip after the cells: the
+        kernel answered one as it started (``Kernel.info``), and kernels are never reused."""
+        language_info = self.attempt.kernel.info.get("language_info")
+        if language_info is None:
+            return super().execute(**kwargs)
+        self.reset_execution_trackers()
+        with self.setup_kernel(**kwargs):
+            self.papermill_execute_cells()
+            self.nb.metadata["language_info"] = language_info
+            self.set_widgets_metadata()
+        return self.nb
+
     def papermill_execute_cells(self):
-        if getattr(self.km, "ipykernel", False):
+        if getattr(self.km, "ipykernel", False) and not self.attempt.kernel.streams_split:
             self.wait_for_reply(self.kc.execute(KERNEL_SETUP, silent=True, store_history=False))
         super().papermill_execute_cells()
 

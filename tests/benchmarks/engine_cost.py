@@ -103,7 +103,7 @@ def one(n: int, progress: bool, kernels: bool = False, timed_views: bool = False
     return {"tasks": tasks, "check_cpu": cpu1 - cpu0,
             "cpu_per_task_ms": (cpu2 - cpu1) / tasks * 1000, "wall": wall2 - wall1,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "views": seen}
+            "load": os.getloadavg()[0], "views": seen}
 
 
 def main() -> int:
@@ -118,7 +118,7 @@ def main() -> int:
         print(json.dumps(one(args.one, args.progress, args.kernels, args.views)))
         return 0
     print("| grid instances | tasks | checking (CPU) | run: orchestrator CPU per task | run wall | "
-          "peak RSS |\n|---|---|---|---|---|---|")
+          "peak RSS | load average at the end |\n|---|---|---|---|---|---|---|")
     for n in (int(x) for x in args.sizes.split(",")):
         out = subprocess.run([sys.executable, __file__, "--one", str(n)]
                              + (["--progress"] if args.progress else [])
@@ -127,10 +127,10 @@ def main() -> int:
                              capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.splitlines()[-1])
         print(f"| {n:,} | {r['tasks']:,} | {r['check_cpu']:.2f} s | "
-              f"{r['cpu_per_task_ms']:.2f} ms | {r['wall']:.1f} s | {r['peak_rss_mb']:.0f} MB |",
-              flush=True)
+              f"{r['cpu_per_task_ms']:.2f} ms | {r['wall']:.1f} s | {r['peak_rss_mb']:.0f} MB | "
+              f"{r['load']:.1f} |", flush=True)
         for label, (seconds, size) in r["views"].items():
-            print(f"|   `nborch {label}` | | | {seconds:.2f} s | {size:,} bytes | |", flush=True)
+            print(f"|   `nborch {label}` | | | {seconds:.2f} s | {size:,} bytes | | |", flush=True)
     return 0
 
 
