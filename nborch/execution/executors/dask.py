@@ -162,8 +162,8 @@ class DaskExecutor(Executor):
     def _unoffered(self, resources: dict) -> dict | None:
         """An error when no worker offers ``resources`` (a typo, a GPU worker that is down):
         Dask would hold the task forever."""
-        workers = self.client.scheduler_info().get("workers", {})
-        offers = {address: info.get("resources") or {} for address, info in workers.items()}
+        offers = {address: info.get("resources") or {}
+                  for address, info in self._scheduler_workers().items()}
         if any(all(offer.get(name, 0) >= amount for name, amount in resources.items())
                for offer in offers.values()):
             return None
@@ -208,12 +208,19 @@ class DaskExecutor(Executor):
         now = time.monotonic()
         if now - self._workers_at >= WORKERS_SECONDS:
             try:
-                info = self.client.scheduler_info(n_workers=-1)  # all (5 by default in some)
-                self._workers_seen = info.get("workers", {})
+                self._workers_seen = self._scheduler_workers()
             except Exception:  # a scheduler that went away says so at the next submit
                 pass
             self._workers_at = now
         return self._workers_seen
+
+    def _scheduler_workers(self) -> dict:
+        """Every worker of the cluster, address -> what it says of itself."""
+        try:
+            info = self.client.scheduler_info(n_workers=-1)  # recent releases: 5 unless asked
+        except TypeError:  # releases before ``n_workers`` gave them all
+            info = self.client.scheduler_info()
+        return info.get("workers", {})
 
     def release(self, task: str, attempt: int) -> None:
         self._emitters.pop((task, attempt), None)
