@@ -282,6 +282,19 @@ def test_secrets_reach_the_kernel_on_the_worker_and_are_written_nowhere(workdir:
                 assert value.encode() not in file.read_bytes(), file
 
 
+def _error_on_a_worker_with(shadow: Path, dask_processes, workdir: Path, spec: dict,
+                            *wrap: str) -> dict:
+    """The error of the one task of ``spec`` run on a worker whose ``nborch`` is the one in
+    ``shadow`` (first on its path; ``wrap``: more of the worker's command before it)."""
+    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    dask_processes.worker(wrap=("env", f"PYTHONPATH={path}", *wrap))
+    proc = nborch("run", str(write_pipeline(workdir, spec)), "--executor",
+                  f"dask://{dask_processes.address}", "--json", cwd=workdir)
+    assert proc.returncode == 1, proc.stderr
+    [task] = run_json(proc)["tasks"].values()
+    return task["error"]
+
+
 def test_a_worker_without_nborch_fails_the_attempt_clearly_and_logs_no_secret(workdir: Path,
                                                                              dask_processes):
     """A worker whose environment cannot import nborch: the attempt fails at once saying
@@ -291,17 +304,12 @@ def test_a_worker_without_nborch_fails_the_attempt_clearly_and_logs_no_secret(wo
     (shadow / "nborch").mkdir(parents=True)
     (shadow / "nborch" / "__init__.py").write_text("raise ImportError('no nborch here')\n")
     log = workdir / "worker.log"
-    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    dask_processes.worker(wrap=("env", f"PYTHONPATH={path}", "sh", "-c",
-                                f'exec "$0" "$@" 2>>{log}'))
     value = "dask-s3cr3t-w0rker"
     (workdir / ".env").write_text(f"TOKEN={value}\n")
-    pipeline = write_pipeline(workdir, {"name": "sec", "secrets": ["TOKEN"], "tasks": {
-        "say": {"command": ["sh", "-c", "echo $TOKEN"]}}})
-    proc = nborch("run", str(pipeline), "--executor", f"dask://{dask_processes.address}",
-                  "--json", cwd=workdir)
-    assert proc.returncode == 1, proc.stderr
-    error = run_json(proc)["tasks"]["say"]["error"]
+    error = _error_on_a_worker_with(shadow, dask_processes, workdir, {
+        "name": "sec", "secrets": ["TOKEN"], "tasks": {
+            "say": {"command": ["sh", "-c", "echo $TOKEN"]}}},
+        "sh", "-c", f'exec "$0" "$@" 2>>{log}')
     assert error["type"] == "NborchUnavailable"
     assert "cannot import nborch (ImportError: no nborch here)" in error["message"]
     assert "Failed to deserialize" not in log.read_text()
@@ -324,14 +332,8 @@ def test_a_worker_with_another_nborch_version_fails_the_attempt_naming_both(work
             target.write_text('__version__ = "0.0.1"\n')
         else:
             target.symlink_to(path)
-    path = f"{shadow}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    dask_processes.worker(wrap=("env", f"PYTHONPATH={path}"))
-    pipeline = write_pipeline(workdir, {"name": "versions", "tasks": {
-        "touch": {"command": ["touch", str(workdir / "ran")]}}})
-    proc = nborch("run", str(pipeline), "--executor", f"dask://{dask_processes.address}",
-                  "--json", cwd=workdir)
-    assert proc.returncode == 1, proc.stderr
-    error = run_json(proc)["tasks"]["touch"]["error"]
+    error = _error_on_a_worker_with(shadow, dask_processes, workdir, {
+        "name": "versions", "tasks": {"touch": {"command": ["touch", str(workdir / "ran")]}}})
     assert error["type"] == "NborchUnavailable"
     assert "has nborch 0.0.1" in error["message"]
     assert f"install nborch {__version__}" in error["message"]
